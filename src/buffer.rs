@@ -1,0 +1,145 @@
+//! Buffer stage: per topic-partition state — the decoder for the current schema and the one open
+//! Parquet file with the offset range it covers.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use parquet::file::properties::WriterProperties;
+
+use crate::decode::BatchDecoder;
+use crate::encode::ParquetFile;
+use crate::error::SinkError;
+use crate::flush::FileStats;
+
+/// An open file: a contiguous offset range of one partition and the rows decoded from it.
+pub struct OpenFile {
+    pub start_offset: i64,
+    pub end_offset: i64,
+    /// Records in the range: rows plus skipped (tombstones).
+    pub records: u64,
+    pub skipped: u64,
+    /// Value schema id of the rows, once the first row arrived.
+    pub schema_id: Option<u32>,
+    opened: Instant,
+    parquet: Option<ParquetFile>,
+}
+
+/// A closed file, ready for the store.
+pub struct ClosedFile {
+    pub start_offset: i64,
+    pub end_offset: i64,
+    pub rows: u64,
+    pub skipped: u64,
+    /// `None` when the range held no row (only tombstones): nothing to upload.
+    pub bytes: Option<Bytes>,
+}
+
+pub struct PartitionBuffer {
+    pub topic: String,
+    pub partition: i32,
+    decoder: Option<BatchDecoder>,
+    file: Option<OpenFile>,
+    /// Offset of the first record received since the partition was assigned.
+    pub first_offset: Option<i64>,
+    /// Whether uncommitted files of earlier owners were removed (see DESIGN.md).
+    pub cleaned: bool,
+}
+
+impl PartitionBuffer {
+    pub fn new(topic: &str, partition: i32) -> Self {
+        Self { topic: topic.to_string(), partition, decoder: None, file: None, first_offset: None, cleaned: false }
+    }
+
+    /// The schema id of the rows in the open file, if it has rows.
+    pub fn file_schema_id(&self) -> Option<u32> {
+        self.file.as_ref().and_then(|f| f.schema_id)
+    }
+
+    pub fn decoder_schema_id(&self) -> Option<u32> {
+        self.decoder.as_ref().map(BatchDecoder::schema_id)
+    }
+
+    /// Replaces the decoder; only call with no pending rows (after the file was closed).
+    pub fn set_decoder(&mut self, d: BatchDecoder) {
+        self.decoder = Some(d);
+    }
+
+    fn open(&mut self, offset: i64) -> &mut OpenFile {
+        self.first_offset.get_or_insert(offset);
+        self.file.get_or_insert_with(|| OpenFile {
+            start_offset: offset,
+            end_offset: offset,
+            records: 0,
+            skipped: 0,
+            schema_id: None,
+            opened: Instant::now(),
+            parquet: None,
+        })
+    }
+
+    /// A record that produces no row (a tombstone) still belongs to the file's range.
+    pub fn push_skipped(&mut self, offset: i64) {
+        let f = self.open(offset);
+        f.end_offset = offset;
+        f.records += 1;
+        f.skipped += 1;
+    }
+
+    /// Decodes one Avro body into the open file. The decoder must be set for `schema_id`.
+    pub fn push_row(&mut self, schema_id: u32, body: &[u8], offset: i64, timestamp_ms: Option<i64>, props: &WriterProperties) -> Result<(), SinkError> {
+        self.open(offset);
+        let (Some(decoder), Some(file)) = (self.decoder.as_mut(), self.file.as_mut()) else {
+            return Err(crate::decode::DecodeError::Batch("no decoder for the partition".into()).into());
+        };
+        if decoder.schema_id() != schema_id {
+            return Err(crate::decode::DecodeError::Batch(format!("decoder is for schema {}, record has {schema_id}", decoder.schema_id())).into());
+        }
+        let batch = decoder.push(body, offset, timestamp_ms)?;
+        file.schema_id = Some(schema_id);
+        file.end_offset = offset;
+        file.records += 1;
+        if let Some(batch) = batch {
+            write_batch(file, &batch, props)?;
+        }
+        Ok(())
+    }
+
+    /// What the flush policy looks at, if a file is open.
+    pub fn stats(&self, now: Instant) -> Option<FileStats> {
+        self.file.as_ref().map(|f| FileStats {
+            records: f.records,
+            encoded_bytes: f.parquet.as_ref().map_or(0, ParquetFile::encoded_bytes),
+            age: now.saturating_duration_since(f.opened),
+        })
+    }
+
+    pub fn buffered_records(&self) -> u64 {
+        self.file.as_ref().map_or(0, |f| f.records)
+    }
+
+    /// Closes the open file: the decoder's pending rows are written and the footer finished.
+    pub fn close(&mut self, props: &WriterProperties) -> Result<Option<ClosedFile>, SinkError> {
+        let Some(mut file) = self.file.take() else {
+            return Ok(None);
+        };
+        if let Some(decoder) = self.decoder.as_mut() {
+            if let Some(batch) = decoder.finish()? {
+                write_batch(&mut file, &batch, props)?;
+            }
+        }
+        let (rows, bytes) = match file.parquet.take() {
+            Some(p) => (p.rows(), Some(p.finish()?)),
+            None => (0, None),
+        };
+        Ok(Some(ClosedFile { start_offset: file.start_offset, end_offset: file.end_offset, rows, skipped: file.skipped, bytes }))
+    }
+}
+
+fn write_batch(file: &mut OpenFile, batch: &arrow::array::RecordBatch, props: &WriterProperties) -> Result<(), SinkError> {
+    let parquet = match file.parquet.as_mut() {
+        Some(p) => p,
+        None => file.parquet.insert(ParquetFile::new(batch, props.clone())?),
+    };
+    parquet.write(batch)?;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! Commit stage: after a file is in the object store, commit the offset after its last record.
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+#[derive(Debug, thiserror::Error)]
+#[error("commit of {topic}[{partition}] at {offset} failed: {reason}")]
+pub struct CommitError {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+}
+
+impl CommitError {
+    /// A later commit of a higher offset supersedes this one, so the caller moves on.
+    pub fn retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Commits `next_offset` (last offset in the file + 1) for one partition, synchronously.
+pub fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(consumer: &C, topic: &str, partition: i32, next_offset: i64) -> Result<(), CommitError> {
+    let err = |reason: String| CommitError { topic: topic.to_string(), partition, offset: next_offset, reason };
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)).map_err(|e| err(e.to_string()))?;
+    tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)).map_err(|e| err(e.to_string()))
+}

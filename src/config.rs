@@ -1,0 +1,496 @@
+//! The one typed configuration: defaults (the `Default` impls below, and nowhere else), then a
+//! TOML file, then `KPS__SECTION__KEY` environment variables. Validated once, every error listed.
+//! This is the only module that reads the environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override file values: `KPS__FLUSH__MAX_RECORDS=5000`.
+pub const ENV_PREFIX: &str = "KPS__";
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub schema_registry: RegistryConfig,
+    pub s3: S3Config,
+    pub output: OutputConfig,
+    pub flush: FlushConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    #[serde(deserialize_with = "string_or_list")]
+    pub topics: Vec<String>,
+    /// `earliest` or `latest`: where a partition without a committed offset starts.
+    pub auto_offset_reset: String,
+    /// Passed to librdkafka as they are (`session.timeout.ms = "45000"`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "localhost:9092".into(),
+            group_id: "connect-minio-s3-sink".into(),
+            topics: vec!["supabase-habit.public.tasks".into()],
+            auto_offset_reset: "earliest".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub url: String,
+    /// Timeout of one registry request.
+    pub timeout_ms: u64,
+    /// Attempts of one schema lookup before the error is fatal (retryable errors only).
+    pub retry_max_attempts: u32,
+    pub retry_initial_backoff_ms: u64,
+    pub retry_max_backoff_ms: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:8081".into(),
+            timeout_ms: 10_000,
+            retry_max_attempts: 10,
+            retry_initial_backoff_ms: 200,
+            retry_max_backoff_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Empty: AWS's own endpoint for `region` (or `AWS_ENDPOINT_URL`).
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Empty: taken from `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// Empty: taken from `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    pub allow_http: bool,
+    /// Path-style addressing (`http://host/bucket/key`), what MinIO and SeaweedFS want.
+    pub path_style: bool,
+    /// Files at least this large are uploaded with multipart, in parts of this size.
+    pub multipart_part_bytes: usize,
+    /// Attempts of one upload or listing before the error is fatal (retryable errors only).
+    pub retry_max_attempts: u32,
+    pub retry_initial_backoff_ms: u64,
+    pub retry_max_backoff_ms: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: "datalake".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            allow_http: false,
+            path_style: true,
+            multipart_part_bytes: 16 * 1024 * 1024,
+            retry_max_attempts: 10,
+            retry_initial_backoff_ms: 200,
+            retry_max_backoff_ms: 30_000,
+        }
+    }
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.clone();
+        shown.redact();
+        f.debug_struct("S3Config")
+            .field("endpoint", &shown.endpoint)
+            .field("region", &shown.region)
+            .field("bucket", &shown.bucket)
+            .field("access_key_id", &shown.access_key_id)
+            .field("secret_access_key", &shown.secret_access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    fn redact(&mut self) {
+        if !self.secret_access_key.is_empty() {
+            self.secret_access_key = REDACTED.into();
+        }
+    }
+}
+
+const REDACTED: &str = "***";
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Key prefix inside the bucket; files go to `<prefix>/topics/<topic>/partition=<p>/`.
+    pub prefix: String,
+    /// Rows per Parquet row group (at most).
+    pub row_group_rows: usize,
+    /// Target size of a Parquet data page.
+    pub data_page_bytes: usize,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { prefix: "bronze/cdc/tasks".into(), row_group_rows: 128 * 1024, data_page_bytes: 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlushConfig {
+    /// Records per file (the connector's `flush.size`).
+    pub max_records: u64,
+    /// Wall-clock age after which an open file is closed, even if no record arrives.
+    pub rotate_interval_ms: u64,
+    /// Encoded size after which an open file is closed.
+    pub max_file_bytes: u64,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        Self { max_records: 1000, rotate_interval_ms: 3_600_000, max_file_bytes: 128 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus endpoint (`/metrics`); empty disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:9102".into() }
+    }
+}
+
+/// Every problem found while loading, one per line, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Loads `path` (when given) over the defaults, then the process environment over that,
+    /// then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(vec![format!("cannot read {}: {e}", p.display())]))?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConfigError(vec![format!("{}: {e}", p.display())]))?
+            }
+            None => toml::Table::new(),
+        };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut errors = Vec::new();
+        for (name, value) in &env {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                if let Err(e) = apply_env(&mut table, rest, value) {
+                    errors.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        let mut config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError(vec![e.to_string().trim().replace('\n', " ")]))?;
+        config.fill_from_aws_env(&env);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn fill_from_aws_env(&mut self, env: &[(String, String)]) {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let s3 = &mut self.s3;
+        for (field, var) in [
+            (&mut s3.access_key_id, "AWS_ACCESS_KEY_ID"),
+            (&mut s3.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
+            (&mut s3.endpoint, "AWS_ENDPOINT_URL"),
+        ] {
+            if field.is_empty() {
+                if let Some(v) = get(var) {
+                    *field = v;
+                }
+            }
+        }
+        if let Some(region) = get("AWS_REGION") {
+            if s3.region == S3Config::default().region {
+                s3.region = region;
+            }
+        }
+    }
+
+    /// Checks every value, returning all problems at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut e = Vec::new();
+        let k = &self.kafka;
+        if k.bootstrap_servers.trim().is_empty() {
+            e.push("kafka.bootstrap_servers: must not be empty".to_string());
+        }
+        if k.group_id.trim().is_empty() {
+            e.push("kafka.group_id: must not be empty".to_string());
+        }
+        if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+            e.push("kafka.topics: needs at least one non-empty topic name".to_string());
+        }
+        if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
+            e.push(format!("kafka.auto_offset_reset: must be \"earliest\" or \"latest\", got {:?}", k.auto_offset_reset));
+        }
+        for key in k.properties.keys() {
+            if crate::source::RESERVED_PROPERTIES.contains(&key.as_str()) {
+                e.push(format!("kafka.properties.{key}: set by the sink itself (use the [kafka] key or leave it out)"));
+            }
+        }
+        if !(self.schema_registry.url.starts_with("http://") || self.schema_registry.url.starts_with("https://")) {
+            e.push(format!("schema_registry.url: must start with http:// or https://, got {:?}", self.schema_registry.url));
+        }
+        let r = &self.schema_registry;
+        if r.timeout_ms == 0 {
+            e.push("schema_registry.timeout_ms: must be > 0".to_string());
+        }
+        check_retry(&mut e, "schema_registry", r.retry_max_attempts, r.retry_initial_backoff_ms, r.retry_max_backoff_ms);
+        let s3 = &self.s3;
+        if s3.bucket.trim().is_empty() {
+            e.push("s3.bucket: must not be empty".to_string());
+        }
+        if !s3.endpoint.is_empty() {
+            if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://")) {
+                e.push(format!("s3.endpoint: must start with http:// or https://, got {:?}", s3.endpoint));
+            } else if s3.endpoint.starts_with("http://") && !s3.allow_http {
+                e.push("s3.allow_http: must be true for an http:// endpoint".to_string());
+            }
+        }
+        if s3.access_key_id.is_empty() != s3.secret_access_key.is_empty() {
+            e.push("s3.secret_access_key: access_key_id and secret_access_key must be set together".to_string());
+        }
+        if s3.multipart_part_bytes < 5 * 1024 * 1024 {
+            e.push("s3.multipart_part_bytes: S3 needs parts of at least 5 MiB (5242880)".to_string());
+        }
+        check_retry(&mut e, "s3", s3.retry_max_attempts, s3.retry_initial_backoff_ms, s3.retry_max_backoff_ms);
+        let o = &self.output;
+        if o.prefix.starts_with('/') || o.prefix.ends_with('/') || o.prefix.contains("//") {
+            e.push(format!("output.prefix: no leading, trailing or double '/', got {:?}", o.prefix));
+        }
+        if o.row_group_rows == 0 {
+            e.push("output.row_group_rows: must be > 0".to_string());
+        }
+        if o.data_page_bytes < 1024 {
+            e.push("output.data_page_bytes: must be >= 1024".to_string());
+        }
+        let f = &self.flush;
+        if f.max_records == 0 {
+            e.push("flush.max_records: must be > 0".to_string());
+        }
+        if f.rotate_interval_ms == 0 {
+            e.push("flush.rotate_interval_ms: must be > 0".to_string());
+        }
+        if f.max_file_bytes < 1024 {
+            e.push("flush.max_file_bytes: must be >= 1024".to_string());
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            e.push(format!("metrics.listen: not a host:port socket address: {:?}", self.metrics.listen));
+        }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(e))
+        }
+    }
+
+    /// The effective configuration as TOML, secrets replaced by `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.s3.redact();
+        for (key, value) in shown.kafka.properties.iter_mut() {
+            if key.contains("password") || key.contains("secret") {
+                *value = REDACTED.into();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+fn check_retry(e: &mut Vec<String>, section: &str, attempts: u32, initial_ms: u64, max_ms: u64) {
+    if attempts == 0 {
+        e.push(format!("{section}.retry_max_attempts: must be >= 1"));
+    }
+    if initial_ms == 0 || initial_ms > max_ms {
+        e.push(format!("{section}.retry_initial_backoff_ms: must be > 0 and <= {section}.retry_max_backoff_ms"));
+    }
+}
+
+/// Sets `SECTION__KEY[__SUBKEY]` (already stripped of the prefix) in the table.
+fn apply_env(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), String> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err("expected KPS__<SECTION>__<KEY>".into());
+    }
+    let value = parse_env_value(raw);
+    let (section, rest) = (&parts[0], &parts[1..]);
+    let mut node = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    // `KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS` → kafka.properties."session.timeout.ms"
+    let keys: Vec<String> = if section == "kafka" && rest.len() == 2 && rest[0] == "properties" {
+        vec!["properties".into(), rest[1].replace('_', ".")]
+    } else {
+        rest.to_vec()
+    };
+    for (i, key) in keys.iter().enumerate() {
+        let toml::Value::Table(t) = node else {
+            return Err(format!("{} is not a table", keys[..i].join(".")));
+        };
+        if i + 1 == keys.len() {
+            let value = if section == "kafka" && keys[0] == "properties" {
+                toml::Value::String(raw.to_string())
+            } else {
+                value.clone()
+            };
+            t.insert(key.clone(), value);
+            return Ok(());
+        }
+        node = t.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Ok(())
+}
+
+/// `5000` → integer, `true` → bool, `["a","b"]` → array; anything else is a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Accepts `topics = "a,b"` as well as `topics = ["a", "b"]`.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(text: &str) -> Result<tempfile::NamedTempFile, std::io::Error> {
+        let mut f = tempfile::NamedTempFile::new()?;
+        f.write_all(text.as_bytes())?;
+        Ok(f)
+    }
+
+    #[test]
+    fn defaults_are_the_seed_layout() -> Result<(), ConfigError> {
+        let c = Config::load_from(None, env(&[]))?;
+        assert_eq!(c.kafka.group_id, "connect-minio-s3-sink");
+        assert_eq!(c.kafka.topics, vec!["supabase-habit.public.tasks".to_string()]);
+        assert_eq!(c.kafka.auto_offset_reset, "earliest");
+        assert_eq!(c.s3.bucket, "datalake");
+        assert_eq!(c.output.prefix, "bronze/cdc/tasks");
+        assert_eq!(c.flush.max_records, 1000);
+        assert_eq!(c.flush.rotate_interval_ms, 3_600_000);
+        Ok(())
+    }
+
+    #[test]
+    fn env_overrides_file() -> Result<(), Box<dyn std::error::Error>> {
+        let f = write("[flush]\nmax_records = 10\n[kafka]\ntopics = [\"a\"]\n")?;
+        let c = Config::load_from(
+            Some(f.path()),
+            env(&[
+                ("KPS__FLUSH__MAX_RECORDS", "5000"),
+                ("KPS__KAFKA__TOPICS", "x,y"),
+                ("KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "45000"),
+                ("AWS_ACCESS_KEY_ID", "ak"),
+                ("AWS_SECRET_ACCESS_KEY", "sk"),
+            ]),
+        )?;
+        assert_eq!(c.flush.max_records, 5000, "env must win over the file");
+        assert_eq!(c.kafka.topics, vec!["x".to_string(), "y".to_string()]);
+        assert_eq!(c.kafka.properties.get("session.timeout.ms").map(String::as_str), Some("45000"));
+        assert_eq!((c.s3.access_key_id.as_str(), c.s3.secret_access_key.as_str()), ("ak", "sk"));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_named() -> Result<(), Box<dyn std::error::Error>> {
+        let f = write("[flush]\nmax_recrods = 10\n")?;
+        let err = Config::load_from(Some(f.path()), env(&[])).err().ok_or("unknown key accepted")?;
+        assert!(err.to_string().contains("max_recrods"), "error should name the key: {err}");
+        let err = Config::load_from(None, env(&[("KPS__FLUSH__NOPE", "1")])).err().ok_or("unknown env key accepted")?;
+        assert!(err.to_string().contains("nope"), "error should name the key: {err}");
+        Ok(())
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_key() -> Result<(), Box<dyn std::error::Error>> {
+        let f = write(
+            "[flush]\nmax_records = 0\nrotate_interval_ms = 0\n[s3]\nbucket = \"\"\nendpoint = \"http://x:9000\"\n[kafka]\nauto_offset_reset = \"middle\"\n",
+        )?;
+        let err = Config::load_from(Some(f.path()), env(&[])).err().ok_or("bad config accepted")?;
+        let text = err.to_string();
+        for key in ["flush.max_records", "flush.rotate_interval_ms", "s3.bucket", "s3.allow_http", "kafka.auto_offset_reset"] {
+            assert!(text.contains(key), "missing {key} in:\n{text}");
+        }
+        assert_eq!(err.0.len(), 5, "expected 5 errors, got:\n{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets() -> Result<(), ConfigError> {
+        let c = Config::load_from(None, env(&[("KPS__S3__ACCESS_KEY_ID", "ak"), ("KPS__S3__SECRET_ACCESS_KEY", "topsecret")]))?;
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("topsecret"), "secret leaked:\n{shown}");
+        assert!(shown.contains("access_key_id = \"ak\""), "{shown}");
+        Ok(())
+    }
+
+    #[test]
+    fn shipped_config_files_are_valid() -> Result<(), ConfigError> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let defaults = Config::load_from(Some(&root.join("config/sink.toml")), env(&[]))?;
+        assert_eq!(defaults, Config::default(), "config/sink.toml must list exactly the defaults");
+        Config::load_from(Some(&root.join("config/local.toml")), env(&[]))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! Output columns added to every decoded batch: the bronze columns of a Debezium envelope
+//! (`__op`, `__ts_ms`, `__deleted`) and the Kafka coordinates of each row.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::compute::kernels::cmp::eq;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+use super::DecodeError;
+
+pub const OP: &str = "__op";
+pub const TS_MS: &str = "__ts_ms";
+pub const DELETED: &str = "__deleted";
+pub const KAFKA_TOPIC: &str = "__kafka_topic";
+pub const KAFKA_PARTITION: &str = "__kafka_partition";
+pub const KAFKA_OFFSET: &str = "__kafka_offset";
+pub const KAFKA_TIMESTAMP: &str = "__kafka_timestamp";
+
+/// Kafka coordinates of the rows of the batch being decoded.
+pub struct Coordinates {
+    topic: Arc<str>,
+    partition: i32,
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+}
+
+impl Coordinates {
+    pub fn new(topic: &str, partition: i32, capacity: usize) -> Self {
+        Self { topic: topic.into(), partition, offsets: Vec::with_capacity(capacity), timestamps: Vec::with_capacity(capacity) }
+    }
+
+    pub fn push(&mut self, offset: i64, timestamp_ms: Option<i64>) {
+        self.offsets.push(offset);
+        self.timestamps.push(timestamp_ms);
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Hands out the collected columns and starts empty ones of the same capacity.
+    pub fn take(&mut self) -> (Vec<i64>, Vec<Option<i64>>) {
+        let cap = self.offsets.capacity();
+        (std::mem::replace(&mut self.offsets, Vec::with_capacity(cap)), std::mem::replace(&mut self.timestamps, Vec::with_capacity(cap)))
+    }
+}
+
+/// True when the value schema is a Debezium change-event envelope.
+pub fn is_envelope(schema: &Schema) -> bool {
+    let has = |name: &str| schema.field_with_name(name).is_ok();
+    has("op") && has("after") && has("before") && has("source")
+}
+
+/// Appends the bronze columns (for envelopes) and the Kafka coordinates to a decoded batch.
+pub fn enrich(batch: RecordBatch, coords: &Coordinates, offsets: Vec<i64>, timestamps: Vec<Option<i64>>) -> Result<RecordBatch, DecodeError> {
+    let rows = batch.num_rows();
+    if offsets.len() != rows {
+        return Err(DecodeError::Batch(format!("{} rows decoded but {} offsets recorded", rows, offsets.len())));
+    }
+    let schema = batch.schema();
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let bad = |e: arrow::error::ArrowError| DecodeError::Batch(e.to_string());
+
+    if is_envelope(&schema) {
+        let op = batch.column_by_name("op").cloned().ok_or_else(|| DecodeError::Batch("no op column".into()))?;
+        let deleted: BooleanArray = match op.data_type() {
+            DataType::Utf8 => {
+                let d = StringArray::new_scalar("d");
+                let is_d = eq(&op, &d).map_err(bad)?;
+                // A null op is not a delete: make the column non-null.
+                BooleanArray::from_iter(is_d.iter().map(|v| Some(v.unwrap_or(false))))
+            }
+            other => return Err(DecodeError::Batch(format!("envelope field op is {other}, expected a string"))),
+        };
+        fields.push(Arc::new(Field::new(OP, op.data_type().clone(), op.is_nullable())));
+        columns.push(op);
+        if let Some(ts) = batch.column_by_name("ts_ms").cloned() {
+            let ts = arrow::compute::cast(&ts, &DataType::Int64).map_err(bad)?;
+            fields.push(Arc::new(Field::new(TS_MS, DataType::Int64, true)));
+            columns.push(ts);
+        }
+        fields.push(Arc::new(Field::new(DELETED, DataType::Boolean, false)));
+        columns.push(Arc::new(deleted));
+    }
+
+    let topic: StringArray = std::iter::repeat_n(Some(&*coords.topic), rows).collect();
+    fields.push(Arc::new(Field::new(KAFKA_TOPIC, DataType::Utf8, false)));
+    columns.push(Arc::new(topic));
+    fields.push(Arc::new(Field::new(KAFKA_PARTITION, DataType::Int32, false)));
+    columns.push(Arc::new(Int32Array::from(vec![coords.partition; rows])));
+    fields.push(Arc::new(Field::new(KAFKA_OFFSET, DataType::Int64, false)));
+    columns.push(Arc::new(Int64Array::from(offsets)));
+    let ts_type = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    fields.push(Arc::new(Field::new(KAFKA_TIMESTAMP, ts_type, true)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(timestamps).with_timezone("UTC")));
+
+    let out = Schema::new_with_metadata(fields, schema.metadata().clone());
+    RecordBatch::try_new(Arc::new(out), columns).map_err(bad)
+}

@@ -1,0 +1,17 @@
+//! kafka-parquet-sink: Debezium Avro topics → Snappy Parquet on S3, offsets committed only
+//! after the upload. See DESIGN.md for the stages, the offset protocol and the flush policy.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod buffer;
+pub mod commit;
+pub mod config;
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod flush;
+pub mod metrics;
+pub mod pipeline;
+pub mod source;
+pub mod store;
+pub mod testkit;

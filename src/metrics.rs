@@ -1,0 +1,111 @@
+//! Prometheus metrics, in one registry, served as text on `[metrics] listen` at `/metrics`.
+
+use std::net::SocketAddr;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the service exports. Cheap to clone (all handles are `Arc`s inside).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Records polled from Kafka, by topic.
+    pub records_consumed: IntCounterVec,
+    /// Rows written to uploaded files, by topic.
+    pub records_written: IntCounterVec,
+    /// Records that produced no row (tombstones), by topic and reason.
+    pub records_skipped: IntCounterVec,
+    /// Files uploaded, by topic and flush reason.
+    pub files_uploaded: IntCounterVec,
+    /// Bytes of Parquet uploaded, by topic.
+    pub bytes_uploaded: IntCounterVec,
+    /// Seconds from the flush decision to the committed offset (encode + upload + commit).
+    pub flush_duration: Histogram,
+    /// Uploaded file sizes.
+    pub file_size: HistogramVec,
+    /// Offset commits that succeeded, by topic.
+    pub offsets_committed: IntCounterVec,
+    /// Last committed offset per partition.
+    pub committed_offset: IntGaugeVec,
+    /// Errors by stage and kind.
+    pub errors: IntCounterVec,
+    /// Retries of a store or registry request, by stage.
+    pub retries: IntCounterVec,
+    /// Consumer lag per partition (high watermark − committed offset), from librdkafka statistics.
+    pub consumer_lag: IntGaugeVec,
+    /// Rows + skipped records held in open files, per partition.
+    pub buffered_records: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let flush_duration = Histogram::with_opts(
+            HistogramOpts::new("kps_flush_duration_seconds", "Encode + upload + commit time of one file")
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+        )?;
+        registry.register(Box::new(flush_duration.clone()))?;
+        let file_size = HistogramVec::new(
+            HistogramOpts::new("kps_file_size_bytes", "Size of uploaded Parquet files")
+                .buckets(prometheus::exponential_buckets(1024.0, 4.0, 10)?),
+            &["topic"],
+        )?;
+        registry.register(Box::new(file_size.clone()))?;
+        Ok(Self {
+            records_consumed: counter("kps_records_consumed_total", "Records polled from Kafka", &["topic"])?,
+            records_written: counter("kps_records_written_total", "Rows written to uploaded Parquet files", &["topic"])?,
+            records_skipped: counter("kps_records_skipped_total", "Records that produced no row", &["topic", "reason"])?,
+            files_uploaded: counter("kps_files_uploaded_total", "Parquet files uploaded", &["topic", "reason"])?,
+            bytes_uploaded: counter("kps_bytes_uploaded_total", "Bytes of Parquet uploaded", &["topic"])?,
+            offsets_committed: counter("kps_offsets_committed_total", "Successful offset commits", &["topic"])?,
+            committed_offset: gauge("kps_committed_offset", "Last committed offset", &["topic", "partition"])?,
+            errors: counter("kps_errors_total", "Errors by stage and kind", &["stage", "kind"])?,
+            retries: counter("kps_retries_total", "Retried requests by stage", &["stage"])?,
+            consumer_lag: gauge("kps_consumer_lag_records", "High watermark minus committed offset", &["topic", "partition"])?,
+            buffered_records: gauge("kps_buffered_records", "Records held in open files", &["topic", "partition"])?,
+            flush_duration,
+            file_size,
+            registry,
+        })
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            return format!("# encode error: {e}\n");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Serves `/metrics` until the process ends. Binding errors are returned at once.
+pub async fn serve(listen: SocketAddr, metrics: Metrics) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use axum::{routing::get, Router};
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    }))
+}

@@ -1,0 +1,241 @@
+//! The loop that drives the stages: poll → decode → buffer → (flush: encode → store → commit).
+//! One task owns every partition's state, so no upload is ever in flight while the consumer is
+//! polled, and rebalance events are applied before any message or flush that follows them.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parquet::file::properties::WriterProperties;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{BorrowedMessage, Message};
+
+use crate::backoff::Backoff;
+use crate::buffer::PartitionBuffer;
+use crate::commit;
+use crate::config::Config;
+use crate::decode::registry::Registry;
+use crate::decode::{frame, BatchDecoder};
+use crate::encode;
+use crate::error::SinkError;
+use crate::flush::{FlushPolicy, FlushReason};
+use crate::metrics::Metrics;
+use crate::source::{self, Consumer, RebalanceEvent, TopicPartition};
+use crate::store::Store;
+
+/// Rows per decoded Arrow batch (at most; a file's last batch is smaller).
+const DECODE_BATCH_ROWS: u64 = 8192;
+
+pub struct Pipeline {
+    consumer: Arc<Consumer>,
+    registry: Registry,
+    store: Store,
+    policy: FlushPolicy,
+    props: WriterProperties,
+    metrics: Metrics,
+    decode_batch_rows: usize,
+    assigned: HashSet<TopicPartition>,
+    partitions: HashMap<TopicPartition, PartitionBuffer>,
+}
+
+impl Pipeline {
+    /// Connects every stage; nothing is consumed until [`Pipeline::run`].
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, SinkError> {
+        let r = &config.schema_registry;
+        let registry = Registry::new(
+            &r.url,
+            Duration::from_millis(r.timeout_ms),
+            Backoff { initial: Duration::from_millis(r.retry_initial_backoff_ms), max: Duration::from_millis(r.retry_max_backoff_ms) },
+            r.retry_max_attempts,
+            Some(metrics.clone()),
+        )?;
+        let store = Store::s3(&config.s3, &config.output.prefix, metrics.clone())?;
+        let consumer = source::subscribe(&config.kafka, metrics.clone())?;
+        Ok(Self {
+            consumer,
+            registry,
+            store,
+            policy: FlushPolicy::from_config(&config.flush),
+            props: encode::writer_properties(&config.output),
+            metrics,
+            decode_batch_rows: config.flush.max_records.min(DECODE_BATCH_ROWS) as usize,
+            assigned: HashSet::new(),
+            partitions: HashMap::new(),
+        })
+    }
+
+    /// Consumes until `shutdown` resolves, then flushes, uploads and commits every open file
+    /// and leaves the group. A fatal error returns at once, committing nothing further.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), SinkError> {
+        let consumer = self.consumer.clone();
+        let tick_every = (self.policy.rotate_interval / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            self.apply_rebalance_events();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                msg = consumer.recv() => match msg {
+                    Ok(m) => self.handle(&m).await?,
+                    Err(e) => {
+                        self.metrics.errors.with_label_values(&["source", "poll"]).inc();
+                        tracing::warn!(error = %e, "kafka poll error");
+                    }
+                },
+                _ = tick.tick() => self.rotate_expired().await?,
+            }
+        }
+        tracing::info!("shutting down: flushing open files");
+        self.apply_rebalance_events();
+        let open: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        for tp in open {
+            self.flush(&tp, FlushReason::Shutdown).await?;
+        }
+        consumer.unsubscribe();
+        self.apply_rebalance_events();
+        drop(self);
+        // The last reference: dropping it closes the consumer, which leaves the group.
+        drop(consumer);
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    fn apply_rebalance_events(&mut self) {
+        for event in self.consumer.context().take_events() {
+            match event {
+                RebalanceEvent::Assigned(tps) => {
+                    for tp in tps {
+                        self.partitions.insert(tp.clone(), PartitionBuffer::new(&tp.0, tp.1));
+                        self.assigned.insert(tp);
+                    }
+                }
+                RebalanceEvent::Revoked(tps) => {
+                    for tp in tps {
+                        self.assigned.remove(&tp);
+                        if let Some(buf) = self.partitions.remove(&tp) {
+                            let dropped = buf.buffered_records();
+                            if dropped > 0 {
+                                tracing::info!(topic = %tp.0, partition = tp.1, records = dropped, "revoked: open file discarded, the next owner replays it");
+                            }
+                        }
+                        self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]).set(0);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
+        self.apply_rebalance_events();
+        let tp: TopicPartition = (m.topic().to_string(), m.partition());
+        let offset = m.offset();
+        if !self.assigned.contains(&tp) {
+            tracing::debug!(topic = %tp.0, partition = tp.1, offset, "message of a partition not assigned to us, ignored");
+            return Ok(());
+        }
+        self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]).inc();
+        match m.payload() {
+            None => {
+                self.buffer(&tp).push_skipped(offset);
+                self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();
+            }
+            Some(value) => {
+                let timestamp = m.timestamp().to_millis();
+                self.push_value(&tp, value, offset, timestamp).await.map_err(|e| e.at(&tp.0, tp.1, offset))?;
+            }
+        }
+        let stats = self.buffer(&tp).stats(Instant::now());
+        if let Some(reason) = stats.and_then(|s| self.policy.check(s)) {
+            self.flush(&tp, reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn push_value(&mut self, tp: &TopicPartition, value: &[u8], offset: i64, timestamp: Option<i64>) -> Result<(), SinkError> {
+        let f = frame::parse(value)?;
+        if self.buffer(tp).file_schema_id().is_some_and(|id| id != f.schema_id) {
+            self.flush(tp, FlushReason::Schema).await?;
+        }
+        if self.buffer(tp).decoder_schema_id() != Some(f.schema_id) {
+            let schema = self.registry.schema(f.schema_id).await?;
+            let decoder = BatchDecoder::new(&tp.0, tp.1, f.schema_id, &schema, self.decode_batch_rows)?;
+            tracing::info!(topic = %tp.0, partition = tp.1, schema_id = f.schema_id, "decoder ready for schema");
+            self.buffer(tp).set_decoder(decoder);
+        }
+        let props = &self.props;
+        let buf = self.partitions.entry(tp.clone()).or_insert_with(|| PartitionBuffer::new(&tp.0, tp.1));
+        buf.push_row(f.schema_id, f.body, offset, timestamp, props)
+    }
+
+    fn buffer(&mut self, tp: &TopicPartition) -> &mut PartitionBuffer {
+        self.partitions.entry(tp.clone()).or_insert_with(|| PartitionBuffer::new(&tp.0, tp.1))
+    }
+
+    /// Closes every file that is older than the rotate interval: idle partitions flush too.
+    async fn rotate_expired(&mut self) -> Result<(), SinkError> {
+        self.apply_rebalance_events();
+        let now = Instant::now();
+        let due: Vec<(TopicPartition, FlushReason)> = self
+            .partitions
+            .iter()
+            .filter_map(|(tp, b)| b.stats(now).and_then(|s| self.policy.check(s)).map(|r| (tp.clone(), r)))
+            .collect();
+        for (tp, reason) in due {
+            self.flush(&tp, reason).await?;
+        }
+        for (tp, b) in &self.partitions {
+            self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]).set(b.buffered_records() as i64);
+        }
+        Ok(())
+    }
+
+    /// Closes the partition's open file, uploads it, then commits the offset after it.
+    async fn flush(&mut self, tp: &TopicPartition, reason: FlushReason) -> Result<(), SinkError> {
+        let Some(buf) = self.partitions.get_mut(tp) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let Some(closed) = buf.close(&self.props)? else {
+            return Ok(());
+        };
+        let (topic, partition) = (tp.0.as_str(), tp.1);
+        if !buf.cleaned {
+            if let Some(first) = buf.first_offset {
+                let deleted = self.store.delete_uncommitted(topic, partition, first).await?;
+                if !deleted.is_empty() {
+                    tracing::info!(topic, partition, from_offset = first, files = ?deleted, "removed files uploaded but never committed by an earlier owner");
+                }
+            }
+            buf.cleaned = true;
+        }
+        if let Some(bytes) = closed.bytes {
+            let key = self.store.key(topic, partition, closed.start_offset);
+            let size = bytes.len();
+            self.store.upload(&key, bytes).await?;
+            self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
+            self.metrics.bytes_uploaded.with_label_values(&[topic]).inc_by(size as u64);
+            self.metrics.file_size.with_label_values(&[topic]).observe(size as f64);
+            self.metrics.records_written.with_label_values(&[topic]).inc_by(closed.rows);
+            tracing::info!(topic, partition, key, rows = closed.rows, skipped = closed.skipped, bytes = size, %reason, "file uploaded");
+        }
+        let next = closed.end_offset + 1;
+        match commit::commit(&*self.consumer, topic, partition, next) {
+            Ok(()) => {
+                self.metrics.offsets_committed.with_label_values(&[topic]).inc();
+                self.metrics.committed_offset.with_label_values(&[topic, &partition.to_string()]).set(next);
+            }
+            Err(e) => {
+                // The file is in the lake; a later commit covers it, or the next owner replays
+                // and its clean-up removes the file first. Not fatal.
+                self.metrics.errors.with_label_values(&["commit", "commit"]).inc();
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+        self.metrics.buffered_records.with_label_values(&[topic, &partition.to_string()]).set(0);
+        self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}

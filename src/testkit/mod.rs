@@ -1,0 +1,110 @@
+//! Test kit and sample producer: Debezium-shaped change events of the seed's `public.tasks`
+//! table, encoded with apache-avro (an encoder independent of the arrow-avro decoder we test),
+//! registered through a Confluent-compatible registry and produced in the Confluent wire format.
+//!
+//! Used by the integration tests and by the `kps-cdc-gen` binary; never by the sink itself.
+
+mod events;
+
+pub use events::{Op, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::decode::frame;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Registers `schema` under `subject` (`POST /subjects/{subject}/versions`); returns its id.
+pub async fn register_schema(registry_url: &str, subject: &str, schema: &str) -> Result<u32, BoxError> {
+    #[derive(serde::Deserialize)]
+    struct Registered {
+        id: u32,
+    }
+    let url = format!("{}/subjects/{subject}/versions", registry_url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&serde_json::json!({ "schema": schema }))
+        .send()
+        .await?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("POST {url}: HTTP {status}: {}", resp.text().await.unwrap_or_default()).into());
+    }
+    Ok(resp.json::<Registered>().await?.id)
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), BoxError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&new], &opts).await? {
+        match result {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(format!("create topic {t}: {code}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Where a produced record landed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Produced {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Produces Confluent-framed Avro records with librdkafka's murmur2 partitioner (the Java
+/// client's, which Debezium uses), so one task id always lands in one partition.
+pub struct CdcProducer {
+    producer: FutureProducer,
+    topic: String,
+    key_schema_id: u32,
+    value_schema_id: u32,
+}
+
+impl CdcProducer {
+    pub fn new(bootstrap: &str, topic: &str, key_schema_id: u32, value_schema_id: u32) -> Result<Self, BoxError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Self { producer, topic: topic.to_string(), key_schema_id, value_schema_id })
+    }
+
+    pub fn set_value_schema_id(&mut self, id: u32) {
+        self.value_schema_id = id;
+    }
+
+    /// Sends one event (a `None` value is a tombstone) and waits for the broker's ack.
+    pub async fn send(&self, key_body: &[u8], value_body: Option<&[u8]>) -> Result<Produced, BoxError> {
+        let key = frame::encode(self.key_schema_id, key_body);
+        let value = value_body.map(|b| frame::encode(self.value_schema_id, b));
+        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic).key(&key);
+        if let Some(v) = value.as_ref() {
+            record = record.payload(v);
+        }
+        let delivery = self.producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        Ok(Produced { partition: delivery.partition, offset: delivery.offset })
+    }
+
+    /// Sends many events concurrently (bounded), returning where each landed, in input order.
+    pub async fn send_all(&self, events: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<Vec<Produced>, BoxError> {
+        use futures::StreamExt;
+        futures::stream::iter(events.iter().map(|(k, v)| self.send(k, v.as_deref())))
+            .buffered(1000)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+}
