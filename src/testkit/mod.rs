@@ -108,3 +108,51 @@ impl CdcProducer {
             .collect()
     }
 }
+
+/// What [`produce_tasks`] should produce.
+#[derive(Debug, Clone)]
+pub struct ProducePlan {
+    pub bootstrap: String,
+    pub registry: String,
+    pub topic: String,
+    /// Partitions of the topic when it has to be created.
+    pub partitions: i32,
+    /// Records to produce, tombstones included (a final delete may add its tombstone: +1).
+    pub count: usize,
+    /// Switch to the v2 value schema after this many records.
+    pub v2_after: Option<usize>,
+    pub seed: u64,
+}
+
+/// Creates the topic, registers the real Debezium schemas (`<topic>-key`, `<topic>-value`) and
+/// produces the plan's events; returns every event with where it landed, in produce order.
+pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEvent)>, BoxError> {
+    ensure_topic(&plan.bootstrap, &plan.topic, plan.partitions).await?;
+    let key_id = register_schema(&plan.registry, &format!("{}-key", plan.topic), KEY_SCHEMA).await?;
+    let v1_id = register_schema(&plan.registry, &format!("{}-value", plan.topic), VALUE_SCHEMA_V1).await?;
+    let mut producer = CdcProducer::new(&plan.bootstrap, &plan.topic, key_id, v1_id)?;
+    let mut generator = TasksGenerator::new(plan.seed, (plan.count / 10).min(100))?;
+    let mut out = Vec::with_capacity(plan.count + 1);
+    let mut switched = false;
+    while out.len() < plan.count {
+        let limit = match plan.v2_after {
+            Some(n) if !switched && n > out.len() => n,
+            _ => plan.count,
+        };
+        let mut chunk = Vec::new();
+        while out.len() + chunk.len() < limit {
+            chunk.extend(generator.next_events()?);
+        }
+        let bodies: Vec<(Vec<u8>, Option<Vec<u8>>)> = chunk.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let produced = producer.send_all(&bodies).await?;
+        out.extend(produced.into_iter().zip(chunk));
+        if plan.v2_after.is_some_and(|n| !switched && out.len() >= n) {
+            generator.switch_to_v2()?;
+            let v2 = TasksGenerator::value_schema_v2()?;
+            let v2_id = register_schema(&plan.registry, &format!("{}-value", plan.topic), &v2).await?;
+            producer.set_value_schema_id(v2_id);
+            switched = true;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,247 @@
+//! Shared helpers of the integration tests: the real local stack (`scripts/stack.sh up`),
+//! the sink binary as a child process, committed offsets, and the lake read back by pyarrow.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Addresses of the local stack; overridable like the stack script's ports.
+pub struct Stack {
+    pub bootstrap: String,
+    pub registry: String,
+    pub s3: String,
+}
+
+impl Stack {
+    /// The running local stack, or an error telling how to start it (never a silent skip).
+    pub fn get() -> TestResult<Stack> {
+        let port = |var: &str, default: u16| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        let s = Stack {
+            bootstrap: format!("127.0.0.1:{}", port("KAFKA_PORT", 9092)),
+            registry: format!("http://127.0.0.1:{}", port("REGISTRY_PORT", 8081)),
+            s3: format!("http://127.0.0.1:{}", port("S3_PORT", 9000)),
+        };
+        for addr in [s.bootstrap.clone(), s.registry.replace("http://", ""), s.s3.replace("http://", "")] {
+            if std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(2)).is_err() {
+                return Err(format!("{addr} is not reachable: start the local stack with `scripts/stack.sh up`").into());
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Names no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on loopback for the sink's metrics endpoint.
+pub fn free_port() -> TestResult<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The sink binary running as a child process with a config file of the test's making.
+pub struct SinkProcess {
+    pub child: Child,
+    pub metrics_port: u16,
+    _config: tempfile::NamedTempFile,
+}
+
+impl SinkProcess {
+    pub fn start(stack: &Stack, topic: &str, group: &str, prefix: &str, flush_toml: &str) -> TestResult<SinkProcess> {
+        let metrics_port = free_port()?;
+        let text = format!(
+            r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+topics = ["{topic}"]
+[kafka.properties]
+"session.timeout.ms" = "10000"
+[schema_registry]
+url = "{registry}"
+[s3]
+endpoint = "{s3}"
+access_key_id = "minioadmin"
+secret_access_key = "minioadmin"
+allow_http = true
+retry_max_attempts = 3
+[output]
+prefix = "{prefix}"
+[flush]
+{flush_toml}
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+"#,
+            bootstrap = stack.bootstrap,
+            registry = stack.registry,
+            s3 = stack.s3,
+        );
+        let mut config = tempfile::NamedTempFile::new()?;
+        config.write_all(text.as_bytes())?;
+        let child = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink"))
+            .args(["run", "--config"])
+            .arg(config.path())
+            .env("RUST_LOG", "info,kafka_parquet_sink=debug")
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(SinkProcess { child, metrics_port, _config: config })
+    }
+
+    /// Prometheus text of the running sink (empty while it is starting).
+    pub fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        Command::new("curl").args(["-s", "--max-time", "2", &url]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    }
+
+    /// Sum of a metric's samples whose label set contains every `labels` pair.
+    pub fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    /// SIGTERM, then wait for the exit status (at most `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> TestResult<ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            return Err("kill -TERM failed".into());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err(format!("sink did not exit within {timeout:?} of SIGTERM").into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Committed offset per partition of `group` on `topic` (`None`: nothing committed).
+pub fn committed(stack: &Stack, group: &str, topic: &str, partitions: i32) -> TestResult<BTreeMap<i32, Option<i64>>> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).set("group.id", group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { Some(o) } else { None }))
+        .collect())
+}
+
+/// High watermark (next offset to be written) per partition.
+pub fn high_watermarks(stack: &Stack, topic: &str, partitions: i32) -> TestResult<BTreeMap<i32, i64>> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
+    let mut out = BTreeMap::new();
+    for p in 0..partitions {
+        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        out.insert(p, high);
+    }
+    Ok(out)
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` with `what` in the message.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> TestResult<Option<T>>) -> TestResult<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e.to_string()),
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})").into());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until every partition's committed offset equals its high watermark.
+pub fn wait_committed_to_end(stack: &Stack, group: &str, topic: &str, partitions: i32, timeout: Duration) -> TestResult<BTreeMap<i32, i64>> {
+    let hw = high_watermarks(stack, topic, partitions)?;
+    wait_for(timeout, "committed offsets to reach the high watermarks", || {
+        let c = committed(stack, group, topic, partitions)?;
+        let done = hw.iter().all(|(p, h)| *h == 0 || c.get(p).copied().flatten() == Some(*h));
+        Ok(done.then(|| hw.clone()))
+    })
+}
+
+/// One Parquet file as pyarrow (Arrow C++) reads it.
+#[derive(Debug, serde::Deserialize)]
+pub struct LakeFile {
+    pub key: String,
+    pub size: u64,
+    pub num_rows: u64,
+    pub codecs: Vec<String>,
+    pub columns: Vec<String>,
+    pub rows: Vec<LakeRow>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LakeRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub op: Option<String>,
+    #[serde(rename = "__op")]
+    pub bronze_op: Option<String>,
+    #[serde(rename = "__deleted")]
+    pub deleted: Option<bool>,
+    #[serde(rename = "__ts_ms")]
+    pub bronze_ts_ms: Option<i64>,
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub category: Option<String>,
+}
+
+/// Every Parquet file under `prefix`, read back by pyarrow through `scripts/lake.py`.
+pub fn read_lake(stack: &Stack, prefix: &str) -> TestResult<Vec<LakeFile>> {
+    let out = Command::new("python3")
+        .arg(root().join("scripts/lake.py"))
+        .args(["--endpoint", &stack.s3, "dump", "--prefix", prefix])
+        .env("AWS_ACCESS_KEY_ID", "minioadmin")
+        .env("AWS_SECRET_ACCESS_KEY", "minioadmin")
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("lake.py dump failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
