@@ -165,17 +165,6 @@ pub fn committed(stack: &Stack, group: &str, topic: &str, partitions: i32) -> Te
         .collect())
 }
 
-/// High watermark (next offset to be written) per partition.
-pub fn high_watermarks(stack: &Stack, topic: &str, partitions: i32) -> TestResult<BTreeMap<i32, i64>> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
-    let mut out = BTreeMap::new();
-    for p in 0..partitions {
-        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        out.insert(p, high);
-    }
-    Ok(out)
-}
-
 /// Polls `f` until it returns `Some`, or fails after `timeout` with `what` in the message.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> TestResult<Option<T>>) -> TestResult<T> {
     let deadline = Instant::now() + timeout;
@@ -193,14 +182,27 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> TestRes
     }
 }
 
-/// Waits until every partition's committed offset equals its high watermark.
-pub fn wait_committed_to_end(stack: &Stack, group: &str, topic: &str, partitions: i32, timeout: Duration) -> TestResult<BTreeMap<i32, i64>> {
-    let hw = high_watermarks(stack, topic, partitions)?;
-    wait_for(timeout, "committed offsets to reach the high watermarks", || {
-        let c = committed(stack, group, topic, partitions)?;
-        let done = hw.iter().all(|(p, h)| *h == 0 || c.get(p).copied().flatten() == Some(*h));
-        Ok(done.then(|| hw.clone()))
+/// Waits until each partition's committed offset equals `ends[p]` (its last produced offset + 1).
+/// The ends come from the producer's delivery reports: tansu 0.6.0's ListOffsets answers the
+/// last batch's base offset + 1 as the high watermark, not the log end.
+pub fn wait_committed(stack: &Stack, group: &str, topic: &str, ends: &BTreeMap<i32, i64>, timeout: Duration) -> TestResult<()> {
+    let partitions = ends.keys().max().map_or(0, |p| p + 1);
+    let mut last = BTreeMap::new();
+    wait_for(timeout, &format!("committed offsets to reach {ends:?}"), || {
+        last = committed(stack, group, topic, partitions)?;
+        Ok(ends.iter().all(|(p, end)| last.get(p).copied().flatten() == Some(*end)).then_some(()))
     })
+    .map_err(|e| format!("{e}; last committed: {last:?}").into())
+}
+
+/// Last offset + 1 of each partition that received records.
+pub fn log_ends(produced: impl IntoIterator<Item = (i32, i64)>) -> BTreeMap<i32, i64> {
+    let mut ends = BTreeMap::new();
+    for (p, o) in produced {
+        let e = ends.entry(p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    ends
 }
 
 /// One Parquet file as pyarrow (Arrow C++) reads it.
