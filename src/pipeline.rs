@@ -144,7 +144,10 @@ impl Pipeline {
             }
             Some(value) => {
                 let timestamp = m.timestamp().to_millis();
-                self.push_value(&tp, value, offset, timestamp).await.map_err(|e| e.at(&tp.0, tp.1, offset))?;
+                if let Err(e) = self.push_value(&tp, value, offset, timestamp).await {
+                    self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
+                    return Err(e.at(&tp.0, tp.1, offset));
+                }
             }
         }
         let stats = self.buffer(&tp).stats(Instant::now());

@@ -102,3 +102,85 @@ impl BatchDecoder {
         self.coords.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{Op, TasksGenerator, VALUE_SCHEMA_V1};
+    use arrow::array::{Array, AsArray, BooleanArray, Int64Array, StringArray, StructArray};
+    use arrow::datatypes::DataType;
+
+    type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
+        b.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>()).ok_or_else(|| format!("column {name} missing or of another type"))
+    }
+
+    /// Bytes encoded by apache-avro (independent of arrow-avro) with the real Debezium schema
+    /// decode to the same values, with the bronze and Kafka columns added.
+    #[test]
+    fn decodes_real_debezium_envelopes() -> R {
+        let mut g = TasksGenerator::new(5, 2)?;
+        let mut events = Vec::new();
+        while events.len() < 40 {
+            events.extend(g.next_events()?.into_iter().filter(|e| e.op != Op::Tombstone));
+        }
+        let mut d = BatchDecoder::new("t", 4, 77, VALUE_SCHEMA_V1, 1000)?;
+        for (i, e) in events.iter().enumerate() {
+            let framed = frame::encode(77, e.value.as_deref().ok_or("no value")?);
+            let f = frame::parse(&framed)?;
+            assert_eq!(f.schema_id, 77);
+            assert!(d.push(f.body, 100 + i as i64, Some(1_700_000_000_000 + i as i64))?.is_none(), "batch handed out early");
+        }
+        assert_eq!(d.pending_rows(), events.len());
+        let b = d.finish()?.ok_or("no batch")?;
+        assert_eq!(b.num_rows(), events.len());
+        let op = column::<StringArray>(&b, "__op")?;
+        let deleted = column::<BooleanArray>(&b, "__deleted")?;
+        let ts = column::<Int64Array>(&b, "__ts_ms")?;
+        let offsets = column::<Int64Array>(&b, "__kafka_offset")?;
+        let after = column::<StructArray>(&b, "after")?;
+        let before = column::<StructArray>(&b, "before")?;
+        for (i, e) in events.iter().enumerate() {
+            let letter = e.op.letter().ok_or("tombstone")?;
+            assert_eq!(op.value(i), letter, "__op of row {i}");
+            assert_eq!(deleted.value(i), e.op == Op::Delete, "__deleted of row {i}");
+            assert_eq!(ts.value(i), e.ts_ms, "__ts_ms of row {i}");
+            assert_eq!(offsets.value(i), 100 + i as i64, "__kafka_offset of row {i}");
+            let image = if e.op == Op::Delete { before } else { after };
+            assert!(image.is_valid(i), "row image of row {i} is null");
+            let title = image.column_by_name("title").ok_or("no title")?.as_string::<i32>();
+            assert_eq!(title.value(i), e.title, "title of row {i}");
+            assert_eq!(after.is_null(i), e.op == Op::Delete, "after nullness of row {i}");
+        }
+        let estimate = after.column_by_name("estimate").ok_or("no estimate")?;
+        assert_eq!(estimate.data_type(), &DataType::Decimal128(10, 2), "numeric(10,2) must be a decimal");
+        let p = column::<arrow::array::Int32Array>(&b, "__kafka_partition")?;
+        assert!(p.iter().all(|v| v == Some(4)), "__kafka_partition");
+        Ok(())
+    }
+
+    #[test]
+    fn corrupt_bodies_are_errors_not_panics() -> R {
+        let mut d = BatchDecoder::new("t", 0, 1, VALUE_SCHEMA_V1, 10)?;
+        match d.push(&[0xFF, 0xFF, 0xFF], 0, None) {
+            Err(DecodeError::CorruptBody { schema_id: 1, .. }) => {}
+            other => return Err(format!("expected CorruptBody, got {other:?}").into()),
+        }
+        let mut g = TasksGenerator::new(1, 1)?;
+        let mut body = g.next_events()?.remove(0).value.ok_or("no value")?;
+        body.extend_from_slice(&[1, 2, 3]);
+        let mut d = BatchDecoder::new("t", 0, 1, VALUE_SCHEMA_V1, 10)?;
+        match d.push(&body, 0, None) {
+            Err(DecodeError::CorruptBody { reason, .. }) => assert!(reason.contains("3 trailing bytes"), "{reason}"),
+            other => return Err(format!("expected trailing-bytes error, got {other:?}").into()),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_non_record_schema_is_refused() {
+        assert!(matches!(BatchDecoder::new("t", 0, 9, "\"string\"", 10), Err(DecodeError::BadSchema { schema_id: 9, .. })));
+        assert!(matches!(BatchDecoder::new("t", 0, 9, "{not json", 10), Err(DecodeError::BadSchema { .. })));
+    }
+}

@@ -1,0 +1,123 @@
+//! What a restart finds and must put right, on the real local stack: files a crashed owner
+//! uploaded but never committed, and a record that cannot be decoded.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use kafka_parquet_sink::config::S3Config;
+use kafka_parquet_sink::metrics::Metrics;
+use kafka_parquet_sink::store::{object_key, Store};
+use kafka_parquet_sink::testkit::{produce_tasks, Op, ProducePlan, Produced, TaskEvent};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+fn produce(stack: &Stack, topic: &str, count: usize, seed: u64) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    let plan = ProducePlan {
+        bootstrap: stack.bootstrap.clone(),
+        registry: stack.registry.clone(),
+        topic: topic.to_string(),
+        partitions: 1,
+        count,
+        v2_after: None,
+        seed,
+    };
+    Ok(tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))?)
+}
+
+fn s3_store(stack: &Stack, prefix: &str) -> TestResult<Store> {
+    let cfg = S3Config {
+        endpoint: stack.s3.clone(),
+        access_key_id: "minioadmin".into(),
+        secret_access_key: "minioadmin".into(),
+        allow_http: true,
+        ..S3Config::default()
+    };
+    Ok(Store::s3(&cfg, prefix, Metrics::new()?)?)
+}
+
+fn non_tombstone_offsets(produced: &[(Produced, TaskEvent)]) -> BTreeSet<i64> {
+    produced.iter().filter(|(_, e)| e.op != Op::Tombstone).map(|(p, _)| p.offset).collect()
+}
+
+/// A crash between upload and commit leaves files past the committed offset. The next owner
+/// must remove them before writing, and must keep every committed file.
+#[test]
+fn uncommitted_files_of_a_crashed_owner_are_replaced_not_duplicated() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-crash"), unique("it-group"), unique("it/crash"));
+    let flush = "max_records = 1000\nrotate_interval_ms = 1500";
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = s3_store(&stack, &prefix)?;
+
+    // Run 1 writes and commits the first records.
+    let first = produce(&stack, &topic, 30, 10)?;
+    let end1 = log_ends(first.iter().map(|(p, _)| (p.partition, p.offset)));
+    let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, flush)?;
+    wait_committed(&stack, &group, &topic, &end1, Duration::from_secs(60))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "run 1 exit status");
+    let committed_at = end1[&0];
+
+    // A crashed owner's leftovers past the commit: one at the committed offset, one further on.
+    let stale_at = [committed_at, committed_at + 7];
+    for start in stale_at {
+        rt.block_on(store.upload(&object_key(&prefix, &topic, 0, start), Bytes::from_static(b"not parquet: uploaded, never committed")))?;
+    }
+    let second = produce(&stack, &topic, 25, 11)?;
+    let end2 = log_ends(first.iter().chain(&second).map(|(p, _)| (p.partition, p.offset)));
+
+    // Run 2 replays from the commit: the leftovers go, every record is there once.
+    let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, flush)?;
+    wait_committed(&stack, &group, &topic, &end2, Duration::from_secs(60))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "run 2 exit status");
+
+    let files = read_lake(&stack, &prefix)?; // fails if a leftover (not Parquet) were still there
+    let keys: Vec<&str> = files.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![object_key(&prefix, &topic, 0, 0).as_str(), object_key(&prefix, &topic, 0, committed_at).as_str()],
+        "files after the restart"
+    );
+    let mut seen = BTreeSet::new();
+    for f in &files {
+        for r in &f.rows {
+            assert!(seen.insert(r.offset), "offset {} twice", r.offset);
+        }
+    }
+    let mut all = first;
+    all.extend(second);
+    assert_eq!(seen, non_tombstone_offsets(&all), "offsets in the lake");
+    Ok(())
+}
+
+/// A value that is not Confluent-framed stops the sink with topic/partition/offset named, and
+/// nothing at or past it is committed.
+#[test]
+fn an_undecodable_record_stops_the_sink_without_committing_past_it() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-bad"), unique("it-group"), unique("it/bad"));
+    let good = produce(&stack, &topic, 10, 12)?;
+    let bad_offset = good.iter().map(|(p, _)| p.offset).max().ok_or("nothing produced")? + 1;
+    let rt = tokio::runtime::Runtime::new()?;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
+    let d = rt
+        .block_on(producer.send(FutureRecord::<(), [u8]>::to(&topic).partition(0).payload(b"{\"json\": true}"), Duration::from_secs(10)))
+        .map_err(|(e, _)| e)?;
+    assert_eq!(d.offset, bad_offset, "offset of the bad record");
+
+    let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, "max_records = 5\nrotate_interval_ms = 600000")?;
+    let status = wait_for(Duration::from_secs(60), "the sink to stop on the bad record", || Ok(sink.child.try_wait()?))?;
+    assert!(!status.success(), "the sink must exit non-zero on an undecodable record, got {status}");
+    let committed = committed(&stack, &group, &topic, 1)?;
+    let c = committed.get(&0).copied().flatten();
+    assert!(c.is_none_or(|c| c <= bad_offset), "committed {c:?} is past the bad record at {bad_offset}");
+    // Records before the bad one that filled a file are in the lake and committed.
+    let rows: BTreeSet<i64> = read_lake(&stack, &prefix)?.iter().flat_map(|f| f.rows.iter().map(|r| r.offset)).collect();
+    let upto = c.unwrap_or(0);
+    let expected: BTreeSet<i64> = non_tombstone_offsets(&good).into_iter().filter(|o| *o < upto).collect();
+    assert_eq!(rows, expected, "rows in the lake below the committed offset {upto}");
+    Ok(())
+}
