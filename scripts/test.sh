@@ -6,7 +6,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 started=0
-if ! scripts/stack.sh status | grep -q down; then
+status=$(scripts/stack.sh status)
+if ! grep -q down <<<"$status"; then
   echo "[test] using the running local stack"
 else
   scripts/stack.sh up

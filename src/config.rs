@@ -490,7 +490,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let defaults = Config::load_from(Some(&root.join("config/sink.toml")), env(&[]))?;
         assert_eq!(defaults, Config::default(), "config/sink.toml must list exactly the defaults");
-        Config::load_from(Some(&root.join("config/local.toml")), env(&[]))?;
+        for file in ["config/local.toml", "config/compose.toml"] {
+            Config::load_from(Some(&root.join(file)), env(&[]))?;
+        }
         Ok(())
     }
 }

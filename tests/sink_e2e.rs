@@ -143,6 +143,24 @@ fn idle_partition_flushes_by_the_wall_clock() -> TestResult {
     let expected_rows = produced.iter().filter(|(_, e)| e.op != Op::Tombstone).count();
     assert_eq!(rows, expected_rows, "rows in the lake after the time flush");
     assert!(time_flushes >= 1.0, "expected a flush with reason=time, metrics say {time_flushes}");
+    // Every metric the README documents is exported, with its type.
+    let text = sink.metrics();
+    for (name, kind) in [
+        ("kps_records_consumed_total", "counter"),
+        ("kps_records_written_total", "counter"),
+        ("kps_records_skipped_total", "counter"),
+        ("kps_files_uploaded_total", "counter"),
+        ("kps_bytes_uploaded_total", "counter"),
+        ("kps_file_size_bytes", "histogram"),
+        ("kps_flush_duration_seconds", "histogram"),
+        ("kps_offsets_committed_total", "counter"),
+        ("kps_committed_offset", "gauge"),
+        ("kps_buffered_records", "gauge"),
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} {kind}")), "metric {name} ({kind}) missing from /metrics:\n{text}");
+    }
+    assert_eq!(metric_sum(&text, "kps_records_written_total", &[]) as usize, expected_rows, "kps_records_written_total");
+    assert_eq!(metric_sum(&text, "kps_committed_offset", &[("partition", "0")]) as i64, ends[&0], "kps_committed_offset");
     let status = sink.terminate(Duration::from_secs(30))?;
     assert!(status.success(), "sink exited with {status}");
     Ok(())

@@ -1,0 +1,20 @@
+# Multi-stage: build with the Rust toolchain, run on a slim image as a non-root user.
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY benches benches
+COPY testdata testdata
+RUN cargo build --release --locked --bin kafka-parquet-sink
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home sink
+COPY --from=build /src/target/release/kafka-parquet-sink /usr/local/bin/kafka-parquet-sink
+COPY config/sink.toml /etc/kafka-parquet-sink/sink.toml
+USER sink
+EXPOSE 9102
+HEALTHCHECK --interval=15s --timeout=3s CMD curl -sf http://localhost:9102/healthz || exit 1
+ENTRYPOINT ["kafka-parquet-sink"]
+CMD ["run", "--config", "/etc/kafka-parquet-sink/sink.toml"]

@@ -1,0 +1,21 @@
+-- The seed's public.tasks table and the publication Debezium reads.
+CREATE TYPE priority AS ENUM ('low', 'medium', 'high');
+CREATE TABLE public.tasks (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    title       text NOT NULL,
+    completed   boolean NOT NULL DEFAULT false,
+    due_date    date,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamp NOT NULL DEFAULT now(),
+    estimate    numeric(10, 2),
+    points      numeric,
+    prio        priority DEFAULT 'medium',
+    tags        text[],
+    meta        jsonb,
+    remind_at   time,
+    attachment  bytea,
+    streak      integer,
+    score       double precision
+);
+ALTER TABLE public.tasks REPLICA IDENTITY FULL;
+CREATE PUBLICATION debezium_publication FOR TABLE public.tasks;
