@@ -86,13 +86,24 @@ impl PartitionBuffer {
     }
 
     /// Decodes one Avro body into the open file. The decoder must be set for `schema_id`.
-    pub fn push_row(&mut self, schema_id: u32, body: &[u8], offset: i64, timestamp_ms: Option<i64>, props: &WriterProperties) -> Result<(), SinkError> {
+    pub fn push_row(
+        &mut self,
+        schema_id: u32,
+        body: &[u8],
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        props: &WriterProperties,
+    ) -> Result<(), SinkError> {
         self.open(offset);
         let (Some(decoder), Some(file)) = (self.decoder.as_mut(), self.file.as_mut()) else {
             return Err(crate::decode::DecodeError::Batch("no decoder for the partition".into()).into());
         };
         if decoder.schema_id() != schema_id {
-            return Err(crate::decode::DecodeError::Batch(format!("decoder is for schema {}, record has {schema_id}", decoder.schema_id())).into());
+            return Err(crate::decode::DecodeError::Batch(format!(
+                "decoder is for schema {}, record has {schema_id}",
+                decoder.schema_id()
+            ))
+            .into());
         }
         let batch = decoder.push(body, offset, timestamp_ms)?;
         file.schema_id = Some(schema_id);

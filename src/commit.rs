@@ -20,7 +20,12 @@ impl CommitError {
 }
 
 /// Commits `next_offset` (last offset in the file + 1) for one partition, synchronously.
-pub fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(consumer: &C, topic: &str, partition: i32, next_offset: i64) -> Result<(), CommitError> {
+pub fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+) -> Result<(), CommitError> {
     let err = |reason: String| CommitError { topic: topic.to_string(), partition, offset: next_offset, reason };
     let mut tpl = TopicPartitionList::with_capacity(1);
     tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)).map_err(|e| err(e.to_string()))?;

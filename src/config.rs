@@ -195,16 +195,11 @@ impl Config {
     }
 
     /// As [`Config::load`], with the environment given explicitly (tests).
-    pub fn load_from(
-        path: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_from(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError(vec![format!("cannot read {}: {e}", p.display())]))?;
-                toml::from_str::<toml::Table>(&text)
-                    .map_err(|e| ConfigError(vec![format!("{}: {e}", p.display())]))?
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError(vec![format!("cannot read {}: {e}", p.display())]))?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError(vec![format!("{}: {e}", p.display())]))?
             }
             None => toml::Table::new(),
         };
@@ -220,8 +215,8 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
-        let mut config: Config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError(vec![e.to_string().trim().replace('\n', " ")]))?;
+        let mut config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError(vec![e.to_string().trim().replace('\n', " ")]))?;
         config.fill_from_aws_env(&env);
         config.validate()?;
         Ok(config)
@@ -355,9 +350,7 @@ fn apply_env(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), Strin
     }
     let value = parse_env_value(raw);
     let (section, rest) = (&parts[0], &parts[1..]);
-    let mut node = table
-        .entry(section.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let mut node = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     // `KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS` → kafka.properties."session.timeout.ms"
     let keys: Vec<String> = if section == "kafka" && rest.len() == 2 && rest[0] == "properties" {
         vec!["properties".into(), rest[1].replace('_', ".")]
@@ -369,11 +362,7 @@ fn apply_env(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), Strin
             return Err(format!("{} is not a table", keys[..i].join(".")));
         };
         if i + 1 == keys.len() {
-            let value = if section == "kafka" && keys[0] == "properties" {
-                toml::Value::String(raw.to_string())
-            } else {
-                value.clone()
-            };
+            let value = if section == "kafka" && keys[0] == "properties" { toml::Value::String(raw.to_string()) } else { value.clone() };
             t.insert(key.clone(), value);
             return Ok(());
         }

@@ -2,9 +2,7 @@
 
 use std::net::SocketAddr;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Every metric the service exports. Cheap to clone (all handles are `Arc`s inside).
 #[derive(Clone)]

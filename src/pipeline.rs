@@ -181,11 +181,8 @@ impl Pipeline {
     async fn rotate_expired(&mut self) -> Result<(), SinkError> {
         self.apply_rebalance_events();
         let now = Instant::now();
-        let due: Vec<(TopicPartition, FlushReason)> = self
-            .partitions
-            .iter()
-            .filter_map(|(tp, b)| b.stats(now).and_then(|s| self.policy.check(s)).map(|r| (tp.clone(), r)))
-            .collect();
+        let due: Vec<(TopicPartition, FlushReason)> =
+            self.partitions.iter().filter_map(|(tp, b)| b.stats(now).and_then(|s| self.policy.check(s)).map(|r| (tp.clone(), r))).collect();
         for (tp, reason) in due {
             self.flush(&tp, reason).await?;
         }

@@ -13,13 +13,8 @@ use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 
 /// librdkafka properties the sink sets itself; `[kafka.properties]` may not override them.
-pub const RESERVED_PROPERTIES: &[&str] = &[
-    "bootstrap.servers",
-    "group.id",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "auto.offset.reset",
-];
+pub const RESERVED_PROPERTIES: &[&str] =
+    &["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
 
 /// A topic-partition, owned.
 pub type TopicPartition = (String, i32);

@@ -104,7 +104,10 @@ impl Store {
             inner,
             prefix: prefix.to_string(),
             part_bytes: c.multipart_part_bytes,
-            backoff: Backoff { initial: Duration::from_millis(c.retry_initial_backoff_ms), max: Duration::from_millis(c.retry_max_backoff_ms) },
+            backoff: Backoff {
+                initial: Duration::from_millis(c.retry_initial_backoff_ms),
+                max: Duration::from_millis(c.retry_max_backoff_ms),
+            },
             max_attempts: c.retry_max_attempts,
             metrics,
         }

@@ -8,13 +8,18 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 fn check(config_text: &str, env: &[(&str, &str)]) -> Result<(i32, String, String), Box<dyn std::error::Error>> {
     let mut f = tempfile::NamedTempFile::new()?;
     f.write_all(config_text.as_bytes())?;
-    let out = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink")).args(["check", "--config"]).arg(f.path()).envs(env.iter().copied()).output()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink"))
+        .args(["check", "--config"])
+        .arg(f.path())
+        .envs(env.iter().copied())
+        .output()?;
     Ok((out.status.code().unwrap_or(-1), String::from_utf8(out.stdout)?, String::from_utf8(out.stderr)?))
 }
 
 #[test]
 fn check_prints_the_effective_config_with_secrets_redacted() -> TestResult {
-    let (code, out, err) = check("[s3]\naccess_key_id = \"ak\"\nsecret_access_key = \"hunter2\"\n", &[("KPS__FLUSH__MAX_RECORDS", "5000")])?;
+    let (code, out, err) =
+        check("[s3]\naccess_key_id = \"ak\"\nsecret_access_key = \"hunter2\"\n", &[("KPS__FLUSH__MAX_RECORDS", "5000")])?;
     assert_eq!(code, 0, "stderr: {err}");
     assert!(out.contains("max_records = 5000"), "env override missing from:\n{out}");
     assert!(out.contains("group_id = \"connect-minio-s3-sink\""), "defaults missing from:\n{out}");

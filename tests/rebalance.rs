@@ -12,23 +12,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use kafka_parquet_sink::testkit::{produce_tasks, Op, ProducePlan};
+use kafka_parquet_sink::testkit::Op;
 
 #[test]
 fn a_joining_member_takes_partitions_without_duplicates() -> TestResult {
     let stack = Stack::get()?;
     let (topic, group, prefix) = (unique("it-join"), unique("it-group"), unique("it/join"));
     let partitions = 4;
-    let plan = ProducePlan {
-        bootstrap: stack.bootstrap.clone(),
-        registry: stack.registry.clone(),
-        topic: topic.clone(),
-        partitions,
-        count: 400,
-        v2_after: None,
-        seed: 21,
-    };
-    let produced = tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))?;
+    let produced = produce(&stack, &topic, partitions, 400, None, 21)?;
     let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
     assert_eq!(ends.len(), partitions as usize, "every partition should receive records: {ends:?}");
     // Only SIGTERM can close files: member A buffers everything before B joins.
@@ -46,7 +37,11 @@ fn a_joining_member_takes_partitions_without_duplicates() -> TestResult {
     let buffered_a = a.metric_sum("kps_buffered_records", &[]);
     let buffered_b = b.metric_sum("kps_buffered_records", &[]);
     assert!(buffered_b > 0.0, "B should hold open files, buffered {buffered_b}");
-    assert!(buffered_a + buffered_b > 0.0 && buffered_a + buffered_b <= produced.len() as f64, "buffered A {buffered_a} + B {buffered_b} vs produced {}", produced.len());
+    assert!(
+        buffered_a + buffered_b > 0.0 && buffered_a + buffered_b <= produced.len() as f64,
+        "buffered A {buffered_a} + B {buffered_b} vs produced {}",
+        produced.len()
+    );
 
     for m in [&mut a, &mut b] {
         let status = m.terminate(Duration::from_secs(30))?;
@@ -63,6 +58,14 @@ fn a_joining_member_takes_partitions_without_duplicates() -> TestResult {
         }
     }
     let expected: Vec<(i32, i64)> = produced.iter().filter(|(_, e)| e.op != Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
-    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), { let mut e = expected; e.sort(); e }, "offsets in the lake");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        {
+            let mut e = expected;
+            e.sort();
+            e
+        },
+        "offsets in the lake"
+    );
     Ok(())
 }

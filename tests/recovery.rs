@@ -11,22 +11,9 @@ use common::*;
 use kafka_parquet_sink::config::S3Config;
 use kafka_parquet_sink::metrics::Metrics;
 use kafka_parquet_sink::store::{object_key, Store};
-use kafka_parquet_sink::testkit::{produce_tasks, Op, ProducePlan, Produced, TaskEvent};
+use kafka_parquet_sink::testkit::{Op, Produced, TaskEvent};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-
-fn produce(stack: &Stack, topic: &str, count: usize, seed: u64) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    let plan = ProducePlan {
-        bootstrap: stack.bootstrap.clone(),
-        registry: stack.registry.clone(),
-        topic: topic.to_string(),
-        partitions: 1,
-        count,
-        v2_after: None,
-        seed,
-    };
-    Ok(tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))?)
-}
 
 fn s3_store(stack: &Stack, prefix: &str) -> TestResult<Store> {
     let cfg = S3Config {
@@ -54,7 +41,7 @@ fn uncommitted_files_of_a_crashed_owner_are_replaced_not_duplicated() -> TestRes
     let store = s3_store(&stack, &prefix)?;
 
     // Run 1 writes and commits the first records.
-    let first = produce(&stack, &topic, 30, 10)?;
+    let first = produce(&stack, &topic, 1, 30, None, 10)?;
     let end1 = log_ends(first.iter().map(|(p, _)| (p.partition, p.offset)));
     let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, flush)?;
     wait_committed(&stack, &group, &topic, &end1, Duration::from_secs(60))?;
@@ -66,7 +53,7 @@ fn uncommitted_files_of_a_crashed_owner_are_replaced_not_duplicated() -> TestRes
     for start in stale_at {
         rt.block_on(store.upload(&object_key(&prefix, &topic, 0, start), Bytes::from_static(b"not parquet: uploaded, never committed")))?;
     }
-    let second = produce(&stack, &topic, 25, 11)?;
+    let second = produce(&stack, &topic, 1, 25, None, 11)?;
     let end2 = log_ends(first.iter().chain(&second).map(|(p, _)| (p.partition, p.offset)));
 
     // Run 2 replays from the commit: the leftovers go, every record is there once.
@@ -99,7 +86,7 @@ fn uncommitted_files_of_a_crashed_owner_are_replaced_not_duplicated() -> TestRes
 fn an_undecodable_record_stops_the_sink_without_committing_past_it() -> TestResult {
     let stack = Stack::get()?;
     let (topic, group, prefix) = (unique("it-bad"), unique("it-group"), unique("it/bad"));
-    let good = produce(&stack, &topic, 10, 12)?;
+    let good = produce(&stack, &topic, 1, 10, None, 12)?;
     let bad_offset = good.iter().map(|(p, _)| p.offset).max().ok_or("nothing produced")? + 1;
     let rt = tokio::runtime::Runtime::new()?;
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;

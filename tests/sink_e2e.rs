@@ -9,20 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
-use kafka_parquet_sink::testkit::{produce_tasks, Op, ProducePlan, Produced, TaskEvent};
-
-fn produce(stack: &Stack, topic: &str, partitions: i32, count: usize, v2_after: Option<usize>, seed: u64) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    let plan = ProducePlan {
-        bootstrap: stack.bootstrap.clone(),
-        registry: stack.registry.clone(),
-        topic: topic.to_string(),
-        partitions,
-        count,
-        v2_after,
-        seed,
-    };
-    Ok(tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))?)
-}
+use kafka_parquet_sink::testkit::{Op, TaskEvent};
 
 /// Every row of the lake by (partition, offset), failing on any duplicate.
 fn rows_by_offset(files: &[LakeFile]) -> TestResult<BTreeMap<(i32, i64), LakeRow>> {
@@ -186,7 +173,8 @@ fn sigterm_flushes_and_commits_what_is_buffered() -> TestResult {
 
     let files = read_lake(&stack, &prefix)?;
     let offsets: BTreeSet<(i32, i64)> = files.iter().flat_map(|f| f.rows.iter().map(|r| (r.partition, r.offset))).collect();
-    let expected: BTreeSet<(i32, i64)> = produced.iter().filter(|(_, e)| e.op != Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
+    let expected: BTreeSet<(i32, i64)> =
+        produced.iter().filter(|(_, e)| e.op != Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
     assert_eq!(offsets, expected, "offsets in the lake after SIGTERM");
     let used: BTreeSet<i32> = produced.iter().map(|(p, _)| p.partition).collect();
     assert_eq!(files.len(), used.len(), "one file per partition: {:?}", files.iter().map(|f| &f.key).collect::<Vec<_>>());

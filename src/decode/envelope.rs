@@ -57,7 +57,12 @@ pub fn is_envelope(schema: &Schema) -> bool {
 }
 
 /// Appends the bronze columns (for envelopes) and the Kafka coordinates to a decoded batch.
-pub fn enrich(batch: RecordBatch, coords: &Coordinates, offsets: Vec<i64>, timestamps: Vec<Option<i64>>) -> Result<RecordBatch, DecodeError> {
+pub fn enrich(
+    batch: RecordBatch,
+    coords: &Coordinates,
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+) -> Result<RecordBatch, DecodeError> {
     let rows = batch.num_rows();
     if offsets.len() != rows {
         return Err(DecodeError::Batch(format!("{} rows decoded but {} offsets recorded", rows, offsets.len())));

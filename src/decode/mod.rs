@@ -90,7 +90,9 @@ impl BatchDecoder {
 
     /// The rows decoded since the last batch, if any, as an enriched batch.
     pub fn finish(&mut self) -> Result<Option<RecordBatch>, DecodeError> {
-        let Some(batch) = self.decoder.flush().map_err(|e| DecodeError::CorruptBody { schema_id: self.schema_id, reason: e.to_string() })? else {
+        let Some(batch) =
+            self.decoder.flush().map_err(|e| DecodeError::CorruptBody { schema_id: self.schema_id, reason: e.to_string() })?
+        else {
             return Ok(None);
         };
         let (offsets, timestamps) = self.coords.take();
@@ -113,7 +115,9 @@ mod tests {
     type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
     fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
-        b.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>()).ok_or_else(|| format!("column {name} missing or of another type"))
+        b.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<T>())
+            .ok_or_else(|| format!("column {name} missing or of another type"))
     }
 
     /// Bytes encoded by apache-avro (independent of arrow-avro) with the real Debezium schema

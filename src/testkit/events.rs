@@ -175,10 +175,7 @@ impl TasksGenerator {
             ("created_at".into(), Value::String("2026-01-15T10:04:42.123456Z".into())),
             ("updated_at".into(), Value::Long(self.ts_ms * 1000)),
             ("estimate".into(), some(Value::Decimal(Decimal::from(be_bytes(cents))))),
-            (
-                "points".into(),
-                some(Value::Record(vec![("scale".into(), Value::Int(1)), ("value".into(), Value::Bytes(be_bytes(425)))])),
-            ),
+            ("points".into(), some(Value::Record(vec![("scale".into(), Value::Int(1)), ("value".into(), Value::Bytes(be_bytes(425)))]))),
             ("prio".into(), Value::Union(0, Box::new(Value::String(["low", "medium", "high"][t.version as usize % 3].into())))),
             ("tags".into(), some(Value::Array(vec![some(Value::String("home".into())), Value::Union(0, Box::new(Value::Null))]))),
             ("meta".into(), some(Value::String(format!("{{\"v\": {}}}", t.version)))),
@@ -222,7 +219,9 @@ impl TasksGenerator {
 /// Avro library accepts the hyphen, apache-avro's default validator does not. Relax it (once per
 /// process, before any schema is parsed).
 fn allow_debezium_names() {
-    use apache_avro::validator::{set_schema_name_validator, set_schema_namespace_validator, SchemaNameValidator, SchemaNamespaceValidator};
+    use apache_avro::validator::{
+        set_schema_name_validator, set_schema_namespace_validator, SchemaNameValidator, SchemaNamespaceValidator,
+    };
     use apache_avro::AvroResult;
 
     struct Lenient;

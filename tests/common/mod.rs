@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use kafka_parquet_sink::testkit::{produce_tasks, ProducePlan, Produced, TaskEvent};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -36,6 +37,28 @@ impl Stack {
         }
         Ok(s)
     }
+}
+
+/// Produces `count` Debezium events of the tasks table (v2 schema after `v2_after` records);
+/// returns each with where it landed.
+pub fn produce(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    v2_after: Option<usize>,
+    seed: u64,
+) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    let plan = ProducePlan {
+        bootstrap: stack.bootstrap.clone(),
+        registry: stack.registry.clone(),
+        topic: topic.to_string(),
+        partitions,
+        count,
+        v2_after,
+        seed,
+    };
+    tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))
 }
 
 /// Names no other test run uses.
@@ -104,7 +127,11 @@ listen = "127.0.0.1:{metrics_port}"
     /// Prometheus text of the running sink (empty while it is starting).
     pub fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        Command::new("curl").args(["-s", "--max-time", "2", &url]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+        Command::new("curl")
+            .args(["-s", "--max-time", "2", &url])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// Sum of a metric's samples whose label set contains every `labels` pair.
@@ -158,11 +185,7 @@ pub fn committed(stack: &Stack, group: &str, topic: &str, partitions: i32) -> Te
         tpl.add_partition(topic, p);
     }
     let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
-    Ok(got
-        .elements()
-        .iter()
-        .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { Some(o) } else { None }))
-        .collect())
+    Ok(got.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { Some(o) } else { None })).collect())
 }
 
 /// Polls `f` until it returns `Some`, or fails after `timeout` with `what` in the message.
