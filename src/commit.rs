@@ -1,7 +1,11 @@
 //! Commit stage: after a file is in the object store, commit the offset after its last record.
 
+use std::sync::Arc;
+
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+
+use crate::source;
 
 #[derive(Debug, thiserror::Error)]
 #[error("commit of {topic}[{partition}] at {offset} failed: {reason}")]
@@ -19,15 +23,14 @@ impl CommitError {
     }
 }
 
-/// Commits `next_offset` (last offset in the file + 1) for one partition, synchronously.
-pub fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
-    consumer: &C,
-    topic: &str,
-    partition: i32,
-    next_offset: i64,
-) -> Result<(), CommitError> {
+/// Commits `next_offset` (last offset in the file + 1) for one partition and waits for the
+/// broker's answer, on a blocking thread so the runtime keeps running.
+pub async fn commit(consumer: Arc<source::Consumer>, topic: &str, partition: i32, next_offset: i64) -> Result<(), CommitError> {
     let err = |reason: String| CommitError { topic: topic.to_string(), partition, offset: next_offset, reason };
     let mut tpl = TopicPartitionList::with_capacity(1);
     tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)).map_err(|e| err(e.to_string()))?;
-    tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)).map_err(|e| err(e.to_string()))
+    tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+        .await
+        .map_err(|e| err(format!("commit task failed: {e}")))?
+        .map_err(|e| err(e.to_string()))
 }

@@ -20,6 +20,9 @@ pub enum SinkError {
     Store(#[from] StoreError),
     #[error("commit: {0}")]
     Commit(#[from] CommitError),
+    /// A bug: the partition's state went away while one of its records was being handled.
+    #[error("{topic}[{partition}] has no buffer although a record of it is being handled")]
+    NotAssigned { topic: String, partition: i32 },
     #[error("{topic}[{partition}] offset {offset}: {source}")]
     AtRecord {
         topic: String,
@@ -39,6 +42,7 @@ impl SinkError {
             SinkError::Encode(e) => e.retryable(),
             SinkError::Store(e) => e.retryable(),
             SinkError::Commit(e) => e.retryable(),
+            SinkError::NotAssigned { .. } => false,
             SinkError::AtRecord { source, .. } => source.retryable(),
         }
     }
@@ -52,6 +56,7 @@ impl SinkError {
             SinkError::Encode(_) => "encode",
             SinkError::Store(_) => "store",
             SinkError::Commit(_) => "commit",
+            SinkError::NotAssigned { .. } => "buffer",
             SinkError::AtRecord { source, .. } => source.stage(),
         }
     }

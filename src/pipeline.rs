@@ -2,7 +2,7 @@
 //! One task owns every partition's state, so no upload is ever in flight while the consumer is
 //! polled, and rebalance events are applied before any message or flush that follows them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ pub struct Pipeline {
     props: WriterProperties,
     metrics: Metrics,
     decode_batch_rows: usize,
-    assigned: HashSet<TopicPartition>,
+    /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
 
@@ -60,7 +60,6 @@ impl Pipeline {
             props: encode::writer_properties(&config.output),
             metrics,
             decode_batch_rows: config.flush.max_records.min(DECODE_BATCH_ROWS) as usize,
-            assigned: HashSet::new(),
             partitions: HashMap::new(),
         })
     }
@@ -108,13 +107,12 @@ impl Pipeline {
             match event {
                 RebalanceEvent::Assigned(tps) => {
                     for tp in tps {
-                        self.partitions.insert(tp.clone(), PartitionBuffer::new(&tp.0, tp.1));
-                        self.assigned.insert(tp);
+                        let buf = PartitionBuffer::new(&tp.0, tp.1);
+                        self.partitions.insert(tp, buf);
                     }
                 }
                 RebalanceEvent::Revoked(tps) => {
                     for tp in tps {
-                        self.assigned.remove(&tp);
                         if let Some(buf) = self.partitions.remove(&tp) {
                             let dropped = buf.buffered_records();
                             if dropped > 0 {
@@ -132,14 +130,14 @@ impl Pipeline {
         self.apply_rebalance_events();
         let tp: TopicPartition = (m.topic().to_string(), m.partition());
         let offset = m.offset();
-        if !self.assigned.contains(&tp) {
+        if !self.partitions.contains_key(&tp) {
             tracing::debug!(topic = %tp.0, partition = tp.1, offset, "message of a partition not assigned to us, ignored");
             return Ok(());
         }
         self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]).inc();
         match m.payload() {
             None => {
-                self.buffer(&tp).push_skipped(offset);
+                self.buffer(&tp)?.push_skipped(offset);
                 self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();
             }
             Some(value) => {
@@ -150,7 +148,7 @@ impl Pipeline {
                 }
             }
         }
-        let stats = self.buffer(&tp).stats(Instant::now());
+        let stats = self.buffer(&tp)?.stats(Instant::now());
         if let Some(reason) = stats.and_then(|s| self.policy.check(s)) {
             self.flush(&tp, reason).await?;
         }
@@ -159,22 +157,24 @@ impl Pipeline {
 
     async fn push_value(&mut self, tp: &TopicPartition, value: &[u8], offset: i64, timestamp: Option<i64>) -> Result<(), SinkError> {
         let f = frame::parse(value)?;
-        if self.buffer(tp).file_schema_id().is_some_and(|id| id != f.schema_id) {
+        if self.buffer(tp)?.file_schema_id().is_some_and(|id| id != f.schema_id) {
             self.flush(tp, FlushReason::Schema).await?;
         }
-        if self.buffer(tp).decoder_schema_id() != Some(f.schema_id) {
+        if self.buffer(tp)?.decoder_schema_id() != Some(f.schema_id) {
             let schema = self.registry.schema(f.schema_id).await?;
             let decoder = BatchDecoder::new(&tp.0, tp.1, f.schema_id, &schema, self.decode_batch_rows)?;
             tracing::info!(topic = %tp.0, partition = tp.1, schema_id = f.schema_id, "decoder ready for schema");
-            self.buffer(tp).set_decoder(decoder);
+            self.buffer(tp)?.set_decoder(decoder);
         }
-        let props = &self.props;
-        let buf = self.partitions.entry(tp.clone()).or_insert_with(|| PartitionBuffer::new(&tp.0, tp.1));
+        let Self { partitions, props, .. } = self;
+        let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
         buf.push_row(f.schema_id, f.body, offset, timestamp, props)
     }
 
-    fn buffer(&mut self, tp: &TopicPartition) -> &mut PartitionBuffer {
-        self.partitions.entry(tp.clone()).or_insert_with(|| PartitionBuffer::new(&tp.0, tp.1))
+    /// The buffer of an assigned partition. Only rebalance events remove buffers, and they are
+    /// applied before a message is handled, so a message's partition keeps its buffer meanwhile.
+    fn buffer(&mut self, tp: &TopicPartition) -> Result<&mut PartitionBuffer, SinkError> {
+        self.partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })
     }
 
     /// Closes every file that is older than the rotate interval: idle partitions flush too.
@@ -222,7 +222,7 @@ impl Pipeline {
             tracing::info!(topic, partition, key, rows = closed.rows, skipped = closed.skipped, bytes = size, %reason, "file uploaded");
         }
         let next = closed.end_offset + 1;
-        match commit::commit(&*self.consumer, topic, partition, next) {
+        match commit::commit(self.consumer.clone(), topic, partition, next).await {
             Ok(()) => {
                 self.metrics.offsets_committed.with_label_values(&[topic]).inc();
                 self.metrics.committed_offset.with_label_values(&[topic, &partition.to_string()]).set(next);
