@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parquet::file::properties::WriterProperties;
+use prometheus::IntGauge;
 
 use crate::decode::BatchDecoder;
 use crate::encode::ParquetFile;
@@ -43,11 +44,14 @@ pub struct PartitionBuffer {
     pub first_offset: Option<i64>,
     /// Whether uncommitted files of earlier owners were removed (see DESIGN.md).
     pub cleaned: bool,
+    /// `kps_buffered_records` of this partition, kept equal to the open file's records.
+    gauge: IntGauge,
 }
 
 impl PartitionBuffer {
-    pub fn new(topic: &str, partition: i32) -> Self {
-        Self { topic: topic.to_string(), partition, decoder: None, file: None, first_offset: None, cleaned: false }
+    pub fn new(topic: &str, partition: i32, gauge: IntGauge) -> Self {
+        gauge.set(0);
+        Self { topic: topic.to_string(), partition, decoder: None, file: None, first_offset: None, cleaned: false, gauge }
     }
 
     /// The schema id of the rows in the open file, if it has rows.
@@ -83,6 +87,8 @@ impl PartitionBuffer {
         f.end_offset = offset;
         f.records += 1;
         f.skipped += 1;
+        let records = f.records;
+        self.gauge.set(records as i64);
     }
 
     /// Decodes one Avro body into the open file. The decoder must be set for `schema_id`.
@@ -109,6 +115,7 @@ impl PartitionBuffer {
         file.schema_id = Some(schema_id);
         file.end_offset = offset;
         file.records += 1;
+        self.gauge.set(file.records as i64);
         if let Some(batch) = batch {
             write_batch(file, &batch, props)?;
         }
@@ -133,6 +140,7 @@ impl PartitionBuffer {
         let Some(mut file) = self.file.take() else {
             return Ok(None);
         };
+        self.gauge.set(0);
         if let Some(decoder) = self.decoder.as_mut() {
             if let Some(batch) = decoder.finish()? {
                 write_batch(&mut file, &batch, props)?;
@@ -143,6 +151,13 @@ impl PartitionBuffer {
             None => (0, None),
         };
         Ok(Some(ClosedFile { start_offset: file.start_offset, end_offset: file.end_offset, rows, skipped: file.skipped, bytes }))
+    }
+}
+
+impl Drop for PartitionBuffer {
+    /// A revoked partition's open file is discarded: it no longer counts as buffered here.
+    fn drop(&mut self) {
+        self.gauge.set(0);
     }
 }
 

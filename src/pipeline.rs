@@ -107,7 +107,8 @@ impl Pipeline {
             match event {
                 RebalanceEvent::Assigned(tps) => {
                     for tp in tps {
-                        let buf = PartitionBuffer::new(&tp.0, tp.1);
+                        let gauge = self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
+                        let buf = PartitionBuffer::new(&tp.0, tp.1, gauge);
                         self.partitions.insert(tp, buf);
                     }
                 }
@@ -119,7 +120,6 @@ impl Pipeline {
                                 tracing::info!(topic = %tp.0, partition = tp.1, records = dropped, "revoked: open file discarded, the next owner replays it");
                             }
                         }
-                        self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]).set(0);
                     }
                 }
             }
@@ -186,9 +186,6 @@ impl Pipeline {
         for (tp, reason) in due {
             self.flush(&tp, reason).await?;
         }
-        for (tp, b) in &self.partitions {
-            self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]).set(b.buffered_records() as i64);
-        }
         Ok(())
     }
 
@@ -234,7 +231,6 @@ impl Pipeline {
                 tracing::warn!(error = %e, "offset commit failed");
             }
         }
-        self.metrics.buffered_records.with_label_values(&[topic, &partition.to_string()]).set(0);
         self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
