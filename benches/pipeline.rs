@@ -30,11 +30,11 @@ fn main() -> R {
     println!("{n} Confluent-framed Debezium envelopes, {:.1} MB, {} B average", avro_bytes as f64 / 1e6, avro_bytes / n);
 
     let decode = || -> R<Vec<arrow::array::RecordBatch>> {
-        let mut d = BatchDecoder::new("supabase-habit.public.tasks", 0, 1, VALUE_SCHEMA_V1, 8192)?;
+        let mut d = BatchDecoder::new("supabase-habit.public.tasks", 0, (1, VALUE_SCHEMA_V1), None, 8192)?;
         let mut out = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let f = frame::parse(v)?;
-            if let Some(b) = d.push(f.body, i as i64, Some(0))? {
+            if let Some(b) = d.push(f.body, None, i as i64, Some(0))? {
                 out.push(b);
             }
         }

@@ -57,6 +57,7 @@ def dump(fs, a):
                 "__op": r.get("__op"),
                 "__deleted": r.get("__deleted"),
                 "__ts_ms": r.get("__ts_ms"),
+                "key_id": (r.get("__kafka_key") or {}).get("id"),
                 "id": image_field(r, "id"),
                 "title": image_field(r, "title"),
                 "category": image_field(r, "category"),

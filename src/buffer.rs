@@ -7,7 +7,7 @@ use bytes::Bytes;
 use parquet::file::properties::WriterProperties;
 use prometheus::IntGauge;
 
-use crate::decode::BatchDecoder;
+use crate::decode::{BatchDecoder, SchemaIds};
 use crate::encode::ParquetFile;
 use crate::error::SinkError;
 use crate::flush::FileStats;
@@ -19,8 +19,8 @@ pub struct OpenFile {
     /// Records in the range: rows plus skipped (tombstones).
     pub records: u64,
     pub skipped: u64,
-    /// Value schema id of the rows, once the first row arrived.
-    pub schema_id: Option<u32>,
+    /// Schema ids of the rows, once the first row arrived.
+    pub schema_ids: Option<SchemaIds>,
     opened: Instant,
     parquet: Option<ParquetFile>,
 }
@@ -54,13 +54,13 @@ impl PartitionBuffer {
         Self { topic: topic.to_string(), partition, decoder: None, file: None, first_offset: None, cleaned: false, gauge }
     }
 
-    /// The schema id of the rows in the open file, if it has rows.
-    pub fn file_schema_id(&self) -> Option<u32> {
-        self.file.as_ref().and_then(|f| f.schema_id)
+    /// The schema ids of the rows in the open file, if it has rows.
+    pub fn file_schema_ids(&self) -> Option<SchemaIds> {
+        self.file.as_ref().and_then(|f| f.schema_ids)
     }
 
-    pub fn decoder_schema_id(&self) -> Option<u32> {
-        self.decoder.as_ref().map(BatchDecoder::schema_id)
+    pub fn decoder_schema_ids(&self) -> Option<SchemaIds> {
+        self.decoder.as_ref().map(BatchDecoder::ids)
     }
 
     /// Replaces the decoder; only call with no pending rows (after the file was closed).
@@ -75,7 +75,7 @@ impl PartitionBuffer {
             end_offset: offset,
             records: 0,
             skipped: 0,
-            schema_id: None,
+            schema_ids: None,
             opened: Instant::now(),
             parquet: None,
         })
@@ -91,11 +91,12 @@ impl PartitionBuffer {
         self.gauge.set(records as i64);
     }
 
-    /// Decodes one Avro body into the open file. The decoder must be set for `schema_id`.
+    /// Decodes one Avro body (and key) into the open file. The decoder must be set for the
+    /// record's schemas.
     pub fn push_row(
         &mut self,
-        schema_id: u32,
         body: &[u8],
+        key: Option<&[u8]>,
         offset: i64,
         timestamp_ms: Option<i64>,
         props: &WriterProperties,
@@ -104,15 +105,8 @@ impl PartitionBuffer {
         let (Some(decoder), Some(file)) = (self.decoder.as_mut(), self.file.as_mut()) else {
             return Err(crate::decode::DecodeError::Batch("no decoder for the partition".into()).into());
         };
-        if decoder.schema_id() != schema_id {
-            return Err(crate::decode::DecodeError::Batch(format!(
-                "decoder is for schema {}, record has {schema_id}",
-                decoder.schema_id()
-            ))
-            .into());
-        }
-        let batch = decoder.push(body, offset, timestamp_ms)?;
-        file.schema_id = Some(schema_id);
+        let batch = decoder.push(body, key, offset, timestamp_ms)?;
+        file.schema_ids = Some(decoder.ids());
         file.end_offset = offset;
         file.records += 1;
         self.gauge.set(file.records as i64);

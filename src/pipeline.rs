@@ -16,7 +16,7 @@ use crate::buffer::PartitionBuffer;
 use crate::commit;
 use crate::config::Config;
 use crate::decode::registry::Registry;
-use crate::decode::{frame, BatchDecoder};
+use crate::decode::{frame, BatchDecoder, SchemaIds};
 use crate::encode;
 use crate::error::SinkError;
 use crate::flush::{FlushPolicy, FlushReason};
@@ -142,7 +142,7 @@ impl Pipeline {
             }
             Some(value) => {
                 let timestamp = m.timestamp().to_millis();
-                if let Err(e) = self.push_value(&tp, value, offset, timestamp).await {
+                if let Err(e) = self.push_value(&tp, value, m.key(), offset, timestamp).await {
                     self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
                     return Err(e.at(&tp.0, tp.1, offset));
                 }
@@ -155,20 +155,36 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn push_value(&mut self, tp: &TopicPartition, value: &[u8], offset: i64, timestamp: Option<i64>) -> Result<(), SinkError> {
+    async fn push_value(
+        &mut self,
+        tp: &TopicPartition,
+        value: &[u8],
+        key: Option<&[u8]>,
+        offset: i64,
+        timestamp: Option<i64>,
+    ) -> Result<(), SinkError> {
         let f = frame::parse(value)?;
-        if self.buffer(tp)?.file_schema_id().is_some_and(|id| id != f.schema_id) {
+        let k = key.map(frame::parse_key).transpose()?;
+        let key_id = k.map(|k| k.schema_id);
+        // Does a file (or decoder) made for `ids` take this record? A keyless record fits any.
+        let fits = |ids: SchemaIds| ids.value == f.schema_id && (key_id.is_none() || ids.key == key_id);
+        if self.buffer(tp)?.file_schema_ids().is_some_and(|ids| !fits(ids)) {
             self.flush(tp, FlushReason::Schema).await?;
         }
-        if self.buffer(tp)?.decoder_schema_id() != Some(f.schema_id) {
-            let schema = self.registry.schema(f.schema_id).await?;
-            let decoder = BatchDecoder::new(&tp.0, tp.1, f.schema_id, &schema, self.decode_batch_rows)?;
-            tracing::info!(topic = %tp.0, partition = tp.1, schema_id = f.schema_id, "decoder ready for schema");
+        if !self.buffer(tp)?.decoder_schema_ids().is_some_and(fits) {
+            let value_schema = self.registry.schema(f.schema_id).await?;
+            let key_schema = match key_id {
+                Some(id) => Some((id, self.registry.schema(id).await?)),
+                None => None,
+            };
+            let key_arg = key_schema.as_ref().map(|(id, s)| (*id, &**s));
+            let decoder = BatchDecoder::new(&tp.0, tp.1, (f.schema_id, &value_schema), key_arg, self.decode_batch_rows)?;
+            tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = f.schema_id, key_schema_id = ?key_id, "decoder ready");
             self.buffer(tp)?.set_decoder(decoder);
         }
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
-        buf.push_row(f.schema_id, f.body, offset, timestamp, props)
+        buf.push_row(f.body, k.map(|k| k.body), offset, timestamp, props)
     }
 
     /// The buffer of an assigned partition. Only rebalance events remove buffers, and they are

@@ -68,6 +68,7 @@ fn every_record_lands_exactly_once_with_its_values() -> TestResult {
                 assert_eq!(r.deleted, Some(op == Op::Delete), "__deleted of {p}/{o}");
                 assert_eq!(r.bronze_ts_ms, Some(e.ts_ms), "__ts_ms of {p}/{o}");
                 assert_eq!(r.id.as_deref(), Some(e.id.as_str()), "row image id of {p}/{o}");
+                assert_eq!(r.key_id.as_deref(), Some(e.id.as_str()), "decoded key id of {p}/{o}");
                 assert_eq!(r.title.as_deref(), Some(e.title.as_str()), "row image title of {p}/{o}");
                 assert_eq!(r.category, e.category, "v2 column category of {p}/{o}");
                 assert!(r.timestamp_ms.is_some(), "__kafka_timestamp of {p}/{o} is null");
@@ -92,7 +93,7 @@ fn every_record_lands_exactly_once_with_its_values() -> TestResult {
         if let Some(prev) = last_end.insert(p, last) {
             assert!(start > prev, "{}: starts at {start}, but the previous file of partition {p} ends at {prev}", f.key);
         }
-        for col in ["__op", "__ts_ms", "__deleted", "__kafka_topic", "__kafka_partition", "__kafka_offset", "__kafka_timestamp"] {
+        for col in ["__op", "__ts_ms", "__deleted", "__kafka_key", "__kafka_topic", "__kafka_partition", "__kafka_offset", "__kafka_timestamp"] {
             assert!(f.columns.iter().any(|c| c == col), "{} lacks column {col}: {:?}", f.key, f.columns);
         }
         let has_v2_schema = f.rows.iter().any(|r| r.category.is_some());

@@ -12,6 +12,7 @@ use super::DecodeError;
 pub const OP: &str = "__op";
 pub const TS_MS: &str = "__ts_ms";
 pub const DELETED: &str = "__deleted";
+pub const KAFKA_KEY: &str = "__kafka_key";
 pub const KAFKA_TOPIC: &str = "__kafka_topic";
 pub const KAFKA_PARTITION: &str = "__kafka_partition";
 pub const KAFKA_OFFSET: &str = "__kafka_offset";
@@ -56,9 +57,11 @@ pub fn is_envelope(schema: &Schema) -> bool {
     has("op") && has("after") && has("before") && has("source")
 }
 
-/// Appends the bronze columns (for envelopes) and the Kafka coordinates to a decoded batch.
+/// Appends the bronze columns (for envelopes), the decoded key (when the records have Avro keys)
+/// and the Kafka coordinates to a decoded batch.
 pub fn enrich(
     batch: RecordBatch,
+    key: Option<ArrayRef>,
     coords: &Coordinates,
     offsets: Vec<i64>,
     timestamps: Vec<Option<i64>>,
@@ -94,6 +97,10 @@ pub fn enrich(
         columns.push(Arc::new(deleted));
     }
 
+    if let Some(key) = key {
+        fields.push(Arc::new(Field::new(KAFKA_KEY, key.data_type().clone(), true)));
+        columns.push(key);
+    }
     let topic: StringArray = std::iter::repeat_n(Some(&*coords.topic), rows).collect();
     fields.push(Arc::new(Field::new(KAFKA_TOPIC, DataType::Utf8, false)));
     columns.push(Arc::new(topic));

@@ -21,6 +21,14 @@ pub fn parse(value: &[u8]) -> Result<Frame<'_>, DecodeError> {
     }
 }
 
+/// As [`parse`], for a record key: the error says it was the key.
+pub fn parse_key(key: &[u8]) -> Result<Frame<'_>, DecodeError> {
+    parse(key).map_err(|e| match e {
+        DecodeError::NotFramed(reason) => DecodeError::NotFramed(format!("key: {reason}")),
+        other => other,
+    })
+}
+
 /// Prepends the Confluent header to an Avro body (producers and tests).
 pub fn encode(schema_id: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());

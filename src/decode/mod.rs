@@ -43,46 +43,100 @@ impl DecodeError {
     }
 }
 
-/// Decodes the Avro bodies of one partition written with one schema, collecting the Kafka
-/// coordinates of each row alongside, and hands out enriched batches of up to `batch_size` rows.
+/// The writer schema ids of a file: the value's, and the key's once a keyed record was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaIds {
+    pub value: u32,
+    pub key: Option<u32>,
+}
+
+/// Decodes the Avro bodies (and Avro keys) of one partition written with one value schema and
+/// at most one key schema, collecting the Kafka coordinates of each row alongside, and hands
+/// out enriched batches of up to `batch_size` rows.
 pub struct BatchDecoder {
-    schema_id: u32,
-    decoder: Decoder,
+    ids: SchemaIds,
+    value: Decoder,
+    key: Option<KeyDecoder>,
     coords: Coordinates,
 }
 
+/// Keys of the rows of the current batch: decoded keys, and for each row the index of its key
+/// (`None`: the record had no key).
+struct KeyDecoder {
+    decoder: Decoder,
+    rows: Vec<Option<u32>>,
+    decoded: u32,
+}
+
+fn datum_decoder(schema_id: u32, writer_schema: &str, batch_size: usize) -> Result<Decoder, DecodeError> {
+    let bad = |reason: String| DecodeError::BadSchema { schema_id, reason };
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    let fp = Fingerprint::Id(schema_id);
+    store.set(fp, AvroSchema::new(writer_schema.to_string())).map_err(|e| bad(e.to_string()))?;
+    let decoder = ReaderBuilder::new()
+        .with_writer_schema_store(store)
+        .with_active_fingerprint(fp)
+        .with_decoder_mode(DecoderMode::UnframedDatum)
+        .with_batch_size(batch_size.max(1))
+        .build_decoder()
+        .map_err(|e| bad(e.to_string()))?;
+    if decoder.schema().fields().is_empty() {
+        return Err(bad("the writer schema is not an Avro record".into()));
+    }
+    Ok(decoder)
+}
+
+/// Decodes exactly one datum that must span all of `body`.
+fn decode_one(decoder: &mut Decoder, schema_id: u32, body: &[u8]) -> Result<(), DecodeError> {
+    let corrupt = |reason: String| DecodeError::CorruptBody { schema_id, reason };
+    let consumed = decoder.decode(body).map_err(|e| corrupt(e.to_string()))?;
+    if consumed != body.len() {
+        return Err(corrupt(format!("{} trailing bytes after the record", body.len() - consumed)));
+    }
+    Ok(())
+}
+
 impl BatchDecoder {
-    pub fn new(topic: &str, partition: i32, schema_id: u32, writer_schema: &str, batch_size: usize) -> Result<Self, DecodeError> {
-        let bad = |reason: String| DecodeError::BadSchema { schema_id, reason };
-        let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-        let fp = Fingerprint::Id(schema_id);
-        store.set(fp, AvroSchema::new(writer_schema.to_string())).map_err(|e| bad(e.to_string()))?;
-        let decoder = ReaderBuilder::new()
-            .with_writer_schema_store(store)
-            .with_active_fingerprint(fp)
-            .with_decoder_mode(DecoderMode::UnframedDatum)
-            .with_batch_size(batch_size.max(1))
-            .build_decoder()
-            .map_err(|e| bad(e.to_string()))?;
-        if decoder.schema().fields().is_empty() {
-            return Err(bad("the writer schema is not an Avro record".into()));
-        }
-        Ok(Self { schema_id, decoder, coords: Coordinates::new(topic, partition, batch_size) })
+    /// `key` is the key's schema id and writer schema, when the file's records carry Avro keys.
+    pub fn new(topic: &str, partition: i32, value: (u32, &str), key: Option<(u32, &str)>, batch_size: usize) -> Result<Self, DecodeError> {
+        let key_decoder = match key {
+            Some((id, schema)) => Some(KeyDecoder { decoder: datum_decoder(id, schema, batch_size)?, rows: Vec::new(), decoded: 0 }),
+            None => None,
+        };
+        Ok(Self {
+            ids: SchemaIds { value: value.0, key: key.map(|k| k.0) },
+            value: datum_decoder(value.0, value.1, batch_size)?,
+            key: key_decoder,
+            coords: Coordinates::new(topic, partition, batch_size),
+        })
     }
 
-    pub fn schema_id(&self) -> u32 {
-        self.schema_id
+    pub fn ids(&self) -> SchemaIds {
+        self.ids
     }
 
-    /// Decodes one Avro body. Returns a full batch when `batch_size` rows have accumulated.
-    pub fn push(&mut self, body: &[u8], offset: i64, timestamp_ms: Option<i64>) -> Result<Option<RecordBatch>, DecodeError> {
-        let corrupt = |reason: String| DecodeError::CorruptBody { schema_id: self.schema_id, reason };
-        let consumed = self.decoder.decode(body).map_err(|e| corrupt(e.to_string()))?;
+    /// Decodes one record: its value body and, if it has one, its key body (which must be of
+    /// this decoder's key schema). Returns a full batch when `batch_size` rows have accumulated.
+    pub fn push(
+        &mut self,
+        body: &[u8],
+        key: Option<&[u8]>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    ) -> Result<Option<RecordBatch>, DecodeError> {
+        decode_one(&mut self.value, self.ids.value, body)?;
         self.coords.push(offset, timestamp_ms);
-        if consumed != body.len() {
-            return Err(corrupt(format!("{} trailing bytes after the record", body.len() - consumed)));
+        match (key, self.key.as_mut(), self.ids.key) {
+            (Some(k), Some(kd), Some(key_id)) => {
+                decode_one(&mut kd.decoder, key_id, k)?;
+                kd.rows.push(Some(kd.decoded));
+                kd.decoded += 1;
+            }
+            (None, Some(kd), _) => kd.rows.push(None),
+            (None, None, _) => {}
+            (Some(_), _, _) => return Err(DecodeError::Batch("a keyed record reached a decoder without a key schema".into())),
         }
-        if self.decoder.batch_is_full() {
+        if self.value.batch_is_full() {
             return self.finish();
         }
         Ok(None)
@@ -90,13 +144,16 @@ impl BatchDecoder {
 
     /// The rows decoded since the last batch, if any, as an enriched batch.
     pub fn finish(&mut self) -> Result<Option<RecordBatch>, DecodeError> {
-        let Some(batch) =
-            self.decoder.flush().map_err(|e| DecodeError::CorruptBody { schema_id: self.schema_id, reason: e.to_string() })?
-        else {
+        let value_id = self.ids.value;
+        let Some(batch) = self.value.flush().map_err(|e| DecodeError::CorruptBody { schema_id: value_id, reason: e.to_string() })? else {
             return Ok(None);
         };
+        let key = match (self.key.as_mut(), self.ids.key) {
+            (Some(kd), Some(key_id)) => Some(kd.take(key_id, batch.num_rows())?),
+            _ => None,
+        };
         let (offsets, timestamps) = self.coords.take();
-        envelope::enrich(batch, &self.coords, offsets, timestamps).map(Some)
+        envelope::enrich(batch, key, &self.coords, offsets, timestamps).map(Some)
     }
 
     /// Rows decoded and not yet handed out.
@@ -105,10 +162,35 @@ impl BatchDecoder {
     }
 }
 
+impl KeyDecoder {
+    /// The key column of the batch: one struct per row, null where the record had no key.
+    fn take(&mut self, key_id: u32, rows: usize) -> Result<arrow::array::ArrayRef, DecodeError> {
+        use arrow::array::{Array, StructArray, UInt32Array};
+        let bad = |e: arrow::error::ArrowError| DecodeError::Batch(e.to_string());
+        let index = std::mem::take(&mut self.rows);
+        self.decoded = 0;
+        if index.len() != rows {
+            return Err(DecodeError::Batch(format!("{rows} rows but {} key slots", index.len())));
+        }
+        let keys = match self.decoder.flush().map_err(|e| DecodeError::CorruptBody { schema_id: key_id, reason: e.to_string() })? {
+            Some(b) => StructArray::from(b),
+            None => {
+                let schema = self.decoder.schema();
+                StructArray::new_null(schema.fields().clone(), 0)
+            }
+        };
+        let keys: arrow::array::ArrayRef = std::sync::Arc::new(keys);
+        if index.iter().all(Option::is_some) && keys.len() == rows {
+            return Ok(keys);
+        }
+        arrow::compute::take(keys.as_ref(), &UInt32Array::from(index), None).map_err(bad)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{Op, TasksGenerator, VALUE_SCHEMA_V1};
+    use crate::testkit::{Op, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
     use arrow::array::{Array, AsArray, BooleanArray, Int64Array, StringArray, StructArray};
     use arrow::datatypes::DataType;
 
@@ -129,12 +211,14 @@ mod tests {
         while events.len() < 40 {
             events.extend(g.next_events()?.into_iter().filter(|e| e.op != Op::Tombstone));
         }
-        let mut d = BatchDecoder::new("t", 4, 77, VALUE_SCHEMA_V1, 1000)?;
+        let mut d = BatchDecoder::new("t", 4, (77, VALUE_SCHEMA_V1), Some((5, KEY_SCHEMA)), 1000)?;
         for (i, e) in events.iter().enumerate() {
             let framed = frame::encode(77, e.value.as_deref().ok_or("no value")?);
             let f = frame::parse(&framed)?;
             assert_eq!(f.schema_id, 77);
-            assert!(d.push(f.body, 100 + i as i64, Some(1_700_000_000_000 + i as i64))?.is_none(), "batch handed out early");
+            // Every third record has no key: its key column is null.
+            let key = (i % 3 != 0).then_some(e.key.as_slice());
+            assert!(d.push(f.body, key, 100 + i as i64, Some(1_700_000_000_000 + i as i64))?.is_none(), "batch handed out early");
         }
         assert_eq!(d.pending_rows(), events.len());
         let b = d.finish()?.ok_or("no batch")?;
@@ -157,6 +241,14 @@ mod tests {
             assert_eq!(title.value(i), e.title, "title of row {i}");
             assert_eq!(after.is_null(i), e.op == Op::Delete, "after nullness of row {i}");
         }
+        let key = column::<StructArray>(&b, envelope::KAFKA_KEY)?;
+        let key_id = key.column_by_name("id").ok_or("no key id")?.as_string::<i32>();
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(key.is_null(i), i % 3 == 0, "key nullness of row {i}");
+            if i % 3 != 0 {
+                assert_eq!(key_id.value(i), e.id, "key id of row {i}");
+            }
+        }
         let estimate = after.column_by_name("estimate").ok_or("no estimate")?;
         assert_eq!(estimate.data_type(), &DataType::Decimal128(10, 2), "numeric(10,2) must be a decimal");
         let p = column::<arrow::array::Int32Array>(&b, "__kafka_partition")?;
@@ -166,16 +258,16 @@ mod tests {
 
     #[test]
     fn corrupt_bodies_are_errors_not_panics() -> R {
-        let mut d = BatchDecoder::new("t", 0, 1, VALUE_SCHEMA_V1, 10)?;
-        match d.push(&[0xFF, 0xFF, 0xFF], 0, None) {
+        let mut d = BatchDecoder::new("t", 0, (1, VALUE_SCHEMA_V1), None, 10)?;
+        match d.push(&[0xFF, 0xFF, 0xFF], None, 0, None) {
             Err(DecodeError::CorruptBody { schema_id: 1, .. }) => {}
             other => return Err(format!("expected CorruptBody, got {other:?}").into()),
         }
         let mut g = TasksGenerator::new(1, 1)?;
         let mut body = g.next_events()?.remove(0).value.ok_or("no value")?;
         body.extend_from_slice(&[1, 2, 3]);
-        let mut d = BatchDecoder::new("t", 0, 1, VALUE_SCHEMA_V1, 10)?;
-        match d.push(&body, 0, None) {
+        let mut d = BatchDecoder::new("t", 0, (1, VALUE_SCHEMA_V1), None, 10)?;
+        match d.push(&body, None, 0, None) {
             Err(DecodeError::CorruptBody { reason, .. }) => assert!(reason.contains("3 trailing bytes"), "{reason}"),
             other => return Err(format!("expected trailing-bytes error, got {other:?}").into()),
         }
@@ -184,7 +276,11 @@ mod tests {
 
     #[test]
     fn a_non_record_schema_is_refused() {
-        assert!(matches!(BatchDecoder::new("t", 0, 9, "\"string\"", 10), Err(DecodeError::BadSchema { schema_id: 9, .. })));
-        assert!(matches!(BatchDecoder::new("t", 0, 9, "{not json", 10), Err(DecodeError::BadSchema { .. })));
+        assert!(matches!(BatchDecoder::new("t", 0, (9, "\"string\""), None, 10), Err(DecodeError::BadSchema { schema_id: 9, .. })));
+        assert!(matches!(BatchDecoder::new("t", 0, (9, "{not json"), None, 10), Err(DecodeError::BadSchema { .. })));
+        assert!(matches!(
+            BatchDecoder::new("t", 0, (9, VALUE_SCHEMA_V1), Some((3, "\"long\"")), 10),
+            Err(DecodeError::BadSchema { schema_id: 3, .. })
+        ));
     }
 }

@@ -252,6 +252,8 @@ pub struct LakeRow {
     pub deleted: Option<bool>,
     #[serde(rename = "__ts_ms")]
     pub bronze_ts_ms: Option<i64>,
+    /// `__kafka_key.id`: the decoded Debezium key.
+    pub key_id: Option<String>,
     pub id: Option<String>,
     pub title: Option<String>,
     pub category: Option<String>,
