@@ -93,7 +93,9 @@ fn every_record_lands_exactly_once_with_its_values() -> TestResult {
         if let Some(prev) = last_end.insert(p, last) {
             assert!(start > prev, "{}: starts at {start}, but the previous file of partition {p} ends at {prev}", f.key);
         }
-        for col in ["__op", "__ts_ms", "__deleted", "__kafka_key", "__kafka_topic", "__kafka_partition", "__kafka_offset", "__kafka_timestamp"] {
+        for col in
+            ["__op", "__ts_ms", "__deleted", "__kafka_key", "__kafka_topic", "__kafka_partition", "__kafka_offset", "__kafka_timestamp"]
+        {
             assert!(f.columns.iter().any(|c| c == col), "{} lacks column {col}: {:?}", f.key, f.columns);
         }
         let has_v2_schema = f.rows.iter().any(|r| r.category.is_some());
