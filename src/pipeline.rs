@@ -42,6 +42,13 @@ pub struct Pipeline {
 impl Pipeline {
     /// Connects every stage; nothing is consumed until [`Pipeline::run`].
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, SinkError> {
+        let store = Store::s3(&config.s3, &config.output.prefix, metrics.clone())?;
+        Self::with_store(config, metrics, store)
+    }
+
+    /// As [`Pipeline::new`], writing to `store` instead of the configured S3 bucket (tests use
+    /// an in-memory object store).
+    pub fn with_store(config: &Config, metrics: Metrics, store: Store) -> Result<Self, SinkError> {
         let r = &config.schema_registry;
         let registry = Registry::new(
             &r.url,
@@ -50,7 +57,6 @@ impl Pipeline {
             r.retry_max_attempts,
             Some(metrics.clone()),
         )?;
-        let store = Store::s3(&config.s3, &config.output.prefix, metrics.clone())?;
         let consumer = source::subscribe(&config.kafka, metrics.clone())?;
         Ok(Self {
             consumer,
