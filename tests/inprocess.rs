@@ -2,7 +2,9 @@
 //! broker, an in-memory object store, and a registry served from the fixture schemas. Fast, and
 //! needs no local stack; the real-component tests are in `sink_e2e.rs` and beside it.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,11 +20,9 @@ use kafka_parquet_sink::testkit::{CdcProducer, Op, TasksGenerator, KEY_SCHEMA, V
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+use common::TestResult;
 
 const KEY_ID: u32 = 1;
 const VALUE_ID: u32 = 2;
@@ -48,16 +48,6 @@ async fn fixture_registry() -> TestResult<String> {
     Ok(url)
 }
 
-fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> TestResult<BTreeMap<i32, Option<i64>>> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(5))?;
-    Ok(got.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { Some(o) } else { None })).collect())
-}
-
 fn read_parquet(bytes: Bytes) -> TestResult<Vec<RecordBatch>> {
     Ok(ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?.collect::<Result<Vec<_>, _>>()?)
 }
@@ -79,11 +69,7 @@ async fn pipeline_writes_each_offset_once_and_commits_after_upload() -> TestResu
     }
     let bodies: Vec<(Vec<u8>, Option<Vec<u8>>)> = events.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
     let produced = producer.send_all(&bodies).await?;
-    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    for p in &produced {
-        let e = ends.entry(p.partition).or_insert(0);
-        *e = (*e).max(p.offset + 1);
-    }
+    let ends = common::log_ends(produced.iter().map(|p| (p.partition, p.offset)));
 
     let mut config = Config::default();
     config.kafka.bootstrap_servers = bootstrap.clone();
@@ -106,7 +92,7 @@ async fn pipeline_writes_each_offset_once_and_commits_after_upload() -> TestResu
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (b, t) = (bootstrap.clone(), topic.to_string());
-        let c = tokio::task::spawn_blocking(move || committed(&b, "inprocess", &t, partitions)).await??;
+        let c = tokio::task::spawn_blocking(move || common::committed(&b, "inprocess", &t, partitions)).await??;
         if ends.iter().all(|(p, end)| c.get(p).copied().flatten() == Some(*end)) {
             break;
         }

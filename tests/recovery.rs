@@ -98,7 +98,7 @@ fn an_undecodable_record_stops_the_sink_without_committing_past_it() -> TestResu
     let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, "max_records = 5\nrotate_interval_ms = 600000")?;
     let status = wait_for(Duration::from_secs(60), "the sink to stop on the bad record", || Ok(sink.child.try_wait()?))?;
     assert!(!status.success(), "the sink must exit non-zero on an undecodable record, got {status}");
-    let committed = committed(&stack, &group, &topic, 1)?;
+    let committed = committed(&stack.bootstrap, &group, &topic, 1)?;
     let c = committed.get(&0).copied().flatten();
     assert!(c.is_none_or(|c| c <= bad_offset), "committed {c:?} is past the bad record at {bad_offset}");
     // Records before the bad one that filled a file are in the lake and committed.

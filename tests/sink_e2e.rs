@@ -105,7 +105,7 @@ fn every_record_lands_exactly_once_with_its_values() -> TestResult {
 
     // Committed offsets: the last offset of each partition + 1, and the last written row's
     // offset + 1 wherever the partition does not end in a tombstone.
-    let committed = committed(&stack, &group, &topic, partitions)?;
+    let committed = committed(&stack.bootstrap, &group, &topic, partitions)?;
     for (p, end) in &ends {
         assert_eq!(committed.get(p).copied().flatten(), Some(*end), "committed offset of partition {p}");
         let last_row = rows.keys().filter(|(pp, _)| pp == p).map(|(_, o)| *o).max().ok_or("partition without rows")?;
@@ -168,7 +168,7 @@ fn sigterm_flushes_and_commits_what_is_buffered() -> TestResult {
         Ok((sink.metric_sum("kps_records_consumed_total", &[]) as usize >= produced.len()).then_some(()))
     })?;
     assert!(read_lake(&stack, &prefix)?.is_empty(), "nothing should be uploaded before SIGTERM");
-    let before = committed(&stack, &group, &topic, partitions)?;
+    let before = committed(&stack.bootstrap, &group, &topic, partitions)?;
     assert!(before.values().all(Option::is_none), "nothing should be committed before SIGTERM: {before:?}");
 
     let status = sink.terminate(Duration::from_secs(30))?;
@@ -182,7 +182,7 @@ fn sigterm_flushes_and_commits_what_is_buffered() -> TestResult {
     let used: BTreeSet<i32> = produced.iter().map(|(p, _)| p.partition).collect();
     assert_eq!(files.len(), used.len(), "one file per partition: {:?}", files.iter().map(|f| &f.key).collect::<Vec<_>>());
     let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
-    let after = committed(&stack, &group, &topic, partitions)?;
+    let after = committed(&stack.bootstrap, &group, &topic, partitions)?;
     for p in 0..partitions {
         assert_eq!(after.get(&p).copied().flatten(), ends.get(&p).copied(), "committed offset of partition {p} after SIGTERM");
     }

@@ -178,8 +178,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// Committed offset per partition of `group` on `topic` (`None`: nothing committed).
-pub fn committed(stack: &Stack, group: &str, topic: &str, partitions: i32) -> TestResult<BTreeMap<i32, Option<i64>>> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).set("group.id", group).create()?;
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> TestResult<BTreeMap<i32, Option<i64>>> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -212,7 +212,7 @@ pub fn wait_committed(stack: &Stack, group: &str, topic: &str, ends: &BTreeMap<i
     let partitions = ends.keys().max().map_or(0, |p| p + 1);
     let mut last = BTreeMap::new();
     wait_for(timeout, &format!("committed offsets to reach {ends:?}"), || {
-        last = committed(stack, group, topic, partitions)?;
+        last = committed(&stack.bootstrap, group, topic, partitions)?;
         Ok(ends.iter().all(|(p, end)| last.get(p).copied().flatten() == Some(*end)).then_some(()))
     })
     .map_err(|e| format!("{e}; last committed: {last:?}").into())
