@@ -7,7 +7,7 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, Record
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use super::DecodeError;
+use super::{debezium, DecodeError};
 
 pub const OP: &str = "__op";
 pub const TS_MS: &str = "__ts_ms";
@@ -70,10 +70,18 @@ pub fn enrich(
     if offsets.len() != rows {
         return Err(DecodeError::Batch(format!("{} rows decoded but {} offsets recorded", rows, offsets.len())));
     }
-    let schema = batch.schema();
-    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let bad = |e: arrow::error::ArrowError| DecodeError::Batch(e.to_string());
+    // Debezium semantic types first, so the bronze columns derive from the typed columns.
+    let mut fields: Vec<Arc<Field>> = Vec::with_capacity(batch.num_columns() + 8);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 8);
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        let (f, c) = debezium::retype(f, c)?;
+        fields.push(f);
+        columns.push(c);
+    }
+    let metadata = batch.schema().metadata().clone();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields.clone(), metadata)), columns.clone()).map_err(bad)?;
+    let schema = batch.schema();
 
     if is_envelope(&schema) {
         let op = batch.column_by_name("op").cloned().ok_or_else(|| DecodeError::Batch("no op column".into()))?;
@@ -98,8 +106,9 @@ pub fn enrich(
     }
 
     if let Some(key) = key {
-        fields.push(Arc::new(Field::new(KAFKA_KEY, key.data_type().clone(), true)));
-        columns.push(key);
+        let (f, c) = debezium::retype(&Arc::new(Field::new(KAFKA_KEY, key.data_type().clone(), true)), &key)?;
+        fields.push(f);
+        columns.push(c);
     }
     let topic: StringArray = std::iter::repeat_n(Some(&*coords.topic), rows).collect();
     fields.push(Arc::new(Field::new(KAFKA_TOPIC, DataType::Utf8, false)));

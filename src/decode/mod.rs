@@ -4,6 +4,7 @@
 //! and the body is decoded by arrow-avro straight into Arrow builders: no per-record `Value`
 //! tree, no JSON. One [`BatchDecoder`] serves one partition and one writer schema.
 
+pub mod debezium;
 pub mod envelope;
 pub mod frame;
 pub mod registry;
