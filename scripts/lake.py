@@ -6,7 +6,11 @@
   lake.py show --prefix P [--rows N]  files, their schema and a few rows, for a person
   lake.py dump --prefix P           JSON: per file its key, row count, codecs and the rows'
                                     Kafka coordinates and key fields (what the tests compare)
+  lake.py images --prefix P         JSON: every row's op, offset, txId and before/after images,
+                                    each value rendered as PostgreSQL renders it as text
 """
+import datetime
+import decimal
 import argparse
 import json
 import os
@@ -73,6 +77,45 @@ def dump(fs, a):
     json.dump(out, sys.stdout)
 
 
+def canon(v):
+    """A value as text the way the tests render PostgreSQL's (see tests/debezium_e2e.rs)."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, datetime.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return v.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, list):
+        return json.dumps(v, separators=(",", ":"))
+    if isinstance(v, (decimal.Decimal, int, float, str)):
+        return str(v)
+    return repr(v)
+
+
+def images(fs, a):
+    out = []
+    for info in files(fs, a.bucket, a.prefix):
+        if not info.path.endswith(".parquet"):
+            continue
+        table = pq.ParquetFile(info.path, filesystem=fs).read()
+        types = {f.name: str(f.type) for f in table.schema.field("after").type} if "after" in table.schema.names else {}
+        for r in table.to_pylist():
+            img = lambda x: None if x is None else {k: canon(v) for k, v in x.items()}
+            out.append({
+                "offset": r["__kafka_offset"], "partition": r["__kafka_partition"], "op": r["op"],
+                "deleted": r["__deleted"], "tx_id": (r.get("source") or {}).get("txId"),
+                "key_id": (r.get("__kafka_key") or {}).get("id"),
+                "before": img(r.get("before")), "after": img(r.get("after")), "types": types,
+            })
+    json.dump(out, sys.stdout)
+
+
 def show(fs, a):
     infos = [i for i in files(fs, a.bucket, a.prefix) if i.path.endswith(".parquet")]
     print(f"{len(infos)} Parquet files under s3://{a.bucket}/{a.prefix}/")
@@ -97,7 +140,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", default=os.environ.get("S3_ENDPOINT", "http://127.0.0.1:9000"))
     ap.add_argument("--bucket", default="datalake")
-    ap.add_argument("command", choices=["ping", "ls", "show", "dump"])
+    ap.add_argument("command", choices=["ping", "ls", "show", "dump", "images"])
     ap.add_argument("--prefix", default="")
     ap.add_argument("--rows", type=int, default=5)
     a = ap.parse_args()
@@ -110,6 +153,8 @@ def main():
             print(f"{i.size:>10}  s3://{i.path}")
     elif a.command == "show":
         show(fs, a)
+    elif a.command == "images":
+        images(fs, a)
     else:
         dump(fs, a)
 

@@ -1,0 +1,159 @@
+//! SQL → real Debezium → Kafka → the sink → Parquet, compared field by field with what
+//! PostgreSQL returns. Needs the local stack and `scripts/debezium.sh up` (PostgreSQL 15 with
+//! the seed's tasks table, the Debezium PostgreSQL connector in the embedded engine with
+//! Confluent's AvroConverter), which `scripts/test.sh` starts.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const TOPIC: &str = "supabase-habit.public.tasks";
+
+fn pg_port() -> String {
+    std::env::var("PG_PORT").unwrap_or_else(|_| "55432".into())
+}
+
+/// Runs SQL through psql; returns its rows (tuples only, unaligned).
+fn psql(sql: &str) -> TestResult<Vec<String>> {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &pg_port(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("psql failed (is `scripts/debezium.sh up` running?): {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8(out.stdout)?.lines().map(str::to_string).collect())
+}
+
+/// A row of public.tasks, each column as text in the form `scripts/lake.py images` renders
+/// Parquet values: timestamps in UTC ISO with microseconds, arrays as JSON, bytea as hex.
+fn pg_row(id: &str) -> TestResult<BTreeMap<String, Value>> {
+    let sql = format!(
+        r#"select json_build_object(
+            'id', id::text, 'title', title, 'completed', completed::text, 'due_date', due_date::text,
+            'created_at', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+            'updated_at', to_char(updated_at, 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+            'estimate', estimate::text, 'points', points::text, 'prio', prio::text,
+            'tags', array_to_json(tags)::text, 'meta', meta::text, 'remind_at', remind_at::text,
+            'attachment', encode(attachment, 'hex'), 'streak', streak::text, 'score', score::text)
+          from public.tasks where id = '{id}'"#
+    );
+    let rows = psql(&sql)?;
+    let row = rows.first().ok_or_else(|| format!("no row {id} in PostgreSQL"))?;
+    Ok(serde_json::from_str(row)?)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Image {
+    offset: i64,
+    op: String,
+    deleted: bool,
+    tx_id: Option<i64>,
+    key_id: Option<String>,
+    before: Option<BTreeMap<String, Value>>,
+    after: Option<BTreeMap<String, Value>>,
+    types: BTreeMap<String, String>,
+}
+
+fn images(stack: &Stack, prefix: &str) -> TestResult<Vec<Image>> {
+    let out = Command::new("python3")
+        .arg(root().join("scripts/lake.py"))
+        .args(["--endpoint", &stack.s3, "images", "--prefix", prefix])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("lake.py images failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn assert_same(what: &str, lake: Option<&BTreeMap<String, Value>>, pg: &BTreeMap<String, Value>) -> TestResult {
+    let lake = lake.ok_or_else(|| format!("{what}: no row image in the lake"))?;
+    for (column, want) in pg {
+        let got = lake.get(column).unwrap_or(&Value::Null);
+        assert_eq!(got, want, "{what}: column {column}: Parquet (left) vs PostgreSQL (right)");
+    }
+    assert_eq!(lake.len(), pg.len(), "{what}: columns {:?} vs {:?}", lake.keys().collect::<Vec<_>>(), pg.keys().collect::<Vec<_>>());
+    Ok(())
+}
+
+#[test]
+fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
+    let stack = Stack::get()?;
+    psql("select 1").map_err(|e| format!("PostgreSQL of scripts/debezium.sh is not up: {e}"))?;
+    let (group, prefix) = (unique("it-dbz"), unique("it/dbz"));
+    let tag = unique("run");
+
+    // A multi-row transaction: every type set, one row of NULLs, one with edge values.
+    let ids = psql(&format!(
+        r#"begin;
+        insert into public.tasks (title, completed, due_date, created_at, updated_at, estimate, points, prio, tags, meta, remind_at, attachment, streak, score)
+        values ('{tag} full', true, '2026-01-15', '2026-01-15 10:04:42.123456+02', '2026-01-15 10:04:42.654321', 12.50, 3.14159,
+                'high', array['home', null, 'work'], '{{"k": [1, 2], "s": "x"}}', '09:30:00.123456', '\x00ff10', 7, 0.25);
+        insert into public.tasks (title) values ('{tag} nulls');
+        insert into public.tasks (title, due_date, estimate, points, streak, score, remind_at, tags)
+        values ('{tag} edges', '1969-12-31', -99999999.99, 123456789012345678901234567890.123456789, -2147483648, -1.5e300, '23:59:59.999999', array[]::text[]);
+        commit;
+        select id from public.tasks where title like '{tag}%' order by title"#
+    ))?;
+    let ids: Vec<String> = ids.into_iter().filter(|l| l.len() == 36).collect();
+    assert_eq!(ids.len(), 3, "inserted ids: {ids:?}");
+    let (edges, full, nulls) = (&ids[0], &ids[1], &ids[2]); // ordered by title: edges, full, nulls
+    let full_before = pg_row(full)?;
+    let nulls_row = pg_row(nulls)?;
+    let edges_row = pg_row(edges)?;
+    psql(&format!("update public.tasks set completed = false, estimate = 13.75, meta = '[true]', updated_at = updated_at + interval '1 day' where id = '{full}'"))?;
+    let full_after = pg_row(full)?;
+    psql(&format!("delete from public.tasks where id = '{nulls}'"))?;
+
+    let mut sink = SinkProcess::start(&stack, TOPIC, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 1000")?;
+    let lake = wait_for(Duration::from_secs(90), "every change of this run in the lake", || {
+        let imgs = images(&stack, &prefix)?;
+        let mine = |id: &str| imgs.iter().filter(|i| i.key_id.as_deref() == Some(id)).count();
+        Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 1).then_some(imgs))
+    })?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
+
+    let of = |id: &str, op: &str| -> TestResult<&Image> {
+        lake.iter()
+            .filter(|i| i.key_id.as_deref() == Some(id) && i.op == op)
+            .max_by_key(|i| i.offset)
+            .ok_or_else(|| format!("no {op} event for {id}").into())
+    };
+    let (c_full, c_nulls, c_edges) = (of(full, "c")?, of(nulls, "c")?, of(edges, "c")?);
+    assert_same("insert of the full row", c_full.after.as_ref(), &full_before)?;
+    assert_same("insert of the NULL row", c_nulls.after.as_ref(), &nulls_row)?;
+    assert_same("insert of the edge row", c_edges.after.as_ref(), &edges_row)?;
+    assert!(
+        c_full.tx_id.is_some() && c_full.tx_id == c_nulls.tx_id && c_full.tx_id == c_edges.tx_id,
+        "one transaction: {:?} {:?} {:?}",
+        c_full.tx_id,
+        c_nulls.tx_id,
+        c_edges.tx_id
+    );
+    let u = of(full, "u")?;
+    assert_same("update, before image", u.before.as_ref(), &full_before)?;
+    assert_same("update, after image", u.after.as_ref(), &full_after)?;
+    let d = of(nulls, "d")?;
+    assert!(d.deleted && d.after.is_none(), "delete event: deleted={} after={:?}", d.deleted, d.after);
+    assert_same("delete, before image", d.before.as_ref(), &nulls_row)?;
+
+    // The natural types, as pyarrow reads them.
+    for (column, want) in [
+        ("due_date", "date32[day]"),
+        ("created_at", "timestamp[us, tz=+00:00]"),
+        ("updated_at", "timestamp[us]"),
+        ("estimate", "decimal128(10, 2)"),
+        ("points", "string"),
+        ("meta", "extension<arrow.json>"),
+        ("remind_at", "time64[us]"),
+        ("tags", "list<item: string>"),
+        ("attachment", "binary"),
+    ] {
+        assert_eq!(c_full.types.get(column).map(String::as_str), Some(want), "Arrow type of after.{column}");
+    }
+    Ok(())
+}
