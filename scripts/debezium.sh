@@ -16,7 +16,8 @@ STACK_DIR=${STACK_DIR:-$ROOT/.stack}
 PG_PORT=${PG_PORT:-55432}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 REGISTRY_PORT=${REGISTRY_PORT:-8081}
-PG_DIR=$STACK_DIR/pg
+# Outside the checkout: the postgres user must reach it even when the checkout is private.
+PG_DIR=${PG_DIR:-/tmp/kps-pg-$PG_PORT}
 DBZ_DIR=$STACK_DIR/debezium
 PYDBZ_VERSION=3.6.3.0
 
