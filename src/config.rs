@@ -144,12 +144,39 @@ pub struct OutputConfig {
     pub row_group_rows: usize,
     /// Target size of a Parquet data page.
     pub data_page_bytes: usize,
+    /// Column layout of Debezium envelopes.
+    pub layout: Layout,
+    /// What to do with Avro record keys.
+    pub key: KeyColumn,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { prefix: "bronze/cdc/tasks".into(), row_group_rows: 128 * 1024, data_page_bytes: 1024 * 1024 }
+        Self {
+            prefix: "bronze/cdc/tasks".into(),
+            row_group_rows: 128 * 1024,
+            data_page_bytes: 1024 * 1024,
+            layout: Layout::Envelope,
+            key: KeyColumn::Struct,
+        }
     }
+}
+
+/// `envelope`: before/after/source structs as Debezium wrote them; `flatten`: the row image
+/// (after, or before for deletes) as top-level columns, as Debezium's ExtractNewRecordState does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Envelope,
+    Flatten,
+}
+
+/// `struct`: decode Avro keys into the `__kafka_key` struct column; `off`: ignore keys.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyColumn {
+    Struct,
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use crate::backoff::Backoff;
 use crate::buffer::PartitionBuffer;
 use crate::commit;
-use crate::config::Config;
+use crate::config::{Config, KeyColumn, Layout};
 use crate::decode::registry::Registry;
 use crate::decode::{frame, BatchDecoder, SchemaIds};
 use crate::encode;
@@ -35,6 +35,8 @@ pub struct Pipeline {
     props: WriterProperties,
     metrics: Metrics,
     decode_batch_rows: usize,
+    layout: Layout,
+    key_column: KeyColumn,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
@@ -66,6 +68,8 @@ impl Pipeline {
             props: encode::writer_properties(&config.output),
             metrics,
             decode_batch_rows: config.flush.max_records.min(DECODE_BATCH_ROWS) as usize,
+            layout: config.output.layout,
+            key_column: config.output.key,
             partitions: HashMap::new(),
         })
     }
@@ -170,6 +174,7 @@ impl Pipeline {
         timestamp: Option<i64>,
     ) -> Result<(), SinkError> {
         let f = frame::parse(value)?;
+        let key = if self.key_column == KeyColumn::Off { None } else { key };
         let k = key.map(frame::parse_key).transpose()?;
         let key_id = k.map(|k| k.schema_id);
         // Does a file (or decoder) made for `ids` take this record? A keyless record fits any.
@@ -184,7 +189,8 @@ impl Pipeline {
                 None => None,
             };
             let key_arg = key_schema.as_ref().map(|(id, s)| (*id, &**s));
-            let decoder = BatchDecoder::new(&tp.0, tp.1, (f.schema_id, &value_schema), key_arg, self.decode_batch_rows)?;
+            let decoder =
+                BatchDecoder::new(&tp.0, tp.1, (f.schema_id, &value_schema), key_arg, self.decode_batch_rows)?.with_layout(self.layout);
             tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = f.schema_id, key_schema_id = ?key_id, "decoder ready");
             self.buffer(tp)?.set_decoder(decoder);
         }

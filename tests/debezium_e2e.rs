@@ -54,6 +54,8 @@ struct Image {
     deleted: bool,
     tx_id: Option<i64>,
     key_id: Option<String>,
+    #[serde(default)]
+    source_lsn: Option<i64>,
     before: Option<BTreeMap<String, Value>>,
     after: Option<BTreeMap<String, Value>>,
     types: BTreeMap<String, String>,
@@ -109,13 +111,22 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     let full_after = pg_row(full)?;
     psql(&format!("delete from public.tasks where id = '{nulls}'"))?;
 
-    let mut sink = SinkProcess::start(&stack, TOPIC, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 1000")?;
-    let lake = wait_for(Duration::from_secs(90), "every change of this run in the lake", || {
-        let imgs = images(&stack, &prefix)?;
-        let mine = |id: &str| imgs.iter().filter(|i| i.key_id.as_deref() == Some(id)).count();
-        Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 1).then_some(imgs))
-    })?;
+    // Both layouts, each its own consumer group and prefix, from the same Debezium events.
+    let flat_prefix = format!("{prefix}-flat");
+    let flush = "max_records = 1000\nrotate_interval_ms = 1000";
+    let mut sink = SinkProcess::start(&stack, TOPIC, &group, &prefix, flush)?;
+    let mut flat_sink = SinkProcess::start_with(&stack, TOPIC, &format!("{group}-flat"), &flat_prefix, flush, "layout = \"flatten\"")?;
+    let wait_all = |prefix: &str| {
+        wait_for(Duration::from_secs(90), "every change of this run in the lake", || {
+            let imgs = images(&stack, prefix)?;
+            let mine = |id: &str| imgs.iter().filter(|i| i.key_id.as_deref() == Some(id)).count();
+            Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 1).then_some(imgs))
+        })
+    };
+    let lake = wait_all(&prefix)?;
+    let flat = wait_all(&flat_prefix)?;
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
+    assert!(flat_sink.terminate(Duration::from_secs(30))?.success(), "flatten sink exit status");
 
     let of = |id: &str, op: &str| -> TestResult<&Image> {
         lake.iter()
@@ -140,6 +151,24 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     let d = of(nulls, "d")?;
     assert!(d.deleted && d.after.is_none(), "delete event: deleted={} after={:?}", d.deleted, d.after);
     assert_same("delete, before image", d.before.as_ref(), &nulls_row)?;
+
+    // layout = "flatten": the row image (after; before for the delete) as top-level columns.
+    let flat_of = |id: &str, op: &str| -> TestResult<&Image> {
+        flat.iter()
+            .filter(|i| i.key_id.as_deref() == Some(id) && i.op == op)
+            .max_by_key(|i| i.offset)
+            .ok_or_else(|| format!("flatten: no {op} event for {id}").into())
+    };
+    assert_same("flatten: insert of the full row", flat_of(full, "c")?.after.as_ref(), &full_before)?;
+    assert_same("flatten: insert of the NULL row", flat_of(nulls, "c")?.after.as_ref(), &nulls_row)?;
+    assert_same("flatten: insert of the edge row", flat_of(edges, "c")?.after.as_ref(), &edges_row)?;
+    assert_same("flatten: update", flat_of(full, "u")?.after.as_ref(), &full_after)?;
+    let fd = flat_of(nulls, "d")?;
+    assert!(fd.deleted, "flatten: the delete row is flagged __deleted");
+    assert_same("flatten: delete carries the before image", fd.after.as_ref(), &nulls_row)?;
+    assert_eq!(flat_of(full, "c")?.tx_id, c_full.tx_id, "flatten: __source_txid");
+    assert!(flat_of(full, "u")?.source_lsn.is_some(), "flatten: __source_lsn");
+    assert_eq!(flat_of(full, "c")?.types, c_full.types, "flatten: column types equal the envelope's row image types");
 
     // The natural types, as pyarrow reads them.
     for (column, want) in [

@@ -8,6 +8,7 @@ use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use super::{debezium, DecodeError};
+use crate::config::Layout;
 
 pub const OP: &str = "__op";
 pub const TS_MS: &str = "__ts_ms";
@@ -61,6 +62,7 @@ pub fn is_envelope(schema: &Schema) -> bool {
 /// and the Kafka coordinates to a decoded batch.
 pub fn enrich(
     batch: RecordBatch,
+    layout: Layout,
     key: Option<ArrayRef>,
     coords: &Coordinates,
     offsets: Vec<i64>,
@@ -84,6 +86,9 @@ pub fn enrich(
     let schema = batch.schema();
 
     if is_envelope(&schema) {
+        if layout == Layout::Flatten {
+            (fields, columns) = flatten(&batch)?;
+        }
         let op = batch.column_by_name("op").cloned().ok_or_else(|| DecodeError::Batch("no op column".into()))?;
         let deleted: BooleanArray = match op.data_type() {
             DataType::Utf8 => {
@@ -123,4 +128,45 @@ pub fn enrich(
 
     let out = Schema::new_with_metadata(fields, schema.metadata().clone());
     RecordBatch::try_new(Arc::new(out), columns).map_err(bad)
+}
+
+pub const SOURCE_TS_MS: &str = "__source_ts_ms";
+pub const SOURCE_LSN: &str = "__source_lsn";
+pub const SOURCE_TXID: &str = "__source_txid";
+
+/// The row image as top-level columns (`after`, or `before` where `after` is null: deletes),
+/// then `__source_ts_ms`, `__source_lsn`, `__source_txid` where the source block has them.
+/// Every image column is nullable: an event without any image (a truncate) is a row of nulls.
+fn flatten(batch: &RecordBatch) -> Result<(Vec<Arc<Field>>, Vec<ArrayRef>), DecodeError> {
+    use arrow::array::{AsArray, StructArray};
+    use arrow::compute::kernels::zip::zip;
+    let bad = |e: arrow::error::ArrowError| DecodeError::Batch(format!("flatten: {e}"));
+    let image = |name: &str| -> Result<&StructArray, DecodeError> {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_struct_opt())
+            .ok_or_else(|| DecodeError::Batch(format!("flatten: {name} is not a record")))
+    };
+    let (after, before) = (image("after")?, image("before")?);
+    let use_after = BooleanArray::from_iter((0..batch.num_rows()).map(|i| Some(after.is_valid(i))));
+    let none = BooleanArray::from_iter((0..batch.num_rows()).map(|i| Some(after.is_null(i) && before.is_null(i))));
+    let mut fields = Vec::with_capacity(after.num_columns() + 3);
+    let mut columns = Vec::with_capacity(after.num_columns() + 3);
+    for (field, a) in after.fields().iter().zip(after.columns()) {
+        let b = before.column_by_name(field.name()).ok_or_else(|| DecodeError::Batch(format!("flatten: before lacks {}", field.name())))?;
+        let picked = zip(&use_after, a, b).map_err(bad)?;
+        let column = if none.true_count() > 0 { arrow::compute::nullif(&picked, &none).map_err(bad)? } else { picked };
+        fields.push(Arc::new(field.as_ref().clone().with_nullable(true)));
+        columns.push(column);
+    }
+    if let Some(source) = batch.column_by_name("source").and_then(|c| c.as_struct_opt()) {
+        for (from, to) in [("ts_ms", SOURCE_TS_MS), ("lsn", SOURCE_LSN), ("txId", SOURCE_TXID)] {
+            if let Some(c) = source.column_by_name(from) {
+                let c = arrow::compute::cast(c, &DataType::Int64).map_err(bad)?;
+                fields.push(Arc::new(Field::new(to, DataType::Int64, true)));
+                columns.push(c);
+            }
+        }
+    }
+    Ok((fields, columns))
 }

@@ -13,6 +13,7 @@ use arrow::array::RecordBatch;
 use arrow_avro::reader::{Decoder, DecoderMode, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 
+pub use crate::config::Layout;
 pub use envelope::Coordinates;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,7 @@ pub struct BatchDecoder {
     value: Decoder,
     key: Option<KeyDecoder>,
     coords: Coordinates,
+    layout: Layout,
 }
 
 /// Keys of the rows of the current batch: decoded keys, and for each row the index of its key
@@ -109,7 +111,14 @@ impl BatchDecoder {
             value: datum_decoder(value.0, value.1, batch_size)?,
             key: key_decoder,
             coords: Coordinates::new(topic, partition, batch_size),
+            layout: Layout::Envelope,
         })
+    }
+
+    /// The column layout of Debezium envelopes (default: as written).
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
     }
 
     pub fn ids(&self) -> SchemaIds {
@@ -154,7 +163,7 @@ impl BatchDecoder {
             _ => None,
         };
         let (offsets, timestamps) = self.coords.take();
-        envelope::enrich(batch, key, &self.coords, offsets, timestamps).map(Some)
+        envelope::enrich(batch, self.layout, key, &self.coords, offsets, timestamps).map(Some)
     }
 
     /// Rows decoded and not yet handed out.
@@ -254,6 +263,35 @@ mod tests {
         assert_eq!(estimate.data_type(), &DataType::Decimal128(10, 2), "numeric(10,2) must be a decimal");
         let p = column::<arrow::array::Int32Array>(&b, "__kafka_partition")?;
         assert!(p.iter().all(|v| v == Some(4)), "__kafka_partition");
+        Ok(())
+    }
+
+    #[test]
+    fn flatten_puts_the_row_image_on_top() -> R {
+        let mut g = TasksGenerator::new(9, 0)?;
+        let mut events = Vec::new();
+        while events.len() < 60 {
+            events.extend(g.next_events()?.into_iter().filter(|e| e.op != Op::Tombstone));
+        }
+        assert!(events.iter().any(|e| e.op == Op::Delete), "the sample needs a delete");
+        let mut d = BatchDecoder::new("t", 0, (1, VALUE_SCHEMA_V1), None, 1000)?.with_layout(Layout::Flatten);
+        for (i, e) in events.iter().enumerate() {
+            d.push(e.value.as_deref().ok_or("no value")?, None, i as i64, None)?;
+        }
+        let b = d.finish()?.ok_or("no batch")?;
+        for gone in ["before", "after", "source", "op", "transaction"] {
+            assert!(b.column_by_name(gone).is_none(), "flatten keeps {gone}");
+        }
+        let title = column::<StringArray>(&b, "title")?;
+        let deleted = column::<BooleanArray>(&b, "__deleted")?;
+        let lsn = column::<Int64Array>(&b, "__source_lsn")?;
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(title.value(i), e.title, "title of row {i} ({:?})", e.op);
+            assert_eq!(deleted.value(i), e.op == Op::Delete, "__deleted of row {i}");
+            assert!(lsn.is_valid(i), "__source_lsn of row {i}");
+        }
+        let due = b.schema().field_with_name("due_date")?.data_type().clone();
+        assert_eq!(due, DataType::Date32, "Debezium Date re-typed in flatten too");
         Ok(())
     }
 

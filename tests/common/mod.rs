@@ -84,6 +84,18 @@ pub struct SinkProcess {
 
 impl SinkProcess {
     pub fn start(stack: &Stack, topic: &str, group: &str, prefix: &str, flush_toml: &str) -> TestResult<SinkProcess> {
+        Self::start_with(stack, topic, group, prefix, flush_toml, "")
+    }
+
+    /// As [`SinkProcess::start`], with more keys of the `[output]` table.
+    pub fn start_with(
+        stack: &Stack,
+        topic: &str,
+        group: &str,
+        prefix: &str,
+        flush_toml: &str,
+        output_toml: &str,
+    ) -> TestResult<SinkProcess> {
         let metrics_port = free_port()?;
         let text = format!(
             r#"
@@ -103,6 +115,7 @@ allow_http = true
 retry_max_attempts = 3
 [output]
 prefix = "{prefix}"
+{output_toml}
 [flush]
 {flush_toml}
 [metrics]
