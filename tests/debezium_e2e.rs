@@ -32,6 +32,10 @@ fn psql(sql: &str) -> TestResult<Vec<String>> {
 /// A row of public.tasks, each column as text in the form `scripts/lake.py images` renders
 /// Parquet values: timestamps in UTC ISO with microseconds, arrays as JSON, bytea as hex.
 fn pg_row(id: &str) -> TestResult<BTreeMap<String, Value>> {
+    // `category` exists once the schema-change step of the test has run (in this cluster).
+    let has_category =
+        !psql("select 1 from information_schema.columns where table_name = 'tasks' and column_name = 'category'")?.is_empty();
+    let category = if has_category { ", 'category', category" } else { "" };
     let sql = format!(
         r#"select json_build_object(
             'id', id::text, 'title', title, 'completed', completed::text, 'due_date', due_date::text,
@@ -39,7 +43,7 @@ fn pg_row(id: &str) -> TestResult<BTreeMap<String, Value>> {
             'updated_at', to_char(updated_at, 'YYYY-MM-DD"T"HH24:MI:SS.US'),
             'estimate', estimate::text, 'points', points::text, 'prio', prio::text,
             'tags', array_to_json(tags)::text, 'meta', meta::text, 'remind_at', remind_at::text,
-            'attachment', encode(attachment, 'hex'), 'streak', streak::text, 'score', score::text)
+            'attachment', encode(attachment, 'hex'), 'streak', streak::text, 'score', score::text{category})
           from public.tasks where id = '{id}'"#
     );
     let rows = psql(&sql)?;
@@ -110,6 +114,11 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     psql(&format!("update public.tasks set completed = false, estimate = 13.75, meta = '[true]', updated_at = updated_at + interval '1 day' where id = '{full}'"))?;
     let full_after = pg_row(full)?;
     psql(&format!("delete from public.tasks where id = '{nulls}'"))?;
+    // A schema change mid-stream: Debezium registers a new value schema with the next event.
+    psql("alter table public.tasks add column if not exists category text default 'general'")?;
+    psql(&format!("update public.tasks set title = title || ' v2' where id = '{edges}'"))?;
+    let edges_v2 = pg_row(edges)?;
+    assert_eq!(edges_v2.get("category"), Some(&Value::String("general".into())), "PostgreSQL row after the schema change");
 
     // Both layouts, each its own consumer group and prefix, from the same Debezium events.
     let flat_prefix = format!("{prefix}-flat");
@@ -120,7 +129,7 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
         wait_for(Duration::from_secs(90), "every change of this run in the lake", || {
             let imgs = images(&stack, prefix)?;
             let mine = |id: &str| imgs.iter().filter(|i| i.key_id.as_deref() == Some(id)).count();
-            Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 1).then_some(imgs))
+            Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 2).then_some(imgs))
         })
     };
     let lake = wait_all(&prefix)?;
@@ -152,6 +161,9 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     assert!(d.deleted && d.after.is_none(), "delete event: deleted={} after={:?}", d.deleted, d.after);
     assert_same("delete, before image", d.before.as_ref(), &nulls_row)?;
 
+    // After the schema change: the new column is there with its value, nothing shifted.
+    assert_same("update after ADD COLUMN", of(edges, "u")?.after.as_ref(), &edges_v2)?;
+
     // layout = "flatten": the row image (after; before for the delete) as top-level columns.
     let flat_of = |id: &str, op: &str| -> TestResult<&Image> {
         flat.iter()
@@ -163,6 +175,7 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     assert_same("flatten: insert of the NULL row", flat_of(nulls, "c")?.after.as_ref(), &nulls_row)?;
     assert_same("flatten: insert of the edge row", flat_of(edges, "c")?.after.as_ref(), &edges_row)?;
     assert_same("flatten: update", flat_of(full, "u")?.after.as_ref(), &full_after)?;
+    assert_same("flatten: update after ADD COLUMN", flat_of(edges, "u")?.after.as_ref(), &edges_v2)?;
     let fd = flat_of(nulls, "d")?;
     assert!(fd.deleted, "flatten: the delete row is flagged __deleted");
     assert_same("flatten: delete carries the before image", fd.after.as_ref(), &nulls_row)?;
