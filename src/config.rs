@@ -148,6 +148,8 @@ pub struct OutputConfig {
     pub layout: Layout,
     /// What to do with Avro record keys.
     pub key: KeyColumn,
+    /// What to do with tombstones (records with a null value).
+    pub tombstones: Tombstones,
 }
 
 impl Default for OutputConfig {
@@ -158,6 +160,7 @@ impl Default for OutputConfig {
             data_page_bytes: 1024 * 1024,
             layout: Layout::Envelope,
             key: KeyColumn::Struct,
+            tombstones: Tombstones::Skip,
         }
     }
 }
@@ -169,6 +172,15 @@ impl Default for OutputConfig {
 pub enum Layout {
     Envelope,
     Flatten,
+}
+
+/// `skip`: count tombstones (`kps_records_skipped_total{reason="tombstone"}`) and commit past
+/// them; `fail`: stop at the first one, as the Confluent sink's `behavior.on.null.values=fail`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Tombstones {
+    Skip,
+    Fail,
 }
 
 /// `struct`: decode Avro keys into the `__kafka_key` struct column; `off`: ignore keys.

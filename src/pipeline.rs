@@ -14,9 +14,9 @@ use rdkafka::message::{BorrowedMessage, Message};
 use crate::backoff::Backoff;
 use crate::buffer::PartitionBuffer;
 use crate::commit;
-use crate::config::{Config, KeyColumn, Layout};
+use crate::config::{Config, KeyColumn, Layout, Tombstones};
 use crate::decode::registry::Registry;
-use crate::decode::{frame, BatchDecoder, SchemaIds};
+use crate::decode::{frame, BatchDecoder, DecodeError, SchemaIds};
 use crate::encode;
 use crate::error::SinkError;
 use crate::flush::{FlushPolicy, FlushReason};
@@ -37,6 +37,7 @@ pub struct Pipeline {
     decode_batch_rows: usize,
     layout: Layout,
     key_column: KeyColumn,
+    tombstones: Tombstones,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
@@ -70,6 +71,7 @@ impl Pipeline {
             decode_batch_rows: config.flush.max_records.min(DECODE_BATCH_ROWS) as usize,
             layout: config.output.layout,
             key_column: config.output.key,
+            tombstones: config.output.tombstones,
             partitions: HashMap::new(),
         })
     }
@@ -146,6 +148,10 @@ impl Pipeline {
         }
         self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]).inc();
         match m.payload() {
+            None if self.tombstones == Tombstones::Fail => {
+                self.metrics.errors.with_label_values(&["decode", "tombstone"]).inc();
+                return Err(SinkError::from(DecodeError::Tombstone).at(&tp.0, tp.1, offset));
+            }
             None => {
                 self.buffer(&tp)?.push_skipped(offset);
                 self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();

@@ -148,3 +148,22 @@ fn large_files_upload_in_parts_to_real_s3() -> TestResult {
     assert!(etag.trim_matches('"').ends_with("-3"), "ETag {etag} is not that of a 3-part upload");
     Ok(())
 }
+
+/// `output.tombstones = "fail"` stops at the first tombstone, nothing committed past it.
+#[test]
+fn tombstones_fail_mode_stops_at_the_first_tombstone() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-tomb"), unique("it-group"), unique("it/tomb"));
+    let produced = produce(&stack, &topic, 1, 200, None, 13)?;
+    let first_tombstone = produced.iter().find(|(_, e)| e.op == Op::Tombstone).map(|(p, _)| p.offset).ok_or("no tombstone produced")?;
+    let flush = "max_records = 10\nrotate_interval_ms = 600000";
+    let mut sink = SinkProcess::start_with(&stack, &topic, &group, &prefix, flush, "tombstones = \"fail\"")?;
+    let status = wait_for(Duration::from_secs(60), "the sink to stop on the tombstone", || Ok(sink.child.try_wait()?))?;
+    assert!(!status.success(), "tombstones = fail must exit non-zero, got {status}");
+    let c = committed(&stack.bootstrap, &group, &topic, 1)?.get(&0).copied().flatten();
+    assert!(c.is_none_or(|c| c <= first_tombstone), "committed {c:?} is past the tombstone at {first_tombstone}");
+    let rows: BTreeSet<i64> = read_lake(&stack, &prefix)?.iter().flat_map(|f| f.rows.iter().map(|r| r.offset)).collect();
+    assert!(rows.iter().all(|o| *o < first_tombstone), "rows at or past the tombstone {first_tombstone}: {rows:?}");
+    assert_eq!(rows.len() as i64, c.unwrap_or(0), "every offset below the commit is in the lake (no tombstone before it)");
+    Ok(())
+}

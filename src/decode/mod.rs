@@ -26,6 +26,8 @@ pub enum DecodeError {
     CorruptBody { schema_id: u32, reason: String },
     #[error("cannot build the output batch: {0}")]
     Batch(String),
+    #[error("tombstone (null value) and output.tombstones = \"fail\"")]
+    Tombstone,
 }
 
 impl DecodeError {
@@ -41,6 +43,7 @@ impl DecodeError {
             DecodeError::BadSchema { .. } => "bad_schema",
             DecodeError::CorruptBody { .. } => "corrupt_body",
             DecodeError::Batch(_) => "batch",
+            DecodeError::Tombstone => "tombstone",
         }
     }
 }
