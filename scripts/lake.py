@@ -89,6 +89,8 @@ def canon(v):
         return v.strftime("%Y-%m-%dT%H:%M:%S.%f")
     if isinstance(v, (datetime.date, datetime.time)):
         return v.isoformat()
+    if isinstance(v, datetime.timedelta):
+        return str(v // datetime.timedelta(microseconds=1))
     if isinstance(v, bytes):
         return v.hex()
     if isinstance(v, list):

@@ -43,7 +43,10 @@ fn pg_row(id: &str) -> TestResult<BTreeMap<String, Value>> {
             'updated_at', to_char(updated_at, 'YYYY-MM-DD"T"HH24:MI:SS.US'),
             'estimate', estimate::text, 'points', points::text, 'prio', prio::text,
             'tags', array_to_json(tags)::text, 'meta', meta::text, 'remind_at', remind_at::text,
-            'attachment', encode(attachment, 'hex'), 'streak', streak::text, 'score', score::text{category})
+            'attachment', encode(attachment, 'hex'), 'streak', streak::text, 'score', score::text,
+            'spent', (extract(epoch from spent) * 1000000)::bigint::text, 'cost', cost::numeric::text,
+            'small', small::text, 'big', big::text, 'ratio', ratio::text, 'code', code, 'grade', case when grade is not null then format('%s', grade) end,
+            'alarm', replace((alarm at time zone 'UTC')::text, '+00', 'Z'){category})
           from public.tasks where id = '{id}'"#
     );
     let rows = psql(&sql)?;
@@ -96,12 +99,15 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     // A multi-row transaction: every type set, one row of NULLs, one with edge values.
     let ids = psql(&format!(
         r#"begin;
-        insert into public.tasks (title, completed, due_date, created_at, updated_at, estimate, points, prio, tags, meta, remind_at, attachment, streak, score)
+        insert into public.tasks (title, completed, due_date, created_at, updated_at, estimate, points, prio, tags, meta, remind_at, attachment, streak, score,
+                                  spent, cost, small, big, ratio, code, grade, alarm)
         values ('{tag} full', true, '2026-01-15', '2026-01-15 10:04:42.123456+02', '2026-01-15 10:04:42.654321', 12.50, 3.14159,
-                'high', array['home', null, 'work'], '{{"k": [1, 2], "s": "x"}}', '09:30:00.123456', '\x00ff10', 7, 0.25);
+                'high', array['home', null, 'work'], '{{"k": [1, 2], "s": "x"}}', '09:30:00.123456', '\x00ff10', 7, 0.25,
+                '3 days 04:05:06.789', 1234.56, -32768, 9223372036854775807, 1.5, 'vchar', 'A', '09:30:00.123456+02');
         insert into public.tasks (title) values ('{tag} nulls');
-        insert into public.tasks (title, due_date, estimate, points, streak, score, remind_at, tags)
-        values ('{tag} edges', '1969-12-31', -99999999.99, 123456789012345678901234567890.123456789, -2147483648, -1.5e300, '23:59:59.999999', array[]::text[]);
+        insert into public.tasks (title, due_date, estimate, points, streak, score, remind_at, tags, spent, cost, big, ratio, grade, alarm)
+        values ('{tag} edges', '1969-12-31', -99999999.99, 123456789012345678901234567890.123456789, -2147483648, -1.5e300, '23:59:59.999999', array[]::text[],
+                '-00:00:01', -0.01, -9223372036854775808, -0.25, 'BB', '00:00:00+00');
         commit;
         select id from public.tasks where title like '{tag}%' order by title"#
     ))?;
@@ -194,6 +200,12 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
         ("remind_at", "time64[us]"),
         ("tags", "list<item: string>"),
         ("attachment", "binary"),
+        ("spent", "duration[us]"),
+        ("cost", "decimal256(64, 2)"),
+        ("small", "int16"),
+        ("big", "int64"),
+        ("ratio", "float"),
+        ("alarm", "string"),
     ] {
         assert_eq!(c_full.types.get(column).map(String::as_str), Some(want), "Arrow type of after.{column}");
     }

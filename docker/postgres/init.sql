@@ -1,4 +1,4 @@
--- The seed's public.tasks table and the publication Debezium reads.
+-- The seed's public.tasks table (widened with more PostgreSQL types) and the publication Debezium reads.
 CREATE TYPE priority AS ENUM ('low', 'medium', 'high');
 CREATE TABLE public.tasks (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -15,7 +15,16 @@ CREATE TABLE public.tasks (
     remind_at   time,
     attachment  bytea,
     streak      integer,
-    score       double precision
+    score       double precision,
+    -- Widened beyond the seed so every mapped type is exercised (README: Debezium types).
+    spent       interval,
+    cost        money,
+    small       smallint,
+    big         bigint,
+    ratio       real,
+    code        varchar(16),
+    grade       char(2),
+    alarm       timetz
 );
 ALTER TABLE public.tasks REPLICA IDENTITY FULL;
 CREATE PUBLICATION debezium_publication FOR TABLE public.tasks;

@@ -37,7 +37,12 @@ pub fn retype(field: &FieldRef, array: &ArrayRef) -> Result<(FieldRef, ArrayRef)
         Some("io.debezium.time.NanoTimestamp") => Some(DataType::Timestamp(TimeUnit::Nanosecond, None)),
         Some("io.debezium.time.ZonedTimestamp") => Some(DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))),
         Some("io.debezium.time.MicroDuration") => Some(DataType::Duration(TimeUnit::Microsecond)),
-        _ => None,
+        // Connect's int8/int16 travel as Avro int; their values always fit.
+        _ => match field.metadata().get("connect.type").map(|v| v.trim_matches('"')) {
+            Some("int16") => Some(DataType::Int16),
+            Some("int8") => Some(DataType::Int8),
+            _ => None,
+        },
     };
     if let Some(dt) = target {
         if array.data_type() == &dt {
