@@ -119,6 +119,7 @@ def images(fs, a):
                     "key_id": (r.get("__kafka_key") or {}).get("id"), "before": None,
                     "after": {k: canon(v) for k, v in r.items() if not k.startswith("__")},
                     "source_lsn": r.get("__source_lsn"), "types": types,
+                    "unavailable": r.get("__unavailable_columns"),
                 })
                 continue
             out.append({
@@ -126,6 +127,7 @@ def images(fs, a):
                 "deleted": r["__deleted"], "tx_id": (r.get("source") or {}).get("txId"),
                 "key_id": (r.get("__kafka_key") or {}).get("id"),
                 "before": img(r.get("before")), "after": img(r.get("after")), "types": types,
+                "unavailable": r.get("__unavailable_columns"),
             })
     json.dump(out, sys.stdout)
 

@@ -63,6 +63,8 @@ struct Image {
     key_id: Option<String>,
     #[serde(default)]
     source_lsn: Option<i64>,
+    #[serde(default)]
+    unavailable: Option<Vec<String>>,
     before: Option<BTreeMap<String, Value>>,
     after: Option<BTreeMap<String, Value>>,
     types: BTreeMap<String, String>,
@@ -125,6 +127,17 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     psql(&format!("update public.tasks set title = title || ' v2' where id = '{edges}'"))?;
     let edges_v2 = pg_row(edges)?;
     assert_eq!(edges_v2.get("category"), Some(&Value::String("general".into())), "PostgreSQL row after the schema change");
+    // An unchanged TOASTed value under replica identity DEFAULT: Debezium sends its placeholder.
+    let toast = psql(&format!(
+        r#"alter table public.tasks replica identity default;
+        insert into public.tasks (title, attachment) values (
+            '{tag} toast ' || (select string_agg(md5(random()::text), '') from generate_series(1, 1000)),
+            (select string_agg(decode(md5(random()::text), 'hex'), '') from generate_series(1, 1000)))
+          returning id;
+        "#
+    ))?;
+    let toast = toast.into_iter().find(|l| l.len() == 36).ok_or("no id for the TOAST row")?;
+    psql(&format!("update public.tasks set completed = true where id = '{toast}'; alter table public.tasks replica identity full;"))?;
 
     // Both layouts, each its own consumer group and prefix, from the same Debezium events.
     let flat_prefix = format!("{prefix}-flat");
@@ -135,7 +148,7 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
         wait_for(Duration::from_secs(90), "every change of this run in the lake", || {
             let imgs = images(&stack, prefix)?;
             let mine = |id: &str| imgs.iter().filter(|i| i.key_id.as_deref() == Some(id)).count();
-            Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 2).then_some(imgs))
+            Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 2 && mine(&toast) >= 2).then_some(imgs))
         })
     };
     let lake = wait_all(&prefix)?;
@@ -169,6 +182,23 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
 
     // After the schema change: the new column is there with its value, nothing shifted.
     assert_same("update after ADD COLUMN", of(edges, "u")?.after.as_ref(), &edges_v2)?;
+
+    // The TOAST placeholder is never passed off as data.
+    for (layout, events) in [("envelope", &lake), ("flatten", &flat)] {
+        let u = events
+            .iter()
+            .filter(|i| i.key_id.as_deref() == Some(toast.as_str()) && i.op == "u")
+            .max_by_key(|i| i.offset)
+            .ok_or("no update of the TOAST row")?;
+        let after = u.after.as_ref().ok_or("no after image")?;
+        for column in ["title", "attachment"] {
+            assert_eq!(after.get(column), Some(&Value::Null), "{layout}: unchanged TOASTed {column} must be null, not the placeholder");
+        }
+        assert_eq!(u.unavailable.as_deref(), Some(&["title".to_string(), "attachment".to_string()][..]), "{layout}: __unavailable_columns");
+        assert_eq!(after.get("completed"), Some(&Value::String("true".into())), "{layout}: the changed column");
+    }
+    let c_full_flags = of(full, "c")?.unavailable.clone();
+    assert_eq!(c_full_flags, None, "no unavailable columns on an ordinary insert");
 
     // layout = "flatten": the row image (after; before for the delete) as top-level columns.
     let flat_of = |id: &str, op: &str| -> TestResult<&Image> {

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-use super::{debezium, DecodeError};
+use super::{debezium, toast, DecodeError};
 use crate::config::Layout;
 
 pub const OP: &str = "__op";
@@ -85,6 +85,20 @@ pub fn enrich(
     let batch = RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields.clone(), metadata)), columns.clone()).map_err(bad)?;
     let schema = batch.schema();
 
+    let mut unavailable = None;
+    let batch = if is_envelope(&schema) {
+        // Unchanged TOASTed values: null the placeholder, name the column.
+        let i = schema.index_of("after").map_err(bad)?;
+        let after = batch.column(i).as_struct_opt().ok_or_else(|| DecodeError::Batch("envelope field after is not a record".into()))?;
+        let (f, c, names) = toast::mask_image(&fields[i], after)?;
+        fields[i] = f;
+        columns[i] = c;
+        unavailable = Some(names);
+        RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields.clone(), schema.metadata().clone())), columns.clone())
+            .map_err(bad)?
+    } else {
+        batch
+    };
     if is_envelope(&schema) {
         if layout == Layout::Flatten {
             (fields, columns) = flatten(&batch)?;
@@ -108,6 +122,10 @@ pub fn enrich(
         }
         fields.push(Arc::new(Field::new(DELETED, DataType::Boolean, false)));
         columns.push(Arc::new(deleted));
+        if let Some(names) = unavailable {
+            fields.push(Arc::new(Field::new(toast::UNAVAILABLE, names.data_type().clone(), true)));
+            columns.push(names);
+        }
     }
 
     if let Some(key) = key {

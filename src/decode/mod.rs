@@ -8,6 +8,7 @@ pub mod debezium;
 pub mod envelope;
 pub mod frame;
 pub mod registry;
+pub mod toast;
 
 use arrow::array::RecordBatch;
 use arrow_avro::reader::{Decoder, DecoderMode, ReaderBuilder};
