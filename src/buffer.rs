@@ -101,11 +101,31 @@ impl PartitionBuffer {
         timestamp_ms: Option<i64>,
         props: &WriterProperties,
     ) -> Result<(), SinkError> {
+        self.push_with(offset, props, |d| d.push(body, key, offset, timestamp_ms))
+    }
+
+    /// A tombstone as a row (`output.tombstones = "write"`); the decoder gives the file's schema.
+    pub fn push_tombstone_row(
+        &mut self,
+        key: Option<&[u8]>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        props: &WriterProperties,
+    ) -> Result<(), SinkError> {
+        self.push_with(offset, props, |d| d.push_tombstone(key, offset, timestamp_ms))
+    }
+
+    fn push_with(
+        &mut self,
+        offset: i64,
+        props: &WriterProperties,
+        push: impl FnOnce(&mut BatchDecoder) -> Result<Option<arrow::array::RecordBatch>, crate::decode::DecodeError>,
+    ) -> Result<(), SinkError> {
         self.open(offset);
         let (Some(decoder), Some(file)) = (self.decoder.as_mut(), self.file.as_mut()) else {
             return Err(crate::decode::DecodeError::Batch("no decoder for the partition".into()).into());
         };
-        let batch = decoder.push(body, key, offset, timestamp_ms)?;
+        let batch = push(decoder)?;
         file.schema_ids = Some(decoder.ids());
         file.end_offset = offset;
         file.records += 1;

@@ -175,12 +175,14 @@ pub enum Layout {
 }
 
 /// `skip`: count tombstones (`kps_records_skipped_total{reason="tombstone"}`) and commit past
-/// them; `fail`: stop at the first one, as the Confluent sink's `behavior.on.null.values=fail`.
+/// them; `fail`: stop at the first one, as the Confluent sink's `behavior.on.null.values=fail`;
+/// `write`: a row with the key, null values and `__deleted` true.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Tombstones {
     Skip,
     Fail,
+    Write,
 }
 
 /// `struct`: decode Avro keys into the `__kafka_key` struct column; `off`: ignore keys.

@@ -152,6 +152,13 @@ impl Pipeline {
                 self.metrics.errors.with_label_values(&["decode", "tombstone"]).inc();
                 return Err(SinkError::from(DecodeError::Tombstone).at(&tp.0, tp.1, offset));
             }
+            None if self.tombstones == Tombstones::Write => {
+                let timestamp = m.timestamp().to_millis();
+                if let Err(e) = self.push_tombstone(&tp, m.key(), offset, timestamp).await {
+                    self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
+                    return Err(e.at(&tp.0, tp.1, offset));
+                }
+            }
             None => {
                 self.buffer(&tp)?.push_skipped(offset);
                 self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();
@@ -171,6 +178,7 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A record with a value: decoded into the partition's open file.
     async fn push_value(
         &mut self,
         tp: &TopicPartition,
@@ -180,29 +188,63 @@ impl Pipeline {
         timestamp: Option<i64>,
     ) -> Result<(), SinkError> {
         let f = frame::parse(value)?;
-        let key = if self.key_column == KeyColumn::Off { None } else { key };
-        let k = key.map(frame::parse_key).transpose()?;
-        let key_id = k.map(|k| k.schema_id);
-        // Does a file (or decoder) made for `ids` take this record? A keyless record fits any.
-        let fits = |ids: SchemaIds| ids.value == f.schema_id && (key_id.is_none() || ids.key == key_id);
+        let k = self.parse_key(key)?;
+        self.prepare(tp, f.schema_id, k.map(|k| k.schema_id)).await?;
+        let Self { partitions, props, .. } = self;
+        let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
+        buf.push_row(f.body, k.map(|k| k.body), offset, timestamp, props)
+    }
+
+    /// A tombstone with `output.tombstones = "write"`: a row with the key and null values, in the
+    /// open file's value schema, or the subject's latest one when no value came yet.
+    async fn push_tombstone(
+        &mut self,
+        tp: &TopicPartition,
+        key: Option<&[u8]>,
+        offset: i64,
+        timestamp: Option<i64>,
+    ) -> Result<(), SinkError> {
+        let k = self.parse_key(key)?;
+        let value_id = match self.buffer(tp)?.decoder_schema_ids() {
+            Some(ids) => ids.value,
+            None => self.registry.latest_id(&format!("{}-value", tp.0)).await?,
+        };
+        self.prepare(tp, value_id, k.map(|k| k.schema_id)).await?;
+        let Self { partitions, props, .. } = self;
+        let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
+        buf.push_tombstone_row(k.map(|k| k.body), offset, timestamp, props)
+    }
+
+    fn parse_key<'a>(&self, key: Option<&'a [u8]>) -> Result<Option<frame::Frame<'a>>, SinkError> {
+        if self.key_column == KeyColumn::Off {
+            return Ok(None);
+        }
+        Ok(key.map(frame::parse_key).transpose()?)
+    }
+
+    /// Makes the open file and the decoder fit a record of these schemas: a file of other schemas
+    /// is closed first (a keyless record fits any key schema), and a decoder is built if needed.
+    async fn prepare(&mut self, tp: &TopicPartition, value_id: u32, key_id: Option<u32>) -> Result<(), SinkError> {
+        let fits = |ids: SchemaIds| ids.value == value_id && (key_id.is_none() || ids.key == key_id);
         if self.buffer(tp)?.file_schema_ids().is_some_and(|ids| !fits(ids)) {
             self.flush(tp, FlushReason::Schema).await?;
         }
         if !self.buffer(tp)?.decoder_schema_ids().is_some_and(fits) {
-            let value_schema = self.registry.schema(f.schema_id).await?;
+            let value_schema = self.registry.schema(value_id).await?;
             let key_schema = match key_id {
                 Some(id) => Some((id, self.registry.schema(id).await?)),
                 None => None,
             };
             let key_arg = key_schema.as_ref().map(|(id, s)| (*id, &**s));
-            let decoder =
-                BatchDecoder::new(&tp.0, tp.1, (f.schema_id, &value_schema), key_arg, self.decode_batch_rows)?.with_layout(self.layout);
-            tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = f.schema_id, key_schema_id = ?key_id, "decoder ready");
+            let mut decoder =
+                BatchDecoder::new(&tp.0, tp.1, (value_id, &value_schema), key_arg, self.decode_batch_rows)?.with_layout(self.layout);
+            if self.tombstones == Tombstones::Write {
+                decoder = decoder.with_tombstone_rows();
+            }
+            tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = value_id, key_schema_id = ?key_id, "decoder ready");
             self.buffer(tp)?.set_decoder(decoder);
         }
-        let Self { partitions, props, .. } = self;
-        let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
-        buf.push_row(f.body, k.map(|k| k.body), offset, timestamp, props)
+        Ok(())
     }
 
     /// The buffer of an assigned partition. Only rebalance events remove buffers, and they are

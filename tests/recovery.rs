@@ -167,3 +167,42 @@ fn tombstones_fail_mode_stops_at_the_first_tombstone() -> TestResult {
     assert_eq!(rows.len() as i64, c.unwrap_or(0), "every offset below the commit is in the lake (no tombstone before it)");
     Ok(())
 }
+
+/// `output.tombstones = "write"`: every record is a row; a tombstone's row carries its key,
+/// null values and `__deleted` true.
+#[test]
+fn tombstones_write_mode_keeps_a_flagged_row_with_the_key() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-tombw"), unique("it-group"), unique("it/tombw"));
+    let produced = produce(&stack, &topic, 2, 150, None, 14)?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    let mut sink =
+        SinkProcess::start_with(&stack, &topic, &group, &prefix, "max_records = 40\nrotate_interval_ms = 1000", "tombstones = \"write\"")?;
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(60))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
+    let mut rows = std::collections::BTreeMap::new();
+    for f in read_lake(&stack, &prefix)? {
+        for r in f.rows {
+            if let Some(prev) = rows.insert((r.partition, r.offset), r) {
+                return Err(format!("offset {}/{} twice", prev.partition, prev.offset).into());
+            }
+        }
+    }
+    assert_eq!(rows.len(), produced.len(), "one row per record, tombstones included");
+    for (p, e) in &produced {
+        let r = rows.get(&(p.partition, p.offset)).ok_or_else(|| format!("offset {}/{} missing", p.partition, p.offset))?;
+        assert_eq!(r.key_id.as_deref(), Some(e.id.as_str()), "key of {}/{}", p.partition, p.offset);
+        if e.op == Op::Tombstone {
+            assert_eq!(
+                (r.deleted, r.op.as_deref(), r.id.as_deref()),
+                (Some(true), None, None),
+                "tombstone row {}/{}",
+                p.partition,
+                p.offset
+            );
+        } else {
+            assert_eq!(r.op.as_deref(), e.op.letter(), "op of {}/{}", p.partition, p.offset);
+        }
+    }
+    Ok(())
+}

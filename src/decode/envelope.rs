@@ -64,6 +64,7 @@ pub fn enrich(
     batch: RecordBatch,
     layout: Layout,
     key: Option<ArrayRef>,
+    tombstones: Option<BooleanArray>,
     coords: &Coordinates,
     offsets: Vec<i64>,
     timestamps: Vec<Option<i64>>,
@@ -108,8 +109,9 @@ pub fn enrich(
             DataType::Utf8 => {
                 let d = StringArray::new_scalar("d");
                 let is_d = eq(&op, &d).map_err(bad)?;
-                // A null op is not a delete: make the column non-null.
-                BooleanArray::from_iter(is_d.iter().map(|v| Some(v.unwrap_or(false))))
+                // A null op is not a delete, but a tombstone row is: make the column non-null.
+                let tomb = |i: usize| tombstones.as_ref().is_some_and(|t| t.value(i));
+                BooleanArray::from_iter(is_d.iter().enumerate().map(|(i, v)| Some(v.unwrap_or(false) || tomb(i))))
             }
             other => return Err(DecodeError::Batch(format!("envelope field op is {other}, expected a string"))),
         };

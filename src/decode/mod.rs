@@ -65,6 +65,12 @@ pub struct BatchDecoder {
     key: Option<KeyDecoder>,
     coords: Coordinates,
     layout: Layout,
+    batch_size: usize,
+    /// With `output.tombstones = "write"`: per row, the index of its decoded value (`None`: a
+    /// tombstone). Empty otherwise.
+    value_rows: Vec<Option<u32>>,
+    decoded_values: u32,
+    write_tombstones: bool,
 }
 
 /// Keys of the rows of the current batch: decoded keys, and for each row the index of its key
@@ -116,7 +122,18 @@ impl BatchDecoder {
             key: key_decoder,
             coords: Coordinates::new(topic, partition, batch_size),
             layout: Layout::Envelope,
+            batch_size: batch_size.max(1),
+            value_rows: Vec::new(),
+            decoded_values: 0,
+            write_tombstones: false,
         })
+    }
+
+    /// Tombstones become rows (value columns null, key kept, `__deleted` true); every value
+    /// column is then nullable, in every file, so files of one schema share one shape.
+    pub fn with_tombstone_rows(mut self) -> Self {
+        self.write_tombstones = true;
+        self
     }
 
     /// The column layout of Debezium envelopes (default: as written).
@@ -139,6 +156,28 @@ impl BatchDecoder {
         timestamp_ms: Option<i64>,
     ) -> Result<Option<RecordBatch>, DecodeError> {
         decode_one(&mut self.value, self.ids.value, body)?;
+        if self.write_tombstones {
+            self.value_rows.push(Some(self.decoded_values));
+            self.decoded_values += 1;
+        }
+        self.push_row(key, offset, timestamp_ms)
+    }
+
+    /// A tombstone as a row: its key, nulls for the value (only with [`Self::with_tombstone_rows`]).
+    pub fn push_tombstone(
+        &mut self,
+        key: Option<&[u8]>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    ) -> Result<Option<RecordBatch>, DecodeError> {
+        if !self.write_tombstones {
+            return Err(DecodeError::Batch("tombstone rows are not enabled".into()));
+        }
+        self.value_rows.push(None);
+        self.push_row(key, offset, timestamp_ms)
+    }
+
+    fn push_row(&mut self, key: Option<&[u8]>, offset: i64, timestamp_ms: Option<i64>) -> Result<Option<RecordBatch>, DecodeError> {
         self.coords.push(offset, timestamp_ms);
         match (key, self.key.as_mut(), self.ids.key) {
             (Some(k), Some(kd), Some(key_id)) => {
@@ -150,7 +189,7 @@ impl BatchDecoder {
             (None, None, _) => {}
             (Some(_), _, _) => return Err(DecodeError::Batch("a keyed record reached a decoder without a key schema".into())),
         }
-        if self.value.batch_is_full() {
+        if self.coords.len() >= self.batch_size || self.value.batch_is_full() {
             return self.finish();
         }
         Ok(None)
@@ -158,22 +197,49 @@ impl BatchDecoder {
 
     /// The rows decoded since the last batch, if any, as an enriched batch.
     pub fn finish(&mut self) -> Result<Option<RecordBatch>, DecodeError> {
-        let value_id = self.ids.value;
-        let Some(batch) = self.value.flush().map_err(|e| DecodeError::CorruptBody { schema_id: value_id, reason: e.to_string() })? else {
+        if self.coords.is_empty() {
             return Ok(None);
+        }
+        let value_id = self.ids.value;
+        let values = self.value.flush().map_err(|e| DecodeError::CorruptBody { schema_id: value_id, reason: e.to_string() })?;
+        let values = values.unwrap_or_else(|| RecordBatch::new_empty(self.value.schema()));
+        let rows = self.coords.len();
+        let (batch, tombstones) = if self.write_tombstones {
+            let slots = std::mem::take(&mut self.value_rows);
+            self.decoded_values = 0;
+            (with_null_rows(&values, &slots)?, Some(arrow::array::BooleanArray::from_iter(slots.iter().map(|s| Some(s.is_none())))))
+        } else {
+            (values, None)
         };
         let key = match (self.key.as_mut(), self.ids.key) {
-            (Some(kd), Some(key_id)) => Some(kd.take(key_id, batch.num_rows())?),
+            (Some(kd), Some(key_id)) => Some(kd.take(key_id, rows)?),
             _ => None,
         };
         let (offsets, timestamps) = self.coords.take();
-        envelope::enrich(batch, self.layout, key, &self.coords, offsets, timestamps).map(Some)
+        envelope::enrich(batch, self.layout, key, tombstones, &self.coords, offsets, timestamps).map(Some)
     }
 
     /// Rows decoded and not yet handed out.
     pub fn pending_rows(&self) -> usize {
         self.coords.len()
     }
+}
+
+/// `values` spread over `slots` rows: slot `Some(j)` is value row `j`, `None` a row of nulls.
+/// Every field becomes nullable.
+fn with_null_rows(values: &RecordBatch, slots: &[Option<u32>]) -> Result<RecordBatch, DecodeError> {
+    use arrow::array::new_null_array;
+    let bad = |e: arrow::error::ArrowError| DecodeError::Batch(format!("tombstone rows: {e}"));
+    let indices: Vec<(usize, usize)> = slots.iter().map(|s| s.map_or((1, 0), |j| (0, j as usize))).collect();
+    let mut columns = Vec::with_capacity(values.num_columns());
+    for c in values.columns() {
+        let null = new_null_array(c.data_type(), 1);
+        columns.push(arrow::compute::interleave(&[c.as_ref(), null.as_ref()], &indices).map_err(bad)?);
+    }
+    let fields: Vec<arrow::datatypes::FieldRef> =
+        values.schema().fields().iter().map(|f| std::sync::Arc::new(f.as_ref().clone().with_nullable(true))).collect();
+    let schema = arrow::datatypes::Schema::new_with_metadata(fields, values.schema().metadata().clone());
+    RecordBatch::try_new(std::sync::Arc::new(schema), columns).map_err(bad)
 }
 
 impl KeyDecoder {
@@ -296,6 +362,42 @@ mod tests {
         }
         let due = b.schema().field_with_name("due_date")?.data_type().clone();
         assert_eq!(due, DataType::Date32, "Debezium Date re-typed in flatten too");
+        Ok(())
+    }
+
+    #[test]
+    fn tombstone_rows_carry_the_key_and_are_deleted() -> R {
+        let mut g = TasksGenerator::new(4, 0)?;
+        let mut events = Vec::new();
+        while events.len() < 50 {
+            events.extend(g.next_events()?);
+        }
+        assert!(events.iter().any(|e| e.op == Op::Tombstone), "the sample needs a tombstone");
+        let mut d = BatchDecoder::new("t", 0, (77, VALUE_SCHEMA_V1), Some((5, KEY_SCHEMA)), 1000)?.with_tombstone_rows();
+        for (i, e) in events.iter().enumerate() {
+            match &e.value {
+                Some(v) => d.push(v, Some(&e.key), i as i64, None)?,
+                None => d.push_tombstone(Some(&e.key), i as i64, None)?,
+            };
+        }
+        let b = d.finish()?.ok_or("no batch")?;
+        assert_eq!(b.num_rows(), events.len(), "one row per record, tombstones included");
+        let deleted = column::<BooleanArray>(&b, "__deleted")?;
+        let op = column::<StringArray>(&b, "__op")?;
+        let key = column::<StructArray>(&b, envelope::KAFKA_KEY)?;
+        let key_id = key.column_by_name("id").ok_or("no key id")?.as_string::<i32>();
+        for (i, e) in events.iter().enumerate() {
+            let tomb = e.op == Op::Tombstone;
+            assert_eq!(deleted.value(i), tomb || e.op == Op::Delete, "__deleted of row {i} ({:?})", e.op);
+            assert_eq!(op.is_null(i), tomb, "__op of row {i}");
+            assert_eq!(key_id.value(i), e.id, "key of row {i}");
+        }
+        assert!(b.schema().fields().iter().all(|f| f.is_nullable() || f.name().starts_with("__")), "value columns must be nullable");
+        // A batch of tombstones only still has the value schema.
+        let mut d = BatchDecoder::new("t", 0, (77, VALUE_SCHEMA_V1), Some((5, KEY_SCHEMA)), 10)?.with_tombstone_rows();
+        d.push_tombstone(Some(&events[0].key), 0, None)?;
+        let only = d.finish()?.ok_or("no batch")?;
+        assert_eq!((only.num_rows(), only.schema().field_with_name("after").is_ok()), (1, true));
         Ok(())
     }
 

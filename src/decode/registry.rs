@@ -14,6 +14,8 @@ use crate::metrics::Metrics;
 pub enum RegistryError {
     #[error("schema id {id} is not in the registry at {url}")]
     UnknownId { id: u32, url: String },
+    #[error("subject {subject} has no schema in the registry at {url}")]
+    UnknownSubject { subject: String, url: String },
     #[error("schema id {id} is a {kind} schema, only AVRO is supported")]
     NotAvro { id: u32, kind: String },
     #[error("registry request for schema id {id} failed: {reason}")]
@@ -29,6 +31,8 @@ impl RegistryError {
 #[derive(Deserialize)]
 struct SchemaResponse {
     schema: String,
+    /// Present in subject-version answers.
+    id: Option<u32>,
     #[serde(rename = "schemaType")]
     schema_type: Option<String>,
 }
@@ -58,13 +62,33 @@ impl Registry {
         if let Some(s) = self.cache.get(&id) {
             return Ok(s.clone());
         }
+        let path = format!("/schemas/ids/{id}");
+        let body = self.fetch_retrying(&path, id, || RegistryError::UnknownId { id, url: self.base.clone() }).await?;
+        let schema: Arc<str> = body.schema.into();
+        self.cache.insert(id, schema.clone());
+        Ok(schema)
+    }
+
+    /// The id of the latest schema registered under `subject` (its schema is cached too).
+    pub async fn latest_id(&mut self, subject: &str) -> Result<u32, RegistryError> {
+        let path = format!("/subjects/{subject}/versions/latest");
+        let body = self
+            .fetch_retrying(&path, 0, || RegistryError::UnknownSubject { subject: subject.to_string(), url: self.base.clone() })
+            .await?;
+        let id =
+            body.id.ok_or_else(|| RegistryError::Request { id: 0, reason: format!("{path}: no id in the answer"), retryable: false })?;
+        self.cache.entry(id).or_insert_with(|| body.schema.into());
+        Ok(id)
+    }
+
+    async fn fetch_retrying(&self, path: &str, id: u32, not_found: impl Fn() -> RegistryError) -> Result<SchemaResponse, RegistryError> {
         let mut attempt = 1;
-        let schema = loop {
-            match self.fetch(id).await {
-                Ok(s) => break s,
+        loop {
+            match self.fetch(path, id, &not_found).await {
+                Ok(body) => return Ok(body),
                 Err(e) if e.retryable() && attempt < self.max_attempts => {
                     let wait = self.backoff.delay(attempt);
-                    tracing::warn!(schema_id = id, attempt, wait_ms = wait.as_millis() as u64, error = %e, "registry request failed, retrying");
+                    tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "registry request failed, retrying");
                     if let Some(m) = &self.metrics {
                         m.retries.with_label_values(&["registry"]).inc();
                     }
@@ -73,19 +97,16 @@ impl Registry {
                 }
                 Err(e) => return Err(e),
             }
-        };
-        let schema: Arc<str> = schema.into();
-        self.cache.insert(id, schema.clone());
-        Ok(schema)
+        }
     }
 
-    async fn fetch(&self, id: u32) -> Result<String, RegistryError> {
-        let url = format!("{}/schemas/ids/{id}", self.base);
+    async fn fetch(&self, path: &str, id: u32, not_found: &impl Fn() -> RegistryError) -> Result<SchemaResponse, RegistryError> {
+        let url = format!("{}{path}", self.base);
         let request_error = |reason: String, retryable: bool| RegistryError::Request { id, reason, retryable };
         let resp = self.http.get(&url).send().await.map_err(|e| request_error(e.to_string(), true))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(RegistryError::UnknownId { id, url: self.base.clone() });
+            return Err(not_found());
         }
         if !status.is_success() {
             let retryable = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
@@ -93,8 +114,8 @@ impl Registry {
         }
         let body: SchemaResponse = resp.json().await.map_err(|e| request_error(format!("bad response body: {e}"), false))?;
         match body.schema_type.as_deref() {
-            None | Some("AVRO") => Ok(body.schema),
-            Some(other) => Err(RegistryError::NotAvro { id, kind: other.to_string() }),
+            None | Some("AVRO") => Ok(body),
+            Some(other) => Err(RegistryError::NotAvro { id: body.id.unwrap_or(id), kind: other.to_string() }),
         }
     }
 }
