@@ -87,7 +87,11 @@ def canon(v):
         if v.tzinfo is not None:
             v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         return v.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    if isinstance(v, (datetime.date, datetime.time)):
+    if isinstance(v, datetime.time):
+        # As PostgreSQL prints a time: no trailing zeros in the fraction.
+        s = v.isoformat()
+        return s.rstrip("0").rstrip(".") if "." in s else s
+    if isinstance(v, datetime.date):
         return v.isoformat()
     if isinstance(v, datetime.timedelta):
         return str(v // datetime.timedelta(microseconds=1))

@@ -110,10 +110,11 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     let ids = psql(&format!(
         r#"begin;
         insert into public.tasks (title, completed, due_date, created_at, updated_at, estimate, points, prio, tags, meta, remind_at, attachment, streak, score,
-                                  spent, cost, small, big, ratio, code, grade, alarm)
+                                  spent, cost, small, big, ratio, code, grade, alarm, stamp_ms, clock_ms)
         values ('{tag} full', true, '2026-01-15', '2026-01-15 10:04:42.123456+02', '2026-01-15 10:04:42.654321', 12.50, 3.14159,
                 'high', array['home', null, 'work'], '{{"k": [1, 2], "s": "x"}}', '09:30:00.123456', '\x00ff10', 7, 0.25,
-                '3 days 04:05:06.789', 1234.56, -32768, 9223372036854775807, 1.5, 'vchar', 'A', '09:30:00.123456+02');
+                '3 days 04:05:06.789', 1234.56, -32768, 9223372036854775807, 1.5, 'vchar', 'A', '09:30:00.123456+02',
+                '2026-01-15 10:04:42.123', '09:30:00.12');
         insert into public.tasks (title) values ('{tag} nulls');
         insert into public.tasks (title, due_date, estimate, points, streak, score, remind_at, tags, spent, cost, big, ratio, grade, alarm)
         values ('{tag} edges', '1969-12-31', -99999999.99, 123456789012345678901234567890.123456789, -2147483648, -1.5e300, '23:59:59.999999', array[]::text[],
@@ -258,6 +259,8 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
         ("big", "int64"),
         ("ratio", "float"),
         ("alarm", "string"),
+        ("stamp_ms", "timestamp[ms]"),
+        ("clock_ms", "time32[ms]"),
     ] {
         assert_eq!(c_full.types.get(column).map(String::as_str), Some(want), "Arrow type of after.{column}");
     }

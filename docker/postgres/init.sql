@@ -24,7 +24,9 @@ CREATE TABLE public.tasks (
     ratio       real,
     code        varchar(16),
     grade       char(2),
-    alarm       timetz
+    alarm       timetz,
+    stamp_ms    timestamp(3),
+    clock_ms    time(3)
 );
 ALTER TABLE public.tasks REPLICA IDENTITY FULL;
 CREATE PUBLICATION debezium_publication FOR TABLE public.tasks;
