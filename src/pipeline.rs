@@ -147,29 +147,23 @@ impl Pipeline {
             return Ok(());
         }
         self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]).inc();
-        match m.payload() {
+        let timestamp = m.timestamp().to_millis();
+        let pushed = match m.payload() {
             None if self.tombstones == Tombstones::Fail => {
                 self.metrics.errors.with_label_values(&["decode", "tombstone"]).inc();
                 return Err(SinkError::from(DecodeError::Tombstone).at(&tp.0, tp.1, offset));
             }
-            None if self.tombstones == Tombstones::Write => {
-                let timestamp = m.timestamp().to_millis();
-                if let Err(e) = self.push_tombstone(&tp, m.key(), offset, timestamp).await {
-                    self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
-                    return Err(e.at(&tp.0, tp.1, offset));
-                }
-            }
+            None if self.tombstones == Tombstones::Write => self.push_tombstone(&tp, m.key(), offset, timestamp).await,
             None => {
                 self.buffer(&tp)?.push_skipped(offset);
                 self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();
+                Ok(())
             }
-            Some(value) => {
-                let timestamp = m.timestamp().to_millis();
-                if let Err(e) = self.push_value(&tp, value, m.key(), offset, timestamp).await {
-                    self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
-                    return Err(e.at(&tp.0, tp.1, offset));
-                }
-            }
+            Some(value) => self.push_value(&tp, value, m.key(), offset, timestamp).await,
+        };
+        if let Err(e) = pushed {
+            self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
+            return Err(e.at(&tp.0, tp.1, offset));
         }
         let stats = self.buffer(&tp)?.stats(Instant::now());
         if let Some(reason) = stats.and_then(|s| self.policy.check(s)) {

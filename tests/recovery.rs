@@ -96,15 +96,27 @@ fn an_undecodable_record_stops_the_sink_without_committing_past_it() -> TestResu
     assert_eq!(d.offset, bad_offset, "offset of the bad record");
 
     let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, "max_records = 5\nrotate_interval_ms = 600000")?;
-    let status = wait_for(Duration::from_secs(60), "the sink to stop on the bad record", || Ok(sink.child.try_wait()?))?;
-    assert!(!status.success(), "the sink must exit non-zero on an undecodable record, got {status}");
-    let committed = committed(&stack.bootstrap, &group, &topic, 1)?;
-    let c = committed.get(&0).copied().flatten();
-    assert!(c.is_none_or(|c| c <= bad_offset), "committed {c:?} is past the bad record at {bad_offset}");
-    // Records before the bad one that filled a file are in the lake and committed.
-    let rows: BTreeSet<i64> = read_lake(&stack, &prefix)?.iter().flat_map(|f| f.rows.iter().map(|r| r.offset)).collect();
+    assert_stopped_at(&stack, &mut sink, (&topic, &group, &prefix), bad_offset, &good, "an undecodable record")
+}
+
+/// The sink must exit non-zero at the record at `stop_offset` (partition 0) without committing
+/// past it, and every non-tombstone record below the committed offset must be in the lake.
+fn assert_stopped_at(
+    stack: &Stack,
+    sink: &mut SinkProcess,
+    (topic, group, prefix): (&str, &str, &str),
+    stop_offset: i64,
+    produced: &[(Produced, TaskEvent)],
+    what: &str,
+) -> TestResult {
+    let status = wait_for(Duration::from_secs(60), &format!("the sink to stop on {what}"), || Ok(sink.child.try_wait()?))?;
+    assert!(!status.success(), "the sink must exit non-zero on {what}, got {status}");
+    let c = committed(&stack.bootstrap, group, topic, 1)?.get(&0).copied().flatten();
+    assert!(c.is_none_or(|c| c <= stop_offset), "committed {c:?} is past {what} at {stop_offset}");
+    // Records before the stop that filled a file are in the lake and committed.
+    let rows: BTreeSet<i64> = read_lake(stack, prefix)?.iter().flat_map(|f| f.rows.iter().map(|r| r.offset)).collect();
     let upto = c.unwrap_or(0);
-    let expected: BTreeSet<i64> = non_tombstone_offsets(&good).into_iter().filter(|o| *o < upto).collect();
+    let expected: BTreeSet<i64> = non_tombstone_offsets(produced).into_iter().filter(|o| *o < upto).collect();
     assert_eq!(rows, expected, "rows in the lake below the committed offset {upto}");
     Ok(())
 }
@@ -158,14 +170,7 @@ fn tombstones_fail_mode_stops_at_the_first_tombstone() -> TestResult {
     let first_tombstone = produced.iter().find(|(_, e)| e.op == Op::Tombstone).map(|(p, _)| p.offset).ok_or("no tombstone produced")?;
     let flush = "max_records = 10\nrotate_interval_ms = 600000";
     let mut sink = SinkProcess::start_with(&stack, &topic, &group, &prefix, flush, "tombstones = \"fail\"")?;
-    let status = wait_for(Duration::from_secs(60), "the sink to stop on the tombstone", || Ok(sink.child.try_wait()?))?;
-    assert!(!status.success(), "tombstones = fail must exit non-zero, got {status}");
-    let c = committed(&stack.bootstrap, &group, &topic, 1)?.get(&0).copied().flatten();
-    assert!(c.is_none_or(|c| c <= first_tombstone), "committed {c:?} is past the tombstone at {first_tombstone}");
-    let rows: BTreeSet<i64> = read_lake(&stack, &prefix)?.iter().flat_map(|f| f.rows.iter().map(|r| r.offset)).collect();
-    assert!(rows.iter().all(|o| *o < first_tombstone), "rows at or past the tombstone {first_tombstone}: {rows:?}");
-    assert_eq!(rows.len() as i64, c.unwrap_or(0), "every offset below the commit is in the lake (no tombstone before it)");
-    Ok(())
+    assert_stopped_at(&stack, &mut sink, (&topic, &group, &prefix), first_tombstone, &produced, "the first tombstone")
 }
 
 /// `output.tombstones = "write"`: every record is a row; a tombstone's row carries its key,
