@@ -23,6 +23,10 @@ pub struct OpenFile {
     pub schema_ids: Option<SchemaIds>,
     opened: Instant,
     parquet: Option<ParquetFile>,
+    /// `ParquetFile::encoded_bytes` and `memory_bytes` as of the last batch written: they only
+    /// change then, so the per-record flush check reads these instead of asking the writer.
+    encoded: u64,
+    memory: u64,
 }
 
 /// A closed file, ready for the store.
@@ -40,18 +44,41 @@ pub struct PartitionBuffer {
     pub partition: i32,
     decoder: Option<BatchDecoder>,
     file: Option<OpenFile>,
-    /// Offset of the first record received since the partition was assigned.
-    pub first_offset: Option<i64>,
-    /// Whether uncommitted files of earlier owners were removed (see DESIGN.md).
-    pub cleaned: bool,
     /// `kps_buffered_records` of this partition, kept equal to the open file's records.
     gauge: IntGauge,
+    /// Avro bytes decoded into rows the decoder has not handed out yet.
+    pending_avro_bytes: u64,
+    /// Offsets of the open file's range already sent to the dead-letter topic: a replay of the
+    /// range (after a corrupt record) skips them instead of sending them again.
+    pub dead_lettered: std::collections::BTreeSet<i64>,
+    /// After a seek back to replay the open file's range: messages past this offset are stale
+    /// (fetched before the seek) and dropped until one at or before it arrives.
+    pub replay_through: Option<i64>,
+    /// Stopped on a record it cannot write (`errors.tolerance = "none"`).
+    pub failed: bool,
+    /// `memory_bytes()` as last added to the pipeline's total.
+    pub accounted: u64,
 }
+
+/// Decoded rows not yet encoded are counted at this many times their Avro size: Arrow widens
+/// varints to 8 bytes and keeps string offsets beside the bytes.
+const PENDING_ROW_FACTOR: u64 = 2;
 
 impl PartitionBuffer {
     pub fn new(topic: &str, partition: i32, gauge: IntGauge) -> Self {
         gauge.set(0);
-        Self { topic: topic.to_string(), partition, decoder: None, file: None, first_offset: None, cleaned: false, gauge }
+        Self {
+            topic: topic.to_string(),
+            partition,
+            decoder: None,
+            file: None,
+            gauge,
+            pending_avro_bytes: 0,
+            dead_lettered: Default::default(),
+            replay_through: None,
+            failed: false,
+            accounted: 0,
+        }
     }
 
     /// The schema ids of the rows in the open file, if it has rows.
@@ -69,7 +96,6 @@ impl PartitionBuffer {
     }
 
     fn open(&mut self, offset: i64) -> &mut OpenFile {
-        self.first_offset.get_or_insert(offset);
         self.file.get_or_insert_with(|| OpenFile {
             start_offset: offset,
             end_offset: offset,
@@ -78,6 +104,8 @@ impl PartitionBuffer {
             schema_ids: None,
             opened: Instant::now(),
             parquet: None,
+            encoded: 0,
+            memory: 0,
         })
     }
 
@@ -101,6 +129,7 @@ impl PartitionBuffer {
         timestamp_ms: Option<i64>,
         props: &WriterProperties,
     ) -> Result<(), SinkError> {
+        self.pending_avro_bytes += (body.len() + key.map_or(0, <[u8]>::len)) as u64;
         self.push_with(offset, props, |d| d.push(body, key, offset, timestamp_ms))
     }
 
@@ -131,16 +160,36 @@ impl PartitionBuffer {
         file.records += 1;
         self.gauge.set(file.records as i64);
         if let Some(batch) = batch {
+            self.pending_avro_bytes = 0;
             write_batch(file, &batch, props)?;
         }
         Ok(())
+    }
+
+    /// Memory held by the open file: its encoded part and its rows not yet encoded.
+    pub fn memory_bytes(&self) -> u64 {
+        self.file.as_ref().map_or(0, |f| f.memory) + self.pending_avro_bytes * PENDING_ROW_FACTOR
+    }
+
+    /// The first offset of the open file, if one is open.
+    pub fn open_start(&self) -> Option<i64> {
+        self.file.as_ref().map(|f| f.start_offset)
+    }
+
+    /// Drops the open file and the decoder (which may hold part of a record): nothing of the
+    /// range is uploaded or committed.
+    pub fn discard(&mut self) {
+        self.file = None;
+        self.decoder = None;
+        self.pending_avro_bytes = 0;
+        self.gauge.set(0);
     }
 
     /// What the flush policy looks at, if a file is open.
     pub fn stats(&self, now: Instant) -> Option<FileStats> {
         self.file.as_ref().map(|f| FileStats {
             records: f.records,
-            encoded_bytes: f.parquet.as_ref().map_or(0, ParquetFile::encoded_bytes),
+            encoded_bytes: f.encoded,
             age: now.saturating_duration_since(f.opened),
         })
     }
@@ -155,6 +204,8 @@ impl PartitionBuffer {
             return Ok(None);
         };
         self.gauge.set(0);
+        self.pending_avro_bytes = 0;
+        self.dead_lettered.clear();
         if let Some(decoder) = self.decoder.as_mut() {
             if let Some(batch) = decoder.finish()? {
                 write_batch(&mut file, &batch, props)?;
@@ -181,5 +232,7 @@ fn write_batch(file: &mut OpenFile, batch: &arrow::array::RecordBatch, props: &W
         None => file.parquet.insert(ParquetFile::new(batch, props.clone())?),
     };
     parquet.write(batch)?;
+    file.encoded = parquet.encoded_bytes();
+    file.memory = parquet.memory_bytes();
     Ok(())
 }

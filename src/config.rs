@@ -19,6 +19,7 @@ pub struct Config {
     pub s3: S3Config,
     pub output: OutputConfig,
     pub flush: FlushConfig,
+    pub errors: ErrorsConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -31,6 +32,9 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// `earliest` or `latest`: where a partition without a committed offset starts.
     pub auto_offset_reset: String,
+    /// Static group membership (`group.instance.id`): a restarted replica with the same id gets
+    /// its partitions back at once, without a rebalance. Empty: dynamic membership.
+    pub group_instance_id: String,
     /// Passed to librdkafka as they are (`session.timeout.ms = "45000"`).
     pub properties: BTreeMap<String, String>,
 }
@@ -42,18 +46,25 @@ impl Default for KafkaConfig {
             group_id: "connect-minio-s3-sink".into(),
             topics: vec!["supabase-habit.public.tasks".into()],
             auto_offset_reset: "earliest".into(),
+            group_instance_id: String::new(),
             properties: BTreeMap::new(),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     pub url: String,
+    /// HTTP basic auth (Confluent Cloud: the API key and secret); empty: none.
+    pub username: String,
+    pub password: String,
+    /// PEM file of extra CA certificates for an https:// registry; empty: the system's roots.
+    pub ca_file: String,
     /// Timeout of one registry request.
     pub timeout_ms: u64,
-    /// Attempts of one schema lookup before the error is fatal (retryable errors only).
+    /// Attempts of one schema lookup on transient errors before the error is fatal; 0: retry
+    /// until the registry answers (an outage pauses the sink instead of stopping it).
     pub retry_max_attempts: u32,
     pub retry_initial_backoff_ms: u64,
     pub retry_max_backoff_ms: u64,
@@ -63,8 +74,11 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             url: "http://localhost:8081".into(),
+            username: String::new(),
+            password: String::new(),
+            ca_file: String::new(),
             timeout_ms: 10_000,
-            retry_max_attempts: 10,
+            retry_max_attempts: 0,
             retry_initial_backoff_ms: 200,
             retry_max_backoff_ms: 30_000,
         }
@@ -87,7 +101,10 @@ pub struct S3Config {
     pub path_style: bool,
     /// Files at least this large are uploaded with multipart, in parts of this size.
     pub multipart_part_bytes: usize,
-    /// Attempts of one upload or listing before the error is fatal (retryable errors only).
+    /// PEM file of extra CA certificates for an https:// endpoint; empty: the system's roots.
+    pub ca_file: String,
+    /// Attempts of one upload, listing or delete on transient errors before the error is fatal;
+    /// 0: retry until the store answers (an outage pauses the sink instead of stopping it).
     pub retry_max_attempts: u32,
     pub retry_initial_backoff_ms: u64,
     pub retry_max_backoff_ms: u64,
@@ -104,7 +121,8 @@ impl Default for S3Config {
             allow_http: false,
             path_style: true,
             multipart_part_bytes: 16 * 1024 * 1024,
-            retry_max_attempts: 10,
+            ca_file: String::new(),
+            retry_max_attempts: 0,
             retry_initial_backoff_ms: 200,
             retry_max_backoff_ms: 30_000,
         }
@@ -131,6 +149,31 @@ impl S3Config {
             self.secret_access_key = REDACTED.into();
         }
     }
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.clone();
+        shown.redact();
+        f.debug_struct("RegistryConfig")
+            .field("url", &shown.url)
+            .field("username", &shown.username)
+            .field("password", &shown.password)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryConfig {
+    fn redact(&mut self) {
+        if !self.password.is_empty() {
+            self.password = REDACTED.into();
+        }
+    }
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`, ...).
+pub fn is_secret_property(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || key == "sasl.oauthbearer.config" || key == "ssl.key.pem"
 }
 
 const REDACTED: &str = "***";
@@ -202,12 +245,40 @@ pub struct FlushConfig {
     pub rotate_interval_ms: u64,
     /// Encoded size after which an open file is closed.
     pub max_file_bytes: u64,
+    /// Memory of all open files together (encoded Parquet plus rows not yet encoded); past it,
+    /// the largest open file is flushed early (flush reason `memory`).
+    pub max_buffered_bytes: u64,
 }
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        Self { max_records: 1000, rotate_interval_ms: 3_600_000, max_file_bytes: 128 * 1024 * 1024 }
+        Self { max_records: 1000, rotate_interval_ms: 3_600_000, max_file_bytes: 128 * 1024 * 1024, max_buffered_bytes: 256 * 1024 * 1024 }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorsConfig {
+    /// A record that cannot be written (not Confluent-framed, unknown schema id, corrupt Avro,
+    /// a schema Parquet cannot take, a tombstone with `tombstones = "fail"`):
+    /// `none` stops its partition (state FAILED, nothing committed past it, other partitions go
+    /// on); `all` sends it to `dead_letter_topic` and goes on.
+    pub tolerance: Tolerance,
+    /// Topic for records that cannot be written, with `tolerance = "all"` (must exist).
+    pub dead_letter_topic: String,
+}
+
+impl Default for ErrorsConfig {
+    fn default() -> Self {
+        Self { tolerance: Tolerance::None, dead_letter_topic: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Tolerance {
+    None,
+    All,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -300,15 +371,22 @@ impl Config {
         if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
             e.push(format!("kafka.auto_offset_reset: must be \"earliest\" or \"latest\", got {:?}", k.auto_offset_reset));
         }
+        if k.group_instance_id.contains(char::is_whitespace) {
+            e.push(format!("kafka.group_instance_id: no whitespace allowed, got {:?}", k.group_instance_id));
+        }
         for key in k.properties.keys() {
             if crate::source::RESERVED_PROPERTIES.contains(&key.as_str()) {
                 e.push(format!("kafka.properties.{key}: set by the sink itself (use the [kafka] key or leave it out)"));
             }
         }
-        if !(self.schema_registry.url.starts_with("http://") || self.schema_registry.url.starts_with("https://")) {
-            e.push(format!("schema_registry.url: must start with http:// or https://, got {:?}", self.schema_registry.url));
-        }
         let r = &self.schema_registry;
+        if let Err(why) = check_url(&r.url) {
+            e.push(format!("schema_registry.url: {why}"));
+        }
+        if r.password.is_empty() != r.username.is_empty() {
+            e.push("schema_registry.password: username and password must be set together".to_string());
+        }
+        check_file(&mut e, "schema_registry.ca_file", &r.ca_file);
         if r.timeout_ms == 0 {
             e.push("schema_registry.timeout_ms: must be > 0".to_string());
         }
@@ -317,9 +395,10 @@ impl Config {
         if s3.bucket.trim().is_empty() {
             e.push("s3.bucket: must not be empty".to_string());
         }
+        check_file(&mut e, "s3.ca_file", &s3.ca_file);
         if !s3.endpoint.is_empty() {
-            if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://")) {
-                e.push(format!("s3.endpoint: must start with http:// or https://, got {:?}", s3.endpoint));
+            if let Err(why) = check_url(&s3.endpoint) {
+                e.push(format!("s3.endpoint: {why}"));
             } else if s3.endpoint.starts_with("http://") && !s3.allow_http {
                 e.push("s3.allow_http: must be true for an http:// endpoint".to_string());
             }
@@ -351,6 +430,16 @@ impl Config {
         if f.max_file_bytes < 1024 {
             e.push("flush.max_file_bytes: must be >= 1024".to_string());
         }
+        if f.max_buffered_bytes < 1024 * 1024 {
+            e.push("flush.max_buffered_bytes: must be >= 1048576 (1 MiB)".to_string());
+        }
+        let er = &self.errors;
+        if er.tolerance == Tolerance::All && er.dead_letter_topic.trim().is_empty() {
+            e.push("errors.dead_letter_topic: must name a topic when errors.tolerance = \"all\" (records are never dropped silently)".to_string());
+        }
+        if k.topics.iter().any(|t| *t == er.dead_letter_topic) {
+            e.push("errors.dead_letter_topic: must not be one of kafka.topics".to_string());
+        }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             e.push(format!("metrics.listen: not a host:port socket address: {:?}", self.metrics.listen));
         }
@@ -365,8 +454,9 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.s3.redact();
+        shown.schema_registry.redact();
         for (key, value) in shown.kafka.properties.iter_mut() {
-            if key.contains("password") || key.contains("secret") {
+            if is_secret_property(key) {
                 *value = REDACTED.into();
             }
         }
@@ -374,10 +464,28 @@ impl Config {
     }
 }
 
-fn check_retry(e: &mut Vec<String>, section: &str, attempts: u32, initial_ms: u64, max_ms: u64) {
-    if attempts == 0 {
-        e.push(format!("{section}.retry_max_attempts: must be >= 1"));
+/// An http(s) URL with a host, without credentials in it (they would end up in logs).
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|err| format!("not a URL ({err}): {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("must start with http:// or https://, got {url:?}"));
     }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("has no host: {url:?}"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry credentials; use the username/password keys".to_string());
+    }
+    Ok(())
+}
+
+fn check_file(e: &mut Vec<String>, key: &str, path: &str) {
+    if !path.is_empty() && !Path::new(path).is_file() {
+        e.push(format!("{key}: no such file: {path:?}"));
+    }
+}
+
+fn check_retry(e: &mut Vec<String>, section: &str, _attempts: u32, initial_ms: u64, max_ms: u64) {
     if initial_ms == 0 || initial_ms > max_ms {
         e.push(format!("{section}.retry_initial_backoff_ms: must be > 0 and <= {section}.retry_max_backoff_ms"));
     }

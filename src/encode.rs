@@ -43,6 +43,12 @@ impl ParquetFile {
         Ok(Self { writer, rows: 0 })
     }
 
+    /// Whether the Parquet writer takes rows of this schema (an empty struct, for one, it
+    /// cannot store); the answer holds for every batch of the schema.
+    pub fn check_schema(schema: arrow::datatypes::SchemaRef, props: WriterProperties) -> Result<(), EncodeError> {
+        ArrowWriter::try_new(Vec::new(), schema, Some(props)).map(|_| ()).map_err(|e| EncodeError(e.to_string()))
+    }
+
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), EncodeError> {
         self.writer.write(batch).map_err(|e| EncodeError(e.to_string()))?;
         self.rows += batch.num_rows() as u64;
@@ -56,6 +62,11 @@ impl ParquetFile {
     /// Bytes the file holds: finished row groups plus the encoded in-progress row group.
     pub fn encoded_bytes(&self) -> u64 {
         (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    /// Memory the file holds: finished row groups plus the in-progress buffers.
+    pub fn memory_bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.memory_size()) as u64
     }
 
     /// Closes the file (footer written) and hands out its bytes without copying them.

@@ -2,6 +2,7 @@
 
 use crate::commit::CommitError;
 use crate::decode::registry::RegistryError;
+use crate::deadletter::DeadLetterError;
 use crate::decode::DecodeError;
 use crate::encode::EncodeError;
 use crate::store::StoreError;
@@ -20,6 +21,8 @@ pub enum SinkError {
     Store(#[from] StoreError),
     #[error("commit: {0}")]
     Commit(#[from] CommitError),
+    #[error("{0}")]
+    DeadLetter(#[from] DeadLetterError),
     /// A bug: the partition's state went away while one of its records was being handled.
     #[error("{topic}[{partition}] has no buffer although a record of it is being handled")]
     NotAssigned { topic: String, partition: i32 },
@@ -42,6 +45,7 @@ impl SinkError {
             SinkError::Encode(e) => e.retryable(),
             SinkError::Store(e) => e.retryable(),
             SinkError::Commit(e) => e.retryable(),
+            SinkError::DeadLetter(e) => e.retryable(),
             SinkError::NotAssigned { .. } => false,
             SinkError::AtRecord { source, .. } => source.retryable(),
         }
@@ -56,8 +60,32 @@ impl SinkError {
             SinkError::Encode(_) => "encode",
             SinkError::Store(_) => "store",
             SinkError::Commit(_) => "commit",
+            SinkError::DeadLetter(_) => "dead_letter",
             SinkError::NotAssigned { .. } => "buffer",
             SinkError::AtRecord { source, .. } => source.stage(),
+        }
+    }
+
+    /// When the error is about one record that will never be writable (rather than a failing
+    /// dependency or a bug): its class for metrics and dead-letter headers. The pipeline routes
+    /// such a record per `errors.tolerance` instead of stopping.
+    pub fn bad_record_class(&self) -> Option<&'static str> {
+        match self {
+            SinkError::Decode(e) => Some(e.kind()),
+            SinkError::Registry(RegistryError::UnknownId { .. } | RegistryError::UnknownSubject { .. }) => Some("unknown_schema"),
+            SinkError::Registry(RegistryError::NotAvro { .. }) => Some("not_avro"),
+            SinkError::AtRecord { source, .. } => source.bad_record_class(),
+            _ => None,
+        }
+    }
+
+    /// Whether the error came out of a decoder halfway through a record, so the decoder may
+    /// hold part of it: the partition's open file must be rebuilt without it.
+    pub fn leaves_partial_row(&self) -> bool {
+        match self {
+            SinkError::Decode(e) => matches!(e, DecodeError::CorruptBody { .. } | DecodeError::Batch(_)),
+            SinkError::AtRecord { source, .. } => source.leaves_partial_row(),
+            _ => false,
         }
     }
 

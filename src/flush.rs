@@ -17,6 +17,8 @@ pub enum FlushReason {
     Schema,
     /// The service is stopping.
     Shutdown,
+    /// All open files together reached `flush.max_buffered_bytes`; this was the largest.
+    Memory,
 }
 
 impl FlushReason {
@@ -27,6 +29,7 @@ impl FlushReason {
             FlushReason::Time => "time",
             FlushReason::Schema => "schema",
             FlushReason::Shutdown => "shutdown",
+            FlushReason::Memory => "memory",
         }
     }
 }

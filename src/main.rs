@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use kafka_parquet_sink::config::Config;
 use kafka_parquet_sink::metrics::{self, Metrics};
 use kafka_parquet_sink::pipeline::Pipeline;
+use kafka_parquet_sink::preflight;
+use kafka_parquet_sink::store::Store;
 
 #[derive(Parser)]
 #[command(name = "kafka-parquet-sink", version, about = "Debezium Avro topics → Snappy Parquet on S3")]
@@ -17,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Consume, write Parquet, upload, commit; until SIGTERM or SIGINT.
+    /// Check that Kafka, the registry and the bucket answer (exit 2 naming the key to fix if
+    /// not), then consume, write Parquet, upload, commit; until SIGTERM or SIGINT.
     Run {
         /// TOML config file; `KPS__SECTION__KEY` environment variables override it.
         #[arg(long, short)]
@@ -78,7 +81,19 @@ fn run(config: Config) -> ExitCode {
             }
             tracing::info!(%addr, "metrics on /metrics");
         }
-        let pipeline = match Pipeline::new(&config, metrics) {
+        let store = match Store::s3(&config.s3, &config.output.prefix, metrics.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot start: s3: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let problems = preflight::check(&config, &store).await;
+        if !problems.is_empty() {
+            eprintln!("cannot start:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"));
+            return ExitCode::from(2);
+        }
+        let pipeline = match Pipeline::with_store(&config, metrics, store) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("cannot start: {e}");

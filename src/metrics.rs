@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::health::Health;
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Every metric the service exports. Cheap to clone (all handles are `Arc`s inside).
@@ -34,6 +35,13 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Rows + skipped records held in open files, per partition.
     pub buffered_records: IntGaugeVec,
+    /// Memory held by all open files together (what `flush.max_buffered_bytes` caps).
+    pub buffered_bytes: prometheus::IntGauge,
+    /// Records that could not be written, by topic, class and what was done (`dead_letter`,
+    /// `failed`: the partition stopped).
+    pub bad_records: IntCounterVec,
+    /// Partition states and dependency reachability, for `/readyz` and `/status`.
+    pub health: Health,
 }
 
 impl Metrics {
@@ -60,7 +68,16 @@ impl Metrics {
             &["topic"],
         )?;
         registry.register(Box::new(file_size.clone()))?;
+        let buffered_bytes = prometheus::IntGauge::new("kps_buffered_bytes", "Memory held by all open files")?;
+        registry.register(Box::new(buffered_bytes.clone()))?;
+        let health = Health::new(
+            gauge("kps_partition_state", "1 for the partition's current state (RUNNING, PAUSED, FAILED)", &["topic", "partition", "state"])?,
+            gauge("kps_dependency_up", "1 when the dependency answered last time, 0 during an outage", &["dependency"])?,
+        );
         Ok(Self {
+            buffered_bytes,
+            bad_records: counter("kps_bad_records_total", "Records that could not be written", &["topic", "class", "action"])?,
+            health,
             records_consumed: counter("kps_records_consumed_total", "Records polled from Kafka", &["topic"])?,
             records_written: counter("kps_records_written_total", "Rows written to uploaded Parquet files", &["topic"])?,
             records_skipped: counter("kps_records_skipped_total", "Records that produced no row", &["topic", "reason"])?,
@@ -88,9 +105,18 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` until the process ends. Binding errors are returned at once.
+fn readyz(health: &Health) -> (axum::http::StatusCode, String) {
+    match health.ready() {
+        Ok(()) => (axum::http::StatusCode::OK, "ready\n".into()),
+        Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n{}\n", why.join("\n"))),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process answers), `/readyz` (joined, every dependency
+/// reachable, no partition FAILED) and `/status` (JSON) until the process ends. Binding errors are returned at once.
 pub async fn serve(listen: SocketAddr, metrics: Metrics) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use axum::{routing::get, Router};
+    let (ready, status) = (metrics.health.clone(), metrics.health.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let app = Router::new()
         .route(
@@ -100,7 +126,12 @@ pub async fn serve(listen: SocketAddr, metrics: Metrics) -> std::io::Result<toki
                 async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(move || async move { readyz(&ready) }))
+        .route("/status", get(move || async move {
+            let body = serde_json::to_string_pretty(&status.status()).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+            ([("content-type", "application/json")], body)
+        }));
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");

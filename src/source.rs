@@ -5,16 +5,28 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::health::Dependency;
 use crate::metrics::Metrics;
 
 /// librdkafka properties the sink sets itself; `[kafka.properties]` may not override them.
 pub const RESERVED_PROPERTIES: &[&str] =
-    &["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
+    &["bootstrap.servers", "group.id", "group.instance.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
+
+/// Prefetch limit of the consumer queue unless `[kafka.properties]` sets it: librdkafka's
+/// default (64 MiB) would count against the memory bound on top of `flush.max_buffered_bytes`.
+pub const DEFAULT_QUEUE_KBYTES: &str = "16384";
+
+/// Whether a `[kafka.properties]` entry is about the connection (security, sockets, client id)
+/// and so applies to the dead-letter producer too.
+pub fn is_client_property(key: &str) -> bool {
+    ["security.", "sasl.", "ssl.", "socket.", "broker.", "client.", "enable.ssl.", "api.version."].iter().any(|p| key.starts_with(p))
+        || key == "debug"
+}
 
 /// A topic-partition, owned.
 pub type TopicPartition = (String, i32);
@@ -40,6 +52,13 @@ impl SinkContext {
         }
     }
 
+    /// Whether a revocation of `tp` is queued and not yet applied: the partition is no longer
+    /// ours, whatever the pipeline's state still says.
+    pub fn revocation_pending(&self, tp: &TopicPartition) -> bool {
+        let q = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.iter().any(|e| matches!(e, RebalanceEvent::Revoked(tps) if tps.contains(tp)))
+    }
+
     fn push(&self, e: RebalanceEvent) {
         match self.events.lock() {
             Ok(mut q) => q.push(e),
@@ -53,7 +72,19 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode;
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.metrics.health.down(Dependency::Kafka, reason);
+        }
+        self.metrics.errors.with_label_values(&["source", "client"]).inc();
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+
     fn stats(&self, stats: Statistics) {
+        if stats.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP") {
+            self.metrics.health.up(Dependency::Kafka);
+        }
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
@@ -100,7 +131,11 @@ pub fn client_config(c: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &c.auto_offset_reset)
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        .set("queued.max.messages.kbytes", DEFAULT_QUEUE_KBYTES);
+    if !c.group_instance_id.is_empty() {
+        cfg.set("group.instance.id", &c.group_instance_id);
+    }
     for (k, v) in &c.properties {
         cfg.set(k, v);
     }

@@ -12,10 +12,13 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, Pu
 
 use crate::backoff::Backoff;
 use crate::config::S3Config;
+use crate::health::Dependency;
 use crate::metrics::Metrics;
 
 const OFFSET_WIDTH: usize = 20;
 const SUFFIX: &str = ".parquet";
+/// Object written and deleted by the start-up check, beside the `topics/` directory.
+const PROBE: &str = "_kafka-parquet-sink-probe";
 
 #[derive(Debug, thiserror::Error)]
 #[error("object store {op} of {key} failed: {source}")]
@@ -82,7 +85,7 @@ impl Store {
             .with_bucket_name(&c.bucket)
             .with_region(&c.region)
             .with_virtual_hosted_style_request(!c.path_style)
-            .with_client_options(ClientOptions::new().with_allow_http(c.allow_http).with_timeout(Duration::from_secs(60)))
+            .with_client_options(client_options(c)?)
             // One quick internal retry; the visible, logged and counted retries are ours.
             .with_retry(RetryConfig {
                 backoff: BackoffConfig { init_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500), base: 2.0 },
@@ -97,6 +100,39 @@ impl Store {
         }
         let inner = b.build().map_err(|source| StoreError { op: "configure", key: c.bucket.clone(), source })?;
         Ok(Self::new(Arc::new(inner), prefix, c, metrics))
+    }
+
+    /// Start-up check: writes and deletes a small object under the prefix, once, without the
+    /// retry loop (an outage at start-up is reported, not waited out).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let key = if self.prefix.is_empty() { PROBE.to_string() } else { format!("{}/{PROBE}", self.prefix) };
+        let path = parse_path(&key)?;
+        let fail = |op, source| StoreError { op, key: key.clone(), source };
+        self.inner.put(&path, PutPayload::from_static(b"kafka-parquet-sink write probe")).await.map_err(|e| fail("put", e))?;
+        self.inner.delete(&path).await.map_err(|e| fail("delete", e))?;
+        Ok(())
+    }
+
+    /// The files of the partition that start after `start_offset` (a pure listing).
+    pub async fn files_after(&self, topic: &str, partition: i32, start_offset: i64) -> Result<Vec<String>, StoreError> {
+        let dir = partition_dir(&self.prefix, topic, partition);
+        let dir_path = parse_path(&dir)?;
+        let after = parse_path(&self.key(topic, partition, start_offset))?;
+        let listed: Vec<String> = self
+            .retrying("list", &dir, || async {
+                self.inner.list_with_offset(Some(&dir_path), &after).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
+            })
+            .await?;
+        Ok(listed.into_iter().filter(|k| start_offset_of(k).is_some_and(|s| s > start_offset)).collect())
+    }
+
+    /// Deletes these keys (retrying each).
+    pub async fn delete_all(&self, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            let path = parse_path(key)?;
+            self.retrying("delete", key, || self.inner.delete(&path)).await?;
+        }
+        Ok(())
     }
 
     pub fn new(inner: Arc<dyn ObjectStore>, prefix: &str, c: &S3Config, metrics: Metrics) -> Self {
@@ -149,27 +185,6 @@ impl Store {
         }
     }
 
-    /// Deletes every file of the partition whose start offset is `>= from_offset`; returns their
-    /// keys. These are files a previous owner uploaded but never committed (see DESIGN.md).
-    pub async fn delete_uncommitted(&self, topic: &str, partition: i32, from_offset: i64) -> Result<Vec<String>, StoreError> {
-        let dir = partition_dir(&self.prefix, topic, partition);
-        let dir_path = parse_path(&dir)?;
-        let listed: Vec<String> = self
-            .retrying("list", &dir, || async {
-                self.inner.list(Some(&dir_path)).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
-            })
-            .await?;
-        let mut deleted = Vec::new();
-        for key in listed {
-            if start_offset_of(&key).is_some_and(|start| start >= from_offset) {
-                let path = parse_path(&key)?;
-                self.retrying("delete", &key, || self.inner.delete(&path)).await?;
-                deleted.push(key);
-            }
-        }
-        Ok(deleted)
-    }
-
     async fn retrying<T, F, Fut>(&self, op: &'static str, key: &str, mut f: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
@@ -178,13 +193,19 @@ impl Store {
         let mut attempt = 1;
         loop {
             match f().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    if attempt > 1 {
+                        self.metrics.health.up(Dependency::ObjectStore);
+                    }
+                    return Ok(v);
+                }
                 Err(source) => {
                     let err = StoreError { op, key: key.to_string(), source };
                     self.metrics.errors.with_label_values(&["store", op]).inc();
-                    if !err.retryable() || attempt >= self.max_attempts {
+                    if !err.retryable() || (self.max_attempts > 0 && attempt >= self.max_attempts) {
                         return Err(err);
                     }
+                    self.metrics.health.down(Dependency::ObjectStore, &err);
                     let wait = self.backoff.delay(attempt);
                     tracing::warn!(op, key, attempt, wait_ms = wait.as_millis() as u64, error = %err, "object store request failed, retrying");
                     self.metrics.retries.with_label_values(&["store"]).inc();
@@ -194,6 +215,19 @@ impl Store {
             }
         }
     }
+}
+
+/// HTTP settings of the S3 client: plain http only when allowed, extra CA roots from `ca_file`.
+fn client_options(c: &S3Config) -> Result<ClientOptions, StoreError> {
+    let mut o = ClientOptions::new().with_allow_http(c.allow_http).with_timeout(Duration::from_secs(60));
+    if !c.ca_file.is_empty() {
+        let bad = |source: object_store::Error| StoreError { op: "read s3.ca_file", key: c.ca_file.clone(), source };
+        let pem = std::fs::read(&c.ca_file).map_err(|e| bad(object_store::Error::Generic { store: "S3", source: Box::new(e) }))?;
+        for cert in object_store::Certificate::from_pem_bundle(&pem).map_err(bad)? {
+            o = o.with_root_certificate(cert);
+        }
+    }
+    Ok(o)
 }
 
 fn parse_path(key: &str) -> Result<Path, StoreError> {
@@ -218,19 +252,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cleanup_deletes_only_files_at_or_past_the_offset() -> Result<(), Box<dyn std::error::Error>> {
+    async fn cleanup_deletes_only_files_past_the_offset() -> Result<(), Box<dyn std::error::Error>> {
         let mem = Arc::new(InMemory::new());
         let store = Store::new(mem.clone(), "pre", &S3Config::default(), Metrics::new()?);
         for start in [0, 10, 20, 30] {
             store.upload(&store.key("t", 1, start), Bytes::from_static(b"x")).await?;
         }
         store.upload(&store.key("t", 2, 20), Bytes::from_static(b"x")).await?;
-        let deleted = store.delete_uncommitted("t", 1, 20).await?;
+        store.upload(&store.key("t", 11, 50), Bytes::from_static(b"x")).await?;
+        let deleted = store.files_after("t", 1, 19).await?;
+        store.delete_all(&deleted).await?;
         let mut starts: Vec<i64> = deleted.iter().filter_map(|k| start_offset_of(k)).collect();
         starts.sort();
         assert_eq!(starts, vec![20, 30], "deleted {deleted:?}");
         let left: Vec<String> = mem.list(None).map_ok(|m| m.location.to_string()).try_collect().await?;
-        assert_eq!(left.len(), 3, "left {left:?}");
+        assert_eq!(left.len(), 4, "left {left:?}");
         Ok(())
     }
 

@@ -29,6 +29,8 @@ pub enum DecodeError {
     Batch(String),
     #[error("tombstone (null value) and output.tombstones = \"fail\"")]
     Tombstone,
+    #[error("schema id {schema_id}: Parquet cannot store these rows: {reason}")]
+    Unwritable { schema_id: u32, reason: String },
 }
 
 impl DecodeError {
@@ -45,6 +47,7 @@ impl DecodeError {
             DecodeError::CorruptBody { .. } => "corrupt_body",
             DecodeError::Batch(_) => "batch",
             DecodeError::Tombstone => "tombstone",
+            DecodeError::Unwritable { .. } => "unwritable",
         }
     }
 }
@@ -217,6 +220,22 @@ impl BatchDecoder {
         };
         let (offsets, timestamps) = self.coords.take();
         envelope::enrich(batch, self.layout, key, tombstones, &self.coords, offsets, timestamps).map(Some)
+    }
+
+    /// The schema of the batches this decoder hands out (call before the first row).
+    pub fn output_schema(&mut self) -> Result<arrow::datatypes::SchemaRef, DecodeError> {
+        if !self.coords.is_empty() {
+            return Err(DecodeError::Batch("output_schema needs a decoder without pending rows".into()));
+        }
+        let values = RecordBatch::new_empty(self.value.schema());
+        let values = if self.write_tombstones { with_null_rows(&values, &[])? } else { values };
+        let tombstones = self.write_tombstones.then(|| arrow::array::BooleanArray::from(Vec::<bool>::new()));
+        let key = match (self.key.as_mut(), self.ids.key) {
+            (Some(kd), Some(key_id)) => Some(kd.take(key_id, 0)?),
+            _ => None,
+        };
+        let (offsets, timestamps) = self.coords.take();
+        Ok(envelope::enrich(values, self.layout, key, tombstones, &self.coords, offsets, timestamps)?.schema())
     }
 
     /// Rows decoded and not yet handed out.
@@ -416,6 +435,22 @@ mod tests {
             Err(DecodeError::CorruptBody { reason, .. }) => assert!(reason.contains("3 trailing bytes"), "{reason}"),
             other => return Err(format!("expected trailing-bytes error, got {other:?}").into()),
         }
+        Ok(())
+    }
+
+    /// A record with an empty record field decodes, but neither the output batch nor Parquet can
+    /// hold an empty struct: asking for the output schema says so before any row is taken.
+    #[test]
+    fn parquet_refuses_an_empty_struct_before_any_row() -> R {
+        let schema = r#"{"type":"record","name":"V","fields":[{"name":"id","type":"long"},{"name":"nothing","type":{"type":"record","name":"Empty","fields":[]}}]}"#;
+        let mut d = BatchDecoder::new("t", 0, (3, schema), None, 10)?;
+        let props = crate::encode::writer_properties(&crate::config::OutputConfig::default());
+        match d.output_schema() {
+            Ok(out) => assert!(crate::encode::ParquetFile::check_schema(out, props.clone()).is_err(), "an empty struct must be refused"),
+            Err(e) => assert!(e.to_string().contains("no fields"), "unexpected error: {e}"),
+        }
+        let mut ok = BatchDecoder::new("t", 0, (1, VALUE_SCHEMA_V1), Some((5, KEY_SCHEMA)), 10)?.with_tombstone_rows();
+        crate::encode::ParquetFile::check_schema(ok.output_schema()?, props)?;
         Ok(())
     }
 

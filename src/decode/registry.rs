@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::backoff::Backoff;
+use crate::config::RegistryConfig;
+use crate::health::Dependency;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ struct SchemaResponse {
 pub struct Registry {
     base: String,
     http: reqwest::Client,
+    /// Basic auth (username, password); never logged.
+    auth: Option<(String, String)>,
     cache: HashMap<u32, Arc<str>>,
     backoff: Backoff,
     max_attempts: u32,
@@ -47,13 +51,46 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(url: &str, timeout: Duration, backoff: Backoff, max_attempts: u32, metrics: Option<Metrics>) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| RegistryError::Request {
-            id: 0,
-            reason: format!("cannot build HTTP client: {e}"),
-            retryable: false,
-        })?;
-        Ok(Self { base: url.trim_end_matches('/').to_string(), http, cache: HashMap::new(), backoff, max_attempts, metrics })
+    pub fn new(c: &RegistryConfig, metrics: Option<Metrics>) -> Result<Self, RegistryError> {
+        let fail = |reason: String| RegistryError::Request { id: 0, reason, retryable: false };
+        let mut http = reqwest::Client::builder().timeout(Duration::from_millis(c.timeout_ms));
+        if !c.ca_file.is_empty() {
+            let pem = std::fs::read(&c.ca_file).map_err(|e| fail(format!("schema_registry.ca_file {}: {e}", c.ca_file)))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(format!("schema_registry.ca_file {}: {e}", c.ca_file)))? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| fail(format!("cannot build HTTP client: {e}")))?;
+        let auth = (!c.username.is_empty()).then(|| (c.username.clone(), c.password.clone()));
+        let backoff =
+            Backoff { initial: Duration::from_millis(c.retry_initial_backoff_ms), max: Duration::from_millis(c.retry_max_backoff_ms) };
+        Ok(Self {
+            base: c.url.trim_end_matches('/').to_string(),
+            http,
+            auth,
+            cache: HashMap::new(),
+            backoff,
+            max_attempts: c.retry_max_attempts,
+            metrics,
+        })
+    }
+
+    /// `GET {url}/subjects`: whether the registry answers (start-up check).
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = format!("{}/subjects", self.base);
+        let resp = self.get(&url).send().await.map_err(|e| RegistryError::Request { id: 0, reason: e.to_string(), retryable: true })?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            s => Err(RegistryError::Request { id: 0, reason: format!("HTTP {s} from {url}"), retryable: s.is_server_error() }),
+        }
+    }
+
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(url);
+        match &self.auth {
+            Some((user, password)) => req.basic_auth(user, Some(password)),
+            None => req,
+        }
     }
 
     /// The writer schema (Avro JSON) of `id`, from the cache or the registry. Transient failures
@@ -85,8 +122,18 @@ impl Registry {
         let mut attempt = 1;
         loop {
             match self.fetch(path, id, &not_found).await {
-                Ok(body) => return Ok(body),
-                Err(e) if e.retryable() && attempt < self.max_attempts => {
+                Ok(body) => {
+                    if attempt > 1 {
+                        if let Some(m) = &self.metrics {
+                            m.health.up(Dependency::SchemaRegistry);
+                        }
+                    }
+                    return Ok(body);
+                }
+                Err(e) if e.retryable() && (self.max_attempts == 0 || attempt < self.max_attempts) => {
+                    if let Some(m) = &self.metrics {
+                        m.health.down(Dependency::SchemaRegistry, &e);
+                    }
                     let wait = self.backoff.delay(attempt);
                     tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "registry request failed, retrying");
                     if let Some(m) = &self.metrics {
@@ -103,7 +150,7 @@ impl Registry {
     async fn fetch(&self, path: &str, id: u32, not_found: &impl Fn() -> RegistryError) -> Result<SchemaResponse, RegistryError> {
         let url = format!("{}{path}", self.base);
         let request_error = |reason: String, retryable: bool| RegistryError::Request { id, reason, retryable };
-        let resp = self.http.get(&url).send().await.map_err(|e| request_error(e.to_string(), true))?;
+        let resp = self.get(&url).send().await.map_err(|e| request_error(e.to_string(), true))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(not_found());

@@ -1,6 +1,9 @@
 //! The loop that drives the stages: poll → decode → buffer → (flush: encode → store → commit).
 //! One task owns every partition's state, so no upload is ever in flight while the consumer is
 //! polled, and rebalance events are applied before any message or flush that follows them.
+//! Records that can never be written are routed in `bad_records`.
+
+mod bad_records;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,10 +14,10 @@ use parquet::file::properties::WriterProperties;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::backoff::Backoff;
 use crate::buffer::PartitionBuffer;
 use crate::commit;
-use crate::config::{Config, KeyColumn, Layout, Tombstones};
+use crate::config::{Config, KeyColumn, Layout, Tolerance, Tombstones};
+use crate::deadletter::DeadLetter;
 use crate::decode::registry::Registry;
 use crate::decode::{frame, BatchDecoder, DecodeError, SchemaIds};
 use crate::encode;
@@ -38,6 +41,12 @@ pub struct Pipeline {
     layout: Layout,
     key_column: KeyColumn,
     tombstones: Tombstones,
+    /// With `errors.tolerance = "all"`; `None`: a bad record fails its partition.
+    dead_letter: Option<DeadLetter>,
+    /// `flush.max_buffered_bytes`, and the memory of all open files (the sum of each buffer's
+    /// `accounted`).
+    max_buffered: u64,
+    buffered: u64,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
@@ -52,14 +61,11 @@ impl Pipeline {
     /// As [`Pipeline::new`], writing to `store` instead of the configured S3 bucket (tests use
     /// an in-memory object store).
     pub fn with_store(config: &Config, metrics: Metrics, store: Store) -> Result<Self, SinkError> {
-        let r = &config.schema_registry;
-        let registry = Registry::new(
-            &r.url,
-            Duration::from_millis(r.timeout_ms),
-            Backoff { initial: Duration::from_millis(r.retry_initial_backoff_ms), max: Duration::from_millis(r.retry_max_backoff_ms) },
-            r.retry_max_attempts,
-            Some(metrics.clone()),
-        )?;
+        let registry = Registry::new(&config.schema_registry, Some(metrics.clone()))?;
+        let dead_letter = match config.errors.tolerance {
+            Tolerance::All => Some(DeadLetter::new(&config.kafka, &config.errors.dead_letter_topic)?),
+            Tolerance::None => None,
+        };
         let consumer = source::subscribe(&config.kafka, metrics.clone())?;
         Ok(Self {
             consumer,
@@ -72,6 +78,9 @@ impl Pipeline {
             layout: config.output.layout,
             key_column: config.output.key,
             tombstones: config.output.tombstones,
+            dead_letter,
+            max_buffered: config.flush.max_buffered_bytes,
+            buffered: 0,
             partitions: HashMap::new(),
         })
     }
@@ -118,7 +127,9 @@ impl Pipeline {
         for event in self.consumer.context().take_events() {
             match event {
                 RebalanceEvent::Assigned(tps) => {
+                    self.metrics.health.joined();
                     for tp in tps {
+                        self.metrics.health.assigned(&tp.0, tp.1);
                         let gauge = self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
                         let buf = PartitionBuffer::new(&tp.0, tp.1, gauge);
                         self.partitions.insert(tp, buf);
@@ -126,7 +137,10 @@ impl Pipeline {
                 }
                 RebalanceEvent::Revoked(tps) => {
                     for tp in tps {
+                        self.metrics.health.revoked(&tp.0, tp.1);
                         if let Some(buf) = self.partitions.remove(&tp) {
+                            self.buffered = self.buffered.saturating_sub(buf.accounted);
+                            self.metrics.buffered_bytes.set(self.buffered as i64);
                             let dropped = buf.buffered_records();
                             if dropped > 0 {
                                 tracing::info!(topic = %tp.0, partition = tp.1, records = dropped, "revoked: open file discarded, the next owner replays it");
@@ -142,32 +156,77 @@ impl Pipeline {
         self.apply_rebalance_events();
         let tp: TopicPartition = (m.topic().to_string(), m.partition());
         let offset = m.offset();
-        if !self.partitions.contains_key(&tp) {
+        let Some(buf) = self.partitions.get_mut(&tp) else {
             tracing::debug!(topic = %tp.0, partition = tp.1, offset, "message of a partition not assigned to us, ignored");
             return Ok(());
+        };
+        if buf.failed {
+            return Ok(()); // fetched before the partition was paused
+        }
+        if let Some(through) = buf.replay_through {
+            if offset > through {
+                return Ok(()); // fetched before the seek back
+            }
+            buf.replay_through = None;
         }
         self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]).inc();
-        let timestamp = m.timestamp().to_millis();
-        let pushed = match m.payload() {
-            None if self.tombstones == Tombstones::Fail => {
-                self.metrics.errors.with_label_values(&["decode", "tombstone"]).inc();
-                return Err(SinkError::from(DecodeError::Tombstone).at(&tp.0, tp.1, offset));
+        if buf.dead_lettered.contains(&offset) {
+            buf.push_skipped(offset);
+            self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "dead_letter"]).inc();
+        } else {
+            let timestamp = m.timestamp().to_millis();
+            let pushed = match m.payload() {
+                None if self.tombstones == Tombstones::Fail => Err(SinkError::from(DecodeError::Tombstone)),
+                None if self.tombstones == Tombstones::Write => self.push_tombstone(&tp, m.key(), offset, timestamp).await,
+                None => {
+                    self.buffer(&tp)?.push_skipped(offset);
+                    self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();
+                    Ok(())
+                }
+                Some(value) => self.push_value(&tp, value, m.key(), offset, timestamp).await,
+            };
+            if let Err(e) = pushed {
+                match e.bad_record_class() {
+                    Some(class) => self.bad_record(m, &tp, e, class).await?,
+                    None => {
+                        self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
+                        return Err(e.at(&tp.0, tp.1, offset));
+                    }
+                }
             }
-            None if self.tombstones == Tombstones::Write => self.push_tombstone(&tp, m.key(), offset, timestamp).await,
-            None => {
-                self.buffer(&tp)?.push_skipped(offset);
-                self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();
-                Ok(())
-            }
-            Some(value) => self.push_value(&tp, value, m.key(), offset, timestamp).await,
-        };
-        if let Err(e) = pushed {
-            self.metrics.errors.with_label_values(&[e.stage(), "record"]).inc();
-            return Err(e.at(&tp.0, tp.1, offset));
         }
+        if !self.partitions.contains_key(&tp) {
+            return Ok(());
+        }
+        self.remeasure(&tp);
         let stats = self.buffer(&tp)?.stats(Instant::now());
         if let Some(reason) = stats.and_then(|s| self.policy.check(s)) {
             self.flush(&tp, reason).await?;
+        }
+        self.enforce_memory_bound().await
+    }
+
+    /// Brings `buffered` up to date with the partition's memory after a change to its buffer.
+    fn remeasure(&mut self, tp: &TopicPartition) {
+        if let Some(buf) = self.partitions.get_mut(tp) {
+            let now = buf.memory_bytes();
+            self.buffered = self.buffered.saturating_sub(buf.accounted) + now;
+            buf.accounted = now;
+            self.metrics.buffered_bytes.set(self.buffered as i64);
+        }
+    }
+
+    /// While all open files together hold more than `flush.max_buffered_bytes`, flushes the
+    /// largest. Each flush uploads before returning, so the memory is free when it returns.
+    async fn enforce_memory_bound(&mut self) -> Result<(), SinkError> {
+        while self.buffered > self.max_buffered {
+            let largest = self.partitions.iter().filter(|(_, b)| b.accounted > 0).max_by_key(|(_, b)| b.accounted).map(|(tp, _)| tp.clone());
+            let Some(tp) = largest else { break };
+            let before = self.buffered;
+            self.flush(&tp, FlushReason::Memory).await?;
+            if self.buffered >= before {
+                break; // nothing freed (the flush was skipped): do not spin
+            }
         }
         Ok(())
     }
@@ -235,6 +294,9 @@ impl Pipeline {
             if self.tombstones == Tombstones::Write {
                 decoder = decoder.with_tombstone_rows();
             }
+            let unwritable = |reason: String| DecodeError::Unwritable { schema_id: value_id, reason };
+            let schema = decoder.output_schema().map_err(|e| unwritable(e.to_string()))?;
+            encode::ParquetFile::check_schema(schema, self.props.clone()).map_err(|e| unwritable(e.to_string()))?;
             tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = value_id, key_schema_id = ?key_id, "decoder ready");
             self.buffer(tp)?.set_decoder(decoder);
         }
@@ -259,45 +321,53 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Closes the partition's open file, uploads it, then commits the offset after it.
+    /// Closes the partition's open file, uploads it, removes any file of the partition that
+    /// starts after it (left by an earlier owner: see DESIGN.md), then commits the offset after it.
     async fn flush(&mut self, tp: &TopicPartition, reason: FlushReason) -> Result<(), SinkError> {
+        if self.consumer.context().revocation_pending(tp) || self.consumer.assignment_lost() {
+            return Ok(()); // no longer ours: the open file is dropped when the revocation is applied
+        }
         let Some(buf) = self.partitions.get_mut(tp) else {
             return Ok(());
         };
         let started = Instant::now();
-        let Some(closed) = buf.close(&self.props)? else {
+        let closed = buf.close(&self.props);
+        self.remeasure(tp);
+        let Some(closed) = closed? else {
             return Ok(());
         };
         let (topic, partition) = (tp.0.as_str(), tp.1);
-        if !buf.cleaned {
-            if let Some(first) = buf.first_offset {
-                let deleted = self.store.delete_uncommitted(topic, partition, first).await?;
-                if !deleted.is_empty() {
-                    tracing::info!(topic, partition, from_offset = first, files = ?deleted, "removed files uploaded but never committed by an earlier owner");
-                }
-            }
-            buf.cleaned = true;
-        }
+        // Files starting after `last_kept` were uploaded but never committed by an earlier
+        // owner (or by us before a crash): their records are being written again now.
+        let mut last_kept = closed.start_offset - 1;
         if let Some(bytes) = closed.bytes {
             let key = self.store.key(topic, partition, closed.start_offset);
             let size = bytes.len();
             self.store.upload(&key, bytes).await?;
+            last_kept = closed.start_offset;
             self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
             self.metrics.bytes_uploaded.with_label_values(&[topic]).inc_by(size as u64);
             self.metrics.file_size.with_label_values(&[topic]).observe(size as f64);
             self.metrics.records_written.with_label_values(&[topic]).inc_by(closed.rows);
             tracing::info!(topic, partition, key, rows = closed.rows, skipped = closed.skipped, bytes = size, %reason, "file uploaded");
         }
+        let stale = self.store.files_after(topic, partition, last_kept).await?;
+        if !stale.is_empty() {
+            self.store.delete_all(&stale).await?;
+            tracing::info!(topic, partition, after_offset = last_kept, files = ?stale, "removed files uploaded but never committed by an earlier owner");
+        }
         let next = closed.end_offset + 1;
         match commit::commit(self.consumer.clone(), topic, partition, next).await {
             Ok(()) => {
                 self.metrics.offsets_committed.with_label_values(&[topic]).inc();
                 self.metrics.committed_offset.with_label_values(&[topic, &partition.to_string()]).set(next);
+                self.metrics.health.flushed(topic, partition, Some(next));
             }
             Err(e) => {
                 // The file is in the lake; a later commit covers it, or the next owner replays
                 // and its clean-up removes the file first. Not fatal.
                 self.metrics.errors.with_label_values(&["commit", "commit"]).inc();
+                self.metrics.health.flushed(topic, partition, None);
                 tracing::warn!(error = %e, "offset commit failed");
             }
         }

@@ -1,0 +1,103 @@
+//! Dead-letter topic (`errors.tolerance = "all"`): a record that cannot be written is produced
+//! there as it came (key, value, headers) plus headers saying why and where it came from. The
+//! header names are Kafka Connect's, so tools that read Connect's dead-letter queues read ours.
+//!
+//! A send completes (acknowledged by the brokers) before the pipeline goes past the record, so
+//! no offset is ever committed over a record that is neither in the lake nor in this topic.
+
+use std::time::Duration;
+
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+pub const HEADER_TOPIC: &str = "__connect.errors.topic";
+pub const HEADER_PARTITION: &str = "__connect.errors.partition";
+pub const HEADER_OFFSET: &str = "__connect.errors.offset";
+pub const HEADER_CLASS: &str = "__connect.errors.exception.class.name";
+pub const HEADER_REASON: &str = "__connect.errors.exception.message";
+pub const HEADER_STAGE: &str = "__connect.errors.stage";
+
+#[derive(Debug, thiserror::Error)]
+#[error("dead-letter topic {topic}: {source}")]
+pub struct DeadLetterError {
+    pub topic: String,
+    #[source]
+    pub source: rdkafka::error::KafkaError,
+}
+
+impl DeadLetterError {
+    /// The brokers did not take the record within the delivery timeout: the next attempt may.
+    pub fn retryable(&self) -> bool {
+        true
+    }
+}
+
+pub struct DeadLetter {
+    producer: FutureProducer,
+    topic: String,
+}
+
+/// Why a record was dead-lettered.
+pub struct Reason<'a> {
+    /// Short class (`not_framed`, `unknown_schema`, `corrupt_body`, ...), as in the metrics.
+    pub class: &'a str,
+    /// The stage that refused it (`decode`, `registry`, ...).
+    pub stage: &'a str,
+    pub message: &'a str,
+}
+
+impl DeadLetter {
+    /// A producer with the consumer's connection and security properties.
+    pub fn new(kafka: &KafkaConfig, topic: &str) -> Result<Self, DeadLetterError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &kafka.bootstrap_servers).set("acks", "all").set("message.timeout.ms", "60000");
+        for (k, v) in &kafka.properties {
+            if crate::source::is_client_property(k) {
+                cfg.set(k, v);
+            }
+        }
+        let producer = cfg.create().map_err(|source| DeadLetterError { topic: topic.to_string(), source })?;
+        Ok(Self { producer, topic: topic.to_string() })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Produces `m` with the error headers and waits for the brokers' acknowledgement.
+    pub async fn send(&self, m: &BorrowedMessage<'_>, why: &Reason<'_>) -> Result<(), DeadLetterError> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = m.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+        let class = format!("kafka_parquet_sink.{}", why.class);
+        for (key, value) in [
+            (HEADER_TOPIC, m.topic()),
+            (HEADER_PARTITION, partition.as_str()),
+            (HEADER_OFFSET, offset.as_str()),
+            (HEADER_CLASS, class.as_str()),
+            (HEADER_REASON, why.message),
+            (HEADER_STAGE, why.stage),
+        ] {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = m.payload() {
+            record = record.payload(v);
+        }
+        self.producer
+            .send(record, Duration::from_secs(60))
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| DeadLetterError { topic: self.topic.clone(), source })
+    }
+}

@@ -1,0 +1,89 @@
+//! Start-up checks, before anything is consumed: each dependency is reached once with the
+//! configured address and credentials, and every failure is reported with the key to fix.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+use crate::config::{Config, Tolerance};
+use crate::decode::registry::{Registry, RegistryError};
+use crate::store::{Store, StoreError};
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every problem found, one line each naming the key (empty: all reachable).
+pub async fn check(config: &Config, store: &Store) -> Vec<String> {
+    let mut problems = Vec::new();
+    problems.extend(check_kafka(config).await);
+    if let Err(e) = check_registry(config).await {
+        problems.push(e);
+    }
+    if let Err(e) = store.probe().await {
+        problems.push(store_problem(config, &e));
+    }
+    problems
+}
+
+async fn check_kafka(config: &Config) -> Vec<String> {
+    let k = config.kafka.clone();
+    let dlq = (config.errors.tolerance == Tolerance::All).then(|| config.errors.dead_letter_topic.clone());
+    let found = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+        let c: BaseConsumer = crate::source::client_config(&k).create().map_err(|e| format!("kafka.properties: {e}"))?;
+        let md = c.fetch_metadata(None, KAFKA_TIMEOUT).map_err(|e| {
+            format!(
+                "kafka.bootstrap_servers: no broker at {:?} answered within {}s ({e}): check the address and that Kafka is running",
+                k.bootstrap_servers,
+                KAFKA_TIMEOUT.as_secs()
+            )
+        })?;
+        let mut problems = Vec::new();
+        let exists = |t: &str| md.topics().iter().any(|mt| mt.name() == t && !mt.partitions().is_empty());
+        for t in &k.topics {
+            if !exists(t) {
+                tracing::warn!(topic = %t, "kafka.topics: topic does not exist yet; consuming starts when it is created");
+            }
+        }
+        if let Some(t) = dlq {
+            if !exists(&t) {
+                problems.push(format!("errors.dead_letter_topic: topic {t:?} does not exist: create it (records that cannot be written go there)"));
+            }
+        }
+        Ok(problems)
+    })
+    .await;
+    match found {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => vec![e],
+        Err(e) => vec![format!("kafka: the check did not finish: {e}")],
+    }
+}
+
+async fn check_registry(config: &Config) -> Result<(), String> {
+    let r = &config.schema_registry;
+    let registry = Registry::new(r, None).map_err(|e| format!("schema_registry: {e}"))?;
+    match registry.ping().await {
+        Ok(()) => Ok(()),
+        Err(RegistryError::Request { reason, .. }) if reason.contains("401") || reason.contains("403") => {
+            Err(format!("schema_registry.username: the registry at {} refused the credentials ({reason})", r.url))
+        }
+        Err(e) => Err(format!("schema_registry.url: the registry at {} did not answer ({e}): check the URL and that it is running", r.url)),
+    }
+}
+
+fn store_problem(config: &Config, e: &StoreError) -> String {
+    let s3 = &config.s3;
+    let endpoint = if s3.endpoint.is_empty() { "AWS" } else { s3.endpoint.as_str() };
+    let text = e.source.to_string();
+    match &e.source {
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            format!("s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights", s3.bucket)
+        }
+        _ if text.contains("NoSuchBucket") || text.contains("does not exist") || matches!(e.source, object_store::Error::NotFound { .. }) => {
+            format!("s3.bucket: bucket {:?} does not exist at {endpoint}: create it or fix the name", s3.bucket)
+        }
+        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") || text.contains("AccessDenied") => {
+            format!("s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights", s3.bucket)
+        }
+        _ => format!("s3.endpoint: cannot write to bucket {:?} at {endpoint} ({text}): check the endpoint and that the store is running", s3.bucket),
+    }
+}
