@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -75,16 +74,61 @@ pub fn free_port() -> TestResult<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The sink binary running as a child process with a config file of the test's making.
+/// How to run the sink: the stack's addresses, the test's names, and extra configuration.
+pub struct SinkSpec<'a> {
+    pub stack: &'a Stack,
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub prefix: &'a str,
+    /// Keys of the `[flush]` table.
+    pub flush: &'a str,
+    /// More keys of the `[output]` table.
+    pub output: &'a str,
+    /// More tables (`[errors]\ntolerance = "all"`), appended to the file.
+    pub tables: String,
+    /// Environment variables (`KPS__...` overrides the file).
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> SinkSpec<'a> {
+    pub fn new(stack: &'a Stack, topic: &'a str, group: &'a str, prefix: &'a str, flush: &'a str) -> Self {
+        Self { stack, topic, group, prefix, flush, output: "", tables: String::new(), env: Vec::new() }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.tables.push_str(toml);
+        self.tables.push('\n');
+        self
+    }
+
+    pub fn output(mut self, toml: &'a str) -> Self {
+        self.output = toml;
+        self
+    }
+
+    pub fn start(&self) -> TestResult<SinkProcess> {
+        SinkProcess::start_spec(self)
+    }
+}
+
+/// The sink binary running as a child process with a config file of the test's making. Its log
+/// goes to a file; the last lines are printed when the process handle is dropped, which the test
+/// harness shows only for a failing test.
 pub struct SinkProcess {
     pub child: Child,
     pub metrics_port: u16,
-    _config: tempfile::NamedTempFile,
+    pub log_path: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl SinkProcess {
     pub fn start(stack: &Stack, topic: &str, group: &str, prefix: &str, flush_toml: &str) -> TestResult<SinkProcess> {
-        Self::start_with(stack, topic, group, prefix, flush_toml, "")
+        SinkSpec::new(stack, topic, group, prefix, flush_toml).start()
     }
 
     /// As [`SinkProcess::start`], with more keys of the `[output]` table.
@@ -96,7 +140,12 @@ impl SinkProcess {
         flush_toml: &str,
         output_toml: &str,
     ) -> TestResult<SinkProcess> {
+        SinkSpec::new(stack, topic, group, prefix, flush_toml).output(output_toml).start()
+    }
+
+    pub fn start_spec(spec: &SinkSpec<'_>) -> TestResult<SinkProcess> {
         let metrics_port = free_port()?;
+        let (stack, group, topic, prefix) = (spec.stack, spec.group, spec.topic, spec.prefix);
         let text = format!(
             r#"
 [kafka]
@@ -112,7 +161,6 @@ endpoint = "{s3}"
 access_key_id = "minioadmin"
 secret_access_key = "minioadmin"
 allow_http = true
-retry_max_attempts = 3
 [output]
 prefix = "{prefix}"
 {output_toml}
@@ -120,21 +168,61 @@ prefix = "{prefix}"
 {flush_toml}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+{tables}
 "#,
             bootstrap = stack.bootstrap,
             registry = stack.registry,
             s3 = stack.s3,
+            output_toml = spec.output,
+            flush_toml = spec.flush,
+            tables = spec.tables,
         );
-        let mut config = tempfile::NamedTempFile::new()?;
-        config.write_all(text.as_bytes())?;
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("sink.toml");
+        std::fs::write(&config, text)?;
+        let log_path = dir.path().join("sink.log");
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink"))
             .args(["run", "--config"])
-            .arg(config.path())
+            .arg(&config)
             .env("RUST_LOG", "info,kafka_parquet_sink=debug")
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()?;
-        Ok(SinkProcess { child, metrics_port, _config: config })
+        Ok(SinkProcess { child, metrics_port, log_path, _dir: dir })
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GET a path of the sink's HTTP endpoint: (status code, body); code 0 when nothing answers.
+    pub fn http(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        let out = Command::new("curl").args(["-s", "--max-time", "2", "-w", "\n%{http_code}", &url]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        match text.rsplit_once('\n') {
+            Some((body, code)) => (code.trim().parse().unwrap_or(0), body.to_string()),
+            None => (0, text),
+        }
+    }
+
+    /// `/status` as JSON.
+    pub fn status(&self) -> TestResult<serde_json::Value> {
+        let (code, body) = self.http("/status");
+        if code != 200 {
+            return Err(format!("/status answered {code}: {body}").into());
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// SIGKILL: no flush, no commit, no group leave.
+    pub fn kill9(&mut self) -> TestResult {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Prometheus text of the running sink (empty while it is starting).
@@ -177,6 +265,12 @@ impl Drop for SinkProcess {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("--- last lines of the sink log ({}):", self.log_path.display());
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
         }
     }
 }
