@@ -14,6 +14,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Addresses of the local stack; overridable like the stack script's ports.
+#[derive(Debug, Clone)]
 pub struct Stack {
     pub bootstrap: String,
     pub registry: String,
@@ -378,4 +379,70 @@ pub fn read_lake(stack: &Stack, prefix: &str) -> TestResult<Vec<LakeFile>> {
         return Err(format!("lake.py dump failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Produces batches of Debezium events on a thread until stopped, like an application that
+/// keeps writing while the sink is killed, restarted or rebalanced.
+pub struct BackgroundProducer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<TestResult<Vec<(Produced, TaskEvent)>>>,
+}
+
+impl BackgroundProducer {
+    pub fn start(stack: &Stack, topic: &str, partitions: i32, batch: usize, pause: Duration) -> BackgroundProducer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, stack, topic) = (stop.clone(), stack.clone(), topic.to_string());
+        let handle = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut seed = 1000;
+            while !flag.load(Ordering::Relaxed) {
+                all.extend(produce(&stack, &topic, partitions, batch, None, seed)?);
+                seed += 1;
+                std::thread::sleep(pause);
+            }
+            Ok(all)
+        });
+        BackgroundProducer { stop, handle }
+    }
+
+    /// Stops after the batch in flight; every record produced, with where it landed.
+    pub fn stop(self) -> TestResult<Vec<(Produced, TaskEvent)>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().map_err(|_| "the producer thread panicked")?
+    }
+}
+
+/// Offsets missing from the lake and offsets found more than once, over every non-tombstone
+/// record of `produced`; also fails on a row of an offset never produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LakeAudit {
+    pub records: usize,
+    pub files: usize,
+    pub lost: Vec<(i32, i64)>,
+    pub duplicated: Vec<(i32, i64)>,
+}
+
+pub fn audit_lake(stack: &Stack, prefix: &str, produced: &[(Produced, TaskEvent)]) -> TestResult<LakeAudit> {
+    let expected: std::collections::BTreeSet<(i32, i64)> = produced
+        .iter()
+        .filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone)
+        .map(|(p, _)| (p.partition, p.offset))
+        .collect();
+    let files = read_lake(stack, prefix)?;
+    let mut seen: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for f in &files {
+        for r in &f.rows {
+            *seen.entry((r.partition, r.offset)).or_default() += 1;
+        }
+    }
+    if let Some(stray) = seen.keys().find(|k| !expected.contains(k)) {
+        return Err(format!("the lake has a row for {stray:?}, which was never produced as a change event").into());
+    }
+    Ok(LakeAudit {
+        records: expected.len(),
+        files: files.len(),
+        lost: expected.iter().filter(|k| !seen.contains_key(k)).copied().collect(),
+        duplicated: seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| *k).collect(),
+    })
 }

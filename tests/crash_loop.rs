@@ -1,0 +1,107 @@
+//! Exactly once under crashes: the sink is killed with SIGKILL at random moments while records
+//! keep arriving (while consuming, encoding, uploading, between upload and commit), restarted
+//! each time, and at the end every produced offset is in the lake exactly once. Every other kill
+//! comes the moment an upload is logged, to land between an upload and its commit.
+//!
+//! Broker: librdkafka's mock cluster, in this test process, reached by the sink over TCP. A
+//! killed member never leaves the group; Kafka (and the mock cluster) hands its partitions to
+//! the next member once its session times out, which is the path under test. tansu 0.6.0's
+//! coordinator never reassigns a dead member's partitions, so it cannot run this test.
+//! Registry and S3: the local stack (`scripts/stack.sh up`).
+//!
+//! `KPS_KILL_CYCLES` sets the number of kills (default 20).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::Rng;
+use rdkafka::mocking::MockCluster;
+
+#[test]
+fn random_kill9_under_load_loses_and_duplicates_nothing() -> TestResult {
+    let real = Stack::get()?;
+    let cycles: usize = std::env::var("KPS_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let cluster = MockCluster::new(1)?;
+    let stack = Stack { bootstrap: cluster.bootstrap_servers(), ..real };
+    let (topic, group, prefix) = (unique("it-kill"), unique("it-group"), unique("it/kill"));
+    let partitions = 4;
+    cluster.create_topic(&topic, partitions, 1)?;
+    // Small files and a short rotation: flushes (size and time) happen all the time, so kills
+    // land in every phase of one.
+    let flush = "max_records = 150\nrotate_interval_ms = 700";
+    // The mock cluster refuses sessions under 6 s (Kafka's group.min.session.timeout.ms): a
+    // killed member's partitions move after that long.
+    let spec = || {
+        SinkSpec::new(&stack, &topic, &group, &prefix, flush)
+            .env("KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("KPS__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000")
+    };
+
+    let producer = BackgroundProducer::start(&stack, &topic, partitions, 120, Duration::from_millis(50));
+    let mut rng = rand::rng();
+    let (mut cleanups, mut uploads, mut uncommitted_uploads) = (0, 0, 0);
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        let mut sink = spec().start()?;
+        // Wait until this member owns partitions, then kill it somewhere in its work.
+        wait_for(Duration::from_secs(60), &format!("cycle {cycle}: the member to get partitions"), || {
+            Ok((sink.metric_sum("kps_partition_state", &[("state", "RUNNING")]) > 0.0).then_some(()))
+        })?;
+        if cycle % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..2500)));
+        } else {
+            // Right after an upload is logged, before (or while) its offset is committed.
+            let before = sink.log().matches("file uploaded").count();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sink.log().matches("file uploaded").count() == before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        sink.kill9()?;
+        let log = sink.log();
+        cleanups += log.matches("removed files uploaded but never committed").count();
+        uploads += log.matches("file uploaded").count();
+        // Did this kill leave an uploaded file whose offsets are not committed?
+        let committed = committed(&stack.bootstrap, &group, &topic, partitions)?;
+        let last = last_uploads(&log);
+        if last.iter().any(|(p, start)| committed.get(p).copied().flatten().unwrap_or(0) <= *start) {
+            uncommitted_uploads += 1;
+        }
+    }
+    let produced = producer.stop()?;
+
+    // A last run drains everything, then stops cleanly.
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    let mut sink = spec().start()?;
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(120))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "last run exit status");
+
+    let audit = audit_lake(&stack, &prefix, &produced)?;
+    eprintln!(
+        "kill loop: {cycles} kills in {:.0}s, {} records produced, {} files, {uploads} uploads before kills, {uncommitted_uploads} kills left an upload uncommitted, {cleanups} clean-ups of uncommitted files, lost {}, duplicated {}",
+        started.elapsed().as_secs_f64(),
+        audit.records,
+        audit.files,
+        audit.lost.len(),
+        audit.duplicated.len()
+    );
+    assert!(audit.lost.is_empty(), "lost offsets (partition, offset): {:?}", audit.lost);
+    assert!(audit.duplicated.is_empty(), "duplicated offsets (partition, offset): {:?}", audit.duplicated);
+    assert!(uploads > 0, "no upload happened between kills: the loop tested nothing");
+    Ok(())
+}
+
+/// The start offset of the last file each partition uploaded, from the "file uploaded" lines.
+fn last_uploads(log: &str) -> std::collections::BTreeMap<i32, i64> {
+    let mut last = std::collections::BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("file uploaded")) {
+        let Some(key) = line.split("key=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let partition = key.split("partition=").nth(1).and_then(|r| r.split('/').next()).and_then(|p| p.parse::<i32>().ok());
+        if let (Some(p), Some(start)) = (partition, kafka_parquet_sink::store::start_offset_of(key)) {
+            last.insert(p, start);
+        }
+    }
+    last
+}
