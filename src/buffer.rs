@@ -58,6 +58,9 @@ pub struct PartitionBuffer {
     pub failed: bool,
     /// `memory_bytes()` as last added to the pipeline's total.
     pub accounted: u64,
+    /// An offset whose commit failed after its file was uploaded (broker away, rebalance in
+    /// progress): retried on every tick until it succeeds or a later flush commits past it.
+    pub pending_commit: Option<i64>,
 }
 
 /// Decoded rows not yet encoded are counted at this many times their Avro size: Arrow widens
@@ -78,6 +81,7 @@ impl PartitionBuffer {
             replay_through: None,
             failed: false,
             accounted: 0,
+            pending_commit: None,
         }
     }
 

@@ -309,9 +309,42 @@ impl Pipeline {
         self.partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })
     }
 
+    /// Commits `next` for the partition. A failure is not fatal: the file is in the lake, and
+    /// the offset is retried on the next tick (or covered by the next flush's commit); were the
+    /// partition to move first, its next owner replays from the last commit and overwrites.
+    async fn commit(&mut self, tp: &TopicPartition, next: i64) {
+        let (topic, partition) = (tp.0.as_str(), tp.1);
+        match commit::commit(self.consumer.clone(), topic, partition, next).await {
+            Ok(()) => {
+                self.metrics.offsets_committed.with_label_values(&[topic]).inc();
+                self.metrics.committed_offset.with_label_values(&[topic, &partition.to_string()]).set(next);
+                self.metrics.health.flushed(topic, partition, Some(next));
+                if let Some(buf) = self.partitions.get_mut(tp) {
+                    buf.pending_commit = None;
+                }
+            }
+            Err(e) => {
+                self.metrics.errors.with_label_values(&["commit", "commit"]).inc();
+                self.metrics.health.flushed(topic, partition, None);
+                tracing::warn!(error = %e, "offset commit failed; retried on the next tick");
+                if let Some(buf) = self.partitions.get_mut(tp) {
+                    buf.pending_commit = Some(next);
+                }
+            }
+        }
+    }
+
     /// Closes every file that is older than the rotate interval: idle partitions flush too.
+    /// Retries commits that failed.
     async fn rotate_expired(&mut self) -> Result<(), SinkError> {
         self.apply_rebalance_events();
+        let pending: Vec<(TopicPartition, i64)> =
+            self.partitions.iter().filter_map(|(tp, b)| b.pending_commit.map(|o| (tp.clone(), o))).collect();
+        for (tp, next) in pending {
+            if !self.consumer.context().revocation_pending(&tp) {
+                self.commit(&tp, next).await;
+            }
+        }
         let now = Instant::now();
         let due: Vec<(TopicPartition, FlushReason)> =
             self.partitions.iter().filter_map(|(tp, b)| b.stats(now).and_then(|s| self.policy.check(s)).map(|r| (tp.clone(), r))).collect();
@@ -356,21 +389,7 @@ impl Pipeline {
             self.store.delete_all(&stale).await?;
             tracing::info!(topic, partition, after_offset = last_kept, files = ?stale, "removed files uploaded but never committed by an earlier owner");
         }
-        let next = closed.end_offset + 1;
-        match commit::commit(self.consumer.clone(), topic, partition, next).await {
-            Ok(()) => {
-                self.metrics.offsets_committed.with_label_values(&[topic]).inc();
-                self.metrics.committed_offset.with_label_values(&[topic, &partition.to_string()]).set(next);
-                self.metrics.health.flushed(topic, partition, Some(next));
-            }
-            Err(e) => {
-                // The file is in the lake; a later commit covers it, or the next owner replays
-                // and its clean-up removes the file first. Not fatal.
-                self.metrics.errors.with_label_values(&["commit", "commit"]).inc();
-                self.metrics.health.flushed(topic, partition, None);
-                tracing::warn!(error = %e, "offset commit failed");
-            }
-        }
+        self.commit(tp, closed.end_offset + 1).await;
         self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
         Ok(())
     }

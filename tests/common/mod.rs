@@ -446,3 +446,56 @@ pub fn audit_lake(stack: &Stack, prefix: &str, produced: &[(Produced, TaskEvent)
         duplicated: seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| *k).collect(),
     })
 }
+
+/// A TCP forwarder in front of a dependency, to take it away and bring it back: `down` closes
+/// the listening port and every open connection (clients see what a stopped server gives them:
+/// resets, then refused connections), `up` listens on the same port again.
+pub struct Proxy {
+    pub port: u16,
+    target: String,
+    rt: tokio::runtime::Runtime,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> TestResult<Proxy> {
+        let p = Proxy {
+            port: free_port()?,
+            target: target.trim_start_matches("http://").to_string(),
+            rt: tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?,
+            task: std::sync::Mutex::new(None),
+        };
+        p.up()?;
+        Ok(p)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn up(&self) -> TestResult {
+        let listener = self.rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))?;
+        let target = self.target.clone();
+        let task = self.rt.spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        *self.task.lock().map_err(|_| "proxy lock poisoned")? = Some(task);
+        Ok(())
+    }
+
+    pub fn down(&self) -> TestResult {
+        if let Some(task) = self.task.lock().map_err(|_| "proxy lock poisoned")?.take() {
+            task.abort(); // drops the listener and the JoinSet, which aborts every connection
+            let _ = self.rt.block_on(task);
+        }
+        Ok(())
+    }
+}
