@@ -108,6 +108,9 @@ impl Store {
         let key = if self.prefix.is_empty() { PROBE.to_string() } else { format!("{}/{PROBE}", self.prefix) };
         let path = parse_path(&key)?;
         let fail = |op, source| StoreError { op, key: key.clone(), source };
+        // Listing first: some S3 servers (SeaweedFS) create a missing bucket on the first put.
+        let dir = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        self.inner.list_with_delimiter(dir.as_ref()).await.map_err(|e| fail("list", e))?;
         self.inner.put(&path, PutPayload::from_static(b"kafka-parquet-sink write probe")).await.map_err(|e| fail("put", e))?;
         self.inner.delete(&path).await.map_err(|e| fail("delete", e))?;
         Ok(())
