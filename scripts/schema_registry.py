@@ -16,6 +16,8 @@ Schemas are kept in memory and, with --data FILE, persisted as JSON so a restart
 Ids are global and the same schema text always gets the same id, as in Confluent's registry.
 """
 import argparse
+import base64
+import ssl
 import json
 import os
 import re
@@ -70,7 +72,14 @@ class State:
 
 class Handler(BaseHTTPRequestHandler):
     state = None
+    auth = None  # expected Authorization header, when --basic-auth is given
     protocol_version = "HTTP/1.1"
+
+    def authorized(self):
+        if self.auth is None or self.headers.get("Authorization") == self.auth:
+            return True
+        self.error(401, 40101, "Unauthorized")
+        return False
 
     def log_message(self, fmt, *args):
         if os.environ.get("REGISTRY_VERBOSE"):
@@ -98,6 +107,8 @@ class Handler(BaseHTTPRequestHandler):
         return {"subject": subject, "version": version, "id": sid, "schema": self.state.schemas[sid]}
 
     def do_GET(self):
+        if not self.authorized():
+            return
         st = self.state
         path = self.path.split("?")[0].rstrip("/")
         if path in ("", "/"):
@@ -130,6 +141,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.error(404, 404, f"no route for GET {path}")
 
     def do_POST(self):
+        if not self.authorized():
+            return
         st = self.state
         path = self.path.split("?")[0].rstrip("/")
         body = self.body()
@@ -154,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.error(404, 404, f"no route for POST {path}")
 
     def do_PUT(self):
+        if not self.authorized():
+            return
         body = self.body() or {}
         return self.reply(200, {"compatibility": body.get("compatibility", "BACKWARD")})
 
@@ -163,10 +178,21 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8081)
     ap.add_argument("--data", help="JSON file to persist schemas in")
+    ap.add_argument("--basic-auth", metavar="USER:PASSWORD", help="require HTTP basic auth")
+    ap.add_argument("--certfile", help="serve HTTPS with this PEM certificate (chain)")
+    ap.add_argument("--keyfile", help="private key of --certfile")
     a = ap.parse_args()
     Handler.state = State(a.data)
+    if a.basic_auth:
+        Handler.auth = "Basic " + base64.b64encode(a.basic_auth.encode()).decode()
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
-    print(f"schema registry on http://{a.host}:{a.port}", flush=True)
+    scheme = "http"
+    if a.certfile:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.certfile, a.keyfile)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        scheme = "https"
+    print(f"schema registry on {scheme}://{a.host}:{a.port}", flush=True)
     srv.serve_forever()
 
 

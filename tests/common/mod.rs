@@ -369,11 +369,16 @@ pub struct LakeRow {
 
 /// Every Parquet file under `prefix`, read back by pyarrow through `scripts/lake.py`.
 pub fn read_lake(stack: &Stack, prefix: &str) -> TestResult<Vec<LakeFile>> {
+    read_lake_with(&stack.s3, ("minioadmin", "minioadmin"), prefix)
+}
+
+/// As [`read_lake`], from another S3 server with other credentials.
+pub fn read_lake_with(endpoint: &str, (access_key, secret_key): (&str, &str), prefix: &str) -> TestResult<Vec<LakeFile>> {
     let out = Command::new("python3")
         .arg(root().join("scripts/lake.py"))
-        .args(["--endpoint", &stack.s3, "dump", "--prefix", prefix])
-        .env("AWS_ACCESS_KEY_ID", "minioadmin")
-        .env("AWS_SECRET_ACCESS_KEY", "minioadmin")
+        .args(["--endpoint", endpoint, "dump", "--prefix", prefix])
+        .env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", secret_key)
         .output()?;
     if !out.status.success() {
         return Err(format!("lake.py dump failed: {}", String::from_utf8_lossy(&out.stderr)).into());
