@@ -191,11 +191,7 @@ impl PartitionBuffer {
 
     /// What the flush policy looks at, if a file is open.
     pub fn stats(&self, now: Instant) -> Option<FileStats> {
-        self.file.as_ref().map(|f| FileStats {
-            records: f.records,
-            encoded_bytes: f.encoded,
-            age: now.saturating_duration_since(f.opened),
-        })
+        self.file.as_ref().map(|f| FileStats { records: f.records, encoded_bytes: f.encoded, age: now.saturating_duration_since(f.opened) })
     }
 
     pub fn buffered_records(&self) -> u64 {

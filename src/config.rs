@@ -435,9 +435,12 @@ impl Config {
         }
         let er = &self.errors;
         if er.tolerance == Tolerance::All && er.dead_letter_topic.trim().is_empty() {
-            e.push("errors.dead_letter_topic: must name a topic when errors.tolerance = \"all\" (records are never dropped silently)".to_string());
+            e.push(
+                "errors.dead_letter_topic: must name a topic when errors.tolerance = \"all\" (records are never dropped silently)"
+                    .to_string(),
+            );
         }
-        if k.topics.iter().any(|t| *t == er.dead_letter_topic) {
+        if k.topics.contains(&er.dead_letter_topic) {
             e.push("errors.dead_letter_topic: must not be one of kafka.topics".to_string());
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {

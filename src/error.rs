@@ -1,8 +1,8 @@
 //! The pipeline's error: one variant per stage, each saying whether a retry can help.
 
 use crate::commit::CommitError;
-use crate::decode::registry::RegistryError;
 use crate::deadletter::DeadLetterError;
+use crate::decode::registry::RegistryError;
 use crate::decode::DecodeError;
 use crate::encode::EncodeError;
 use crate::store::StoreError;

@@ -71,7 +71,11 @@ impl Metrics {
         let buffered_bytes = prometheus::IntGauge::new("kps_buffered_bytes", "Memory held by all open files")?;
         registry.register(Box::new(buffered_bytes.clone()))?;
         let health = Health::new(
-            gauge("kps_partition_state", "1 for the partition's current state (RUNNING, PAUSED, FAILED)", &["topic", "partition", "state"])?,
+            gauge(
+                "kps_partition_state",
+                "1 for the partition's current state (RUNNING, PAUSED, FAILED)",
+                &["topic", "partition", "state"],
+            )?,
             gauge("kps_dependency_up", "1 when the dependency answered last time, 0 during an outage", &["dependency"])?,
         );
         Ok(Self {
@@ -128,10 +132,13 @@ pub async fn serve(listen: SocketAddr, metrics: Metrics) -> std::io::Result<toki
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(move || async move { readyz(&ready) }))
-        .route("/status", get(move || async move {
-            let body = serde_json::to_string_pretty(&status.status()).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-            ([("content-type", "application/json")], body)
-        }));
+        .route(
+            "/status",
+            get(move || async move {
+                let body = serde_json::to_string_pretty(&status.status()).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+                ([("content-type", "application/json")], body)
+            }),
+        );
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");

@@ -45,7 +45,9 @@ async fn check_kafka(config: &Config) -> Vec<String> {
         }
         if let Some(t) = dlq {
             if !exists(&t) {
-                problems.push(format!("errors.dead_letter_topic: topic {t:?} does not exist: create it (records that cannot be written go there)"));
+                problems.push(format!(
+                    "errors.dead_letter_topic: topic {t:?} does not exist: create it (records that cannot be written go there)"
+                ));
             }
         }
         Ok(problems)
@@ -76,14 +78,26 @@ fn store_problem(config: &Config, e: &StoreError) -> String {
     let text = e.source.to_string();
     match &e.source {
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            format!("s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights", s3.bucket)
+            format!(
+                "s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights",
+                s3.bucket
+            )
         }
-        _ if text.contains("NoSuchBucket") || text.contains("does not exist") || matches!(e.source, object_store::Error::NotFound { .. }) => {
+        _ if text.contains("NoSuchBucket")
+            || text.contains("does not exist")
+            || matches!(e.source, object_store::Error::NotFound { .. }) =>
+        {
             format!("s3.bucket: bucket {:?} does not exist at {endpoint}: create it or fix the name", s3.bucket)
         }
         _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") || text.contains("AccessDenied") => {
-            format!("s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights", s3.bucket)
+            format!(
+                "s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights",
+                s3.bucket
+            )
         }
-        _ => format!("s3.endpoint: cannot write to bucket {:?} at {endpoint} ({text}): check the endpoint and that the store is running", s3.bucket),
+        _ => format!(
+            "s3.endpoint: cannot write to bucket {:?} at {endpoint} ({text}): check the endpoint and that the store is running",
+            s3.bucket
+        ),
     }
 }

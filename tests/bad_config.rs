@@ -11,7 +11,14 @@ use common::*;
 /// defaults given here), run with `run`: (exit code, stderr).
 fn run(stack: &Stack, group: &str, topic: &str, mistake: &[(&str, &str)]) -> TestResult<(i32, String)> {
     let mut sections: Vec<(&str, Vec<(String, String)>)> = vec![
-        ("kafka", vec![("bootstrap_servers".into(), format!("{:?}", stack.bootstrap)), ("group_id".into(), format!("{group:?}")), ("topics".into(), format!("[{topic:?}]"))]),
+        (
+            "kafka",
+            vec![
+                ("bootstrap_servers".into(), format!("{:?}", stack.bootstrap)),
+                ("group_id".into(), format!("{group:?}")),
+                ("topics".into(), format!("[{topic:?}]")),
+            ],
+        ),
         ("schema_registry", vec![("url".into(), format!("{:?}", stack.registry))]),
         (
             "s3",
@@ -31,10 +38,8 @@ fn run(stack: &Stack, group: &str, topic: &str, mistake: &[(&str, &str)]) -> Tes
         entries.retain(|(k, _)| k != key);
         entries.push((key.to_string(), value.to_string()));
     }
-    let text: String = sections
-        .iter()
-        .map(|(s, kv)| format!("[{s}]\n{}\n", kv.iter().map(|(k, v)| format!("{k} = {v}\n")).collect::<String>()))
-        .collect();
+    let text: String =
+        sections.iter().map(|(s, kv)| format!("[{s}]\n{}\n", kv.iter().map(|(k, v)| format!("{k} = {v}\n")).collect::<String>())).collect();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("sink.toml");
     std::fs::write(&path, text)?;
@@ -47,17 +52,25 @@ fn problems(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.trim_start().starts_with("- ")).collect()
 }
 
+/// (what, the mistake as `section.key = value` pairs, the key the message must name, a phrase it must hold)
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+
 #[test]
 fn each_mistake_stops_the_start_naming_its_key() -> TestResult {
     let stack = Stack::get()?;
     let topic = unique("it-badcfg");
     produce(&stack, &topic, 1, 5, None, 51)?;
     let missing_bucket = format!("{:?}", unique("no-such-bucket"));
-    let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+    let cases: &[Case] = &[
         ("unknown key", &[("flush.max_recrods", "10")], "max_recrods", "unknown field"),
         ("malformed registry URL", &[("schema_registry.url", "\"http//registry:8081\"")], "schema_registry.url", "not a URL"),
         ("malformed S3 endpoint", &[("s3.endpoint", "\"http://\"")], "s3.endpoint", "not a URL"),
-        ("credentials in the registry URL", &[("schema_registry.url", "\"http://u:p@127.0.0.1:8081\"")], "schema_registry.url", "username/password"),
+        (
+            "credentials in the registry URL",
+            &[("schema_registry.url", "\"http://u:p@127.0.0.1:8081\"")],
+            "schema_registry.url",
+            "username/password",
+        ),
         ("flush value out of range", &[("flush.max_records", "0")], "flush.max_records", "must be > 0"),
         ("memory bound out of range", &[("flush.max_buffered_bytes", "1000")], "flush.max_buffered_bytes", ">= 1048576"),
         ("missing bucket", &[("s3.bucket", &missing_bucket)], "s3.bucket", "does not exist"),

@@ -116,7 +116,13 @@ fn tolerance_none_fails_each_bad_partition_and_the_others_go_on() -> TestResult 
         let c = committed[&b.partition].unwrap_or(0);
         assert!(c <= b.offset, "{}: committed {c} is past the bad record at {}", b.class, b.offset);
         let written = lake.get(&b.partition).cloned().unwrap_or_default();
-        assert_eq!(written, good_offsets(&s.good, b.partition, c), "{}: rows of partition {} below the committed offset", b.class, b.partition);
+        assert_eq!(
+            written,
+            good_offsets(&s.good, b.partition, c),
+            "{}: rows of partition {} below the committed offset",
+            b.class,
+            b.partition
+        );
         let logged = log.lines().any(|l| {
             l.contains("partition FAILED")
                 && l.contains(&format!("partition={}", b.partition))
@@ -140,7 +146,8 @@ fn tolerance_all_sends_each_bad_record_to_the_dead_letter_topic() -> TestResult 
     let tables = format!("[errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\"");
     // One file per partition at most until the end: the corrupt record's file holds good rows
     // before it, which must survive the re-read.
-    let mut sink = SinkSpec::new(&stack, &s.topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 2000").tables(&tables).start()?;
+    let mut sink =
+        SinkSpec::new(&stack, &s.topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 2000").tables(&tables).start()?;
     wait_committed(&stack, &group, &s.topic, &s.ends, Duration::from_secs(90))?;
     let status = sink.status()?;
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
@@ -156,10 +163,19 @@ fn tolerance_all_sends_each_bad_record_to_the_dead_letter_topic() -> TestResult 
     let letters = read_topic(&stack.bootstrap, &dlq, s.bad.len())?;
     assert_eq!(letters.len(), s.bad.len(), "records in the dead-letter topic");
     for b in &s.bad {
-        let l = letters.iter().find(|l| l.headers.get("__connect.errors.offset") == Some(&b.offset.to_string())
-            && l.headers.get("__connect.errors.partition") == Some(&b.partition.to_string()))
+        let l = letters
+            .iter()
+            .find(|l| {
+                l.headers.get("__connect.errors.offset") == Some(&b.offset.to_string())
+                    && l.headers.get("__connect.errors.partition") == Some(&b.partition.to_string())
+            })
             .ok_or_else(|| format!("{} at {}/{} is not in the dead-letter topic", b.class, b.partition, b.offset))?;
-        assert_eq!((l.key.as_deref(), l.value.as_deref()), (Some(b.key.as_slice()), Some(b.value.as_slice())), "key and value of {}", b.class);
+        assert_eq!(
+            (l.key.as_deref(), l.value.as_deref()),
+            (Some(b.key.as_slice()), Some(b.value.as_slice())),
+            "key and value of {}",
+            b.class
+        );
         let h = |k: &str| l.headers.get(k).map(String::as_str);
         assert_eq!(h("__connect.errors.topic"), Some(s.topic.as_str()), "source topic of {}", b.class);
         assert_eq!(h("__connect.errors.exception.class.name"), Some(format!("kafka_parquet_sink.{}", b.class).as_str()), "class header");

@@ -34,10 +34,18 @@ fn dependency_up(sink: &SinkProcess, dependency: &str) -> Option<f64> {
 
 /// During the outage: the process runs, the dependency is reported down, `/readyz` says why,
 /// retries are counted, and no commit moves past `frozen`.
-fn ride_out(sink: &mut SinkProcess, stack: &Stack, names: (&str, &str), frozen: &BTreeMap<i32, Option<i64>>, dependency: &str) -> TestResult {
+fn ride_out(
+    sink: &mut SinkProcess,
+    stack: &Stack,
+    names: (&str, &str),
+    frozen: &BTreeMap<i32, Option<i64>>,
+    dependency: &str,
+) -> TestResult {
     let (group, topic) = names;
     let started = Instant::now();
-    wait_for(Duration::from_secs(60), &format!("{dependency} to be reported down"), || Ok((dependency_up(sink, dependency) == Some(0.0)).then_some(())))?;
+    wait_for(Duration::from_secs(60), &format!("{dependency} to be reported down"), || {
+        Ok((dependency_up(sink, dependency) == Some(0.0)).then_some(()))
+    })?;
     let (code, body) = sink.http("/readyz");
     assert_eq!(code, 503, "/readyz during the {dependency} outage: {body}");
     assert!(body.contains(dependency), "/readyz should name {dependency}: {body}");

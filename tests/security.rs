@@ -40,12 +40,31 @@ fn openssl(dir: &Path, args: &[&str]) -> TestResult {
 
 /// A private CA and a certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key).
 fn certificates(dir: &Path) -> TestResult<(String, String, String)> {
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kps test CA"])?;
+    openssl(
+        dir,
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kps test CA"],
+    )?;
     openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"])?;
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")?;
     openssl(
         dir,
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
     )?;
     let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
     Ok((p("ca.pem"), p("server.pem"), p("server.key")))
@@ -108,7 +127,9 @@ fn registry_tls(dir: &Path, cert: &str, key: &str) -> TestResult<(Killed, u16)> 
         .stderr(Stdio::null())
         .spawn()?;
     let registry = Killed(child);
-    wait_for(Duration::from_secs(20), "the TLS registry to listen", || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())))?;
+    wait_for(Duration::from_secs(20), "the TLS registry to listen", || {
+        Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
+    })?;
     Ok((registry, port))
 }
 
@@ -127,7 +148,8 @@ fn tls_auth_and_no_secret_in_any_output() -> TestResult {
     let produced = produce(&real, &topic, 2, 120, None, 61)?; // registers the schemas first
     let (_weed, s3_http, s3_https) = weed_tls(dir.path(), &cert, &key)?;
     let (_registry, registry_port) = registry_tls(dir.path(), &cert, &key)?;
-    let stack = Stack { s3: format!("https://127.0.0.1:{s3_https}"), registry: format!("https://127.0.0.1:{registry_port}"), ..real.clone() };
+    let stack =
+        Stack { s3: format!("https://127.0.0.1:{s3_https}"), registry: format!("https://127.0.0.1:{registry_port}"), ..real.clone() };
     let (group, prefix) = (unique("it-group"), unique("it/sec"));
     let spec = |registry_password: &str| {
         SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 50\nrotate_interval_ms = 1000")

@@ -56,7 +56,9 @@ impl Registry {
         let mut http = reqwest::Client::builder().timeout(Duration::from_millis(c.timeout_ms));
         if !c.ca_file.is_empty() {
             let pem = std::fs::read(&c.ca_file).map_err(|e| fail(format!("schema_registry.ca_file {}: {e}", c.ca_file)))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(format!("schema_registry.ca_file {}: {e}", c.ca_file)))? {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(format!("schema_registry.ca_file {}: {e}", c.ca_file)))?
+            {
                 http = http.add_root_certificate(cert);
             }
         }

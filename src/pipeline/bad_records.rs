@@ -23,7 +23,13 @@ use crate::health::PartitionState;
 use crate::source::TopicPartition;
 
 impl Pipeline {
-    pub(super) async fn bad_record(&mut self, m: &BorrowedMessage<'_>, tp: &TopicPartition, e: SinkError, class: &'static str) -> Result<(), SinkError> {
+    pub(super) async fn bad_record(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        tp: &TopicPartition,
+        e: SinkError,
+        class: &'static str,
+    ) -> Result<(), SinkError> {
         let (topic, partition, offset) = (tp.0.as_str(), tp.1, m.offset());
         let reason = e.to_string();
         self.metrics.errors.with_label_values(&[e.stage(), class]).inc();
@@ -41,7 +47,10 @@ impl Pipeline {
             self.metrics.health.set_state(topic, partition, PartitionState::Failed, Some(format!("offset {offset}: {reason}")));
             return Ok(());
         };
-        dead_letter.send(m, &Reason { class, stage: e.stage(), message: &reason }).await.map_err(|err| SinkError::from(err).at(topic, partition, offset))?;
+        dead_letter
+            .send(m, &Reason { class, stage: e.stage(), message: &reason })
+            .await
+            .map_err(|err| SinkError::from(err).at(topic, partition, offset))?;
         tracing::warn!(topic, partition, offset, class, error = %reason, dead_letter_topic = dead_letter.topic(), "record cannot be written: sent to the dead-letter topic");
         self.metrics.bad_records.with_label_values(&[topic, class, "dead_letter"]).inc();
         let partial = e.leaves_partial_row();
@@ -55,7 +64,9 @@ impl Pipeline {
         buf.discard();
         buf.replay_through = Some(offset);
         tracing::info!(topic, partition, from_offset = from, "reading the open file's range again without the corrupt record");
-        self.consumer.seek(topic, partition, Offset::Offset(from), Duration::from_secs(10)).map_err(|err| SinkError::from(err).at(topic, partition, offset))?;
+        self.consumer
+            .seek(topic, partition, Offset::Offset(from), Duration::from_secs(10))
+            .map_err(|err| SinkError::from(err).at(topic, partition, offset))?;
         Ok(())
     }
 }

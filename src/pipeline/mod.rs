@@ -220,7 +220,8 @@ impl Pipeline {
     /// largest. Each flush uploads before returning, so the memory is free when it returns.
     async fn enforce_memory_bound(&mut self) -> Result<(), SinkError> {
         while self.buffered > self.max_buffered {
-            let largest = self.partitions.iter().filter(|(_, b)| b.accounted > 0).max_by_key(|(_, b)| b.accounted).map(|(tp, _)| tp.clone());
+            let largest =
+                self.partitions.iter().filter(|(_, b)| b.accounted > 0).max_by_key(|(_, b)| b.accounted).map(|(tp, _)| tp.clone());
             let Some(tp) = largest else { break };
             let before = self.buffered;
             self.flush(&tp, FlushReason::Memory).await?;

@@ -429,11 +429,8 @@ pub struct LakeAudit {
 }
 
 pub fn audit_lake(stack: &Stack, prefix: &str, produced: &[(Produced, TaskEvent)]) -> TestResult<LakeAudit> {
-    let expected: std::collections::BTreeSet<(i32, i64)> = produced
-        .iter()
-        .filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone)
-        .map(|(p, _)| (p.partition, p.offset))
-        .collect();
+    let expected: std::collections::BTreeSet<(i32, i64)> =
+        produced.iter().filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
     let files = read_lake(stack, prefix)?;
     let mut seen: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for f in &files {
