@@ -49,6 +49,7 @@ async fn run(a: Args) -> Result<(), testkit::BoxError> {
         partitions: a.partitions,
         count: a.count,
         v2_after: a.v2_after,
+        max_batch_records: None,
         seed: a.seed,
     };
     let events = testkit::produce_tasks(&plan).await?;

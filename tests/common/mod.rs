@@ -49,6 +49,21 @@ pub fn produce(
     v2_after: Option<usize>,
     seed: u64,
 ) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    produce_batched(stack, topic, (partitions, count, v2_after, seed), None)
+}
+
+/// As [`produce`], one record per produce batch: on tansu, whose fetch from inside a batch
+/// returns nothing, a member may then resume from any committed offset.
+pub fn produce_unbatched(stack: &Stack, topic: &str, partitions: i32, count: usize, seed: u64) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    produce_batched(stack, topic, (partitions, count, None, seed), Some(1))
+}
+
+fn produce_batched(
+    stack: &Stack,
+    topic: &str,
+    (partitions, count, v2_after, seed): (i32, usize, Option<usize>, u64),
+    max_batch_records: Option<usize>,
+) -> TestResult<Vec<(Produced, TaskEvent)>> {
     let plan = ProducePlan {
         bootstrap: stack.bootstrap.clone(),
         registry: stack.registry.clone(),
@@ -56,6 +71,7 @@ pub fn produce(
         partitions,
         count,
         v2_after,
+        max_batch_records,
         seed,
     };
     tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))

@@ -1,0 +1,57 @@
+//! `kafka.group_instance_id` (static membership): a replica killed with SIGKILL and restarted
+//! with the same id gets its partitions back at once, and the lake holds every offset once.
+//!
+//! Broker: tansu (the local stack). Its coordinator returns a static member's partitions to the
+//! restarted member with the same `group.instance.id`, which is what is tested; it would never
+//! hand them to a new dynamic member (see `crash_loop.rs` for that path, on the mock cluster).
+//! Records are produced one per batch: tansu 0.6.0 answers a fetch from an offset inside a
+//! record batch with nothing (Kafka returns the batch and the client skips the earlier records),
+//! so resuming from a commit inside a batch would skip the rest of that batch.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn a_restarted_static_member_gets_its_partitions_back_and_nothing_doubles() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-static"), unique("it-group"), unique("it/static"));
+    // One record per batch: tansu 0.6.0 returns nothing for a fetch that starts inside a batch,
+    // and the restart resumes from a commit in the middle of what one produce call wrote.
+    let mut produced = produce_unbatched(&stack, &topic, 3, 600, 71)?;
+    let instance = unique("replica");
+    let spec = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 50\nrotate_interval_ms = 800")
+        .env("KPS__KAFKA__GROUP_INSTANCE_ID", &instance);
+
+    let mut first = spec.start()?;
+    wait_for(Duration::from_secs(60), "the first run to upload files", || {
+        Ok((first.metric_sum("kps_files_uploaded_total", &[]) >= 3.0).then_some(()))
+    })?;
+    first.kill9()?;
+    produced.extend(produce_unbatched(&stack, &topic, 3, 300, 72)?);
+
+    let restarted_at = Instant::now();
+    let mut second = spec.start()?;
+    wait_for(Duration::from_secs(30), "the restarted member to get its 3 partitions back", || {
+        Ok((second.metric_sum("kps_partition_state", &[("state", "RUNNING")]) == 3.0).then_some(()))
+    })?;
+    let back_after = restarted_at.elapsed();
+
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(60))?;
+    assert!(second.terminate(Duration::from_secs(30))?.success(), "exit status");
+
+    let audit = audit_lake(&stack, &prefix, &produced)?;
+    eprintln!(
+        "static membership: partitions back {:.1}s after the restart; {} records, lost {}, duplicated {}",
+        back_after.as_secs_f64(),
+        audit.records,
+        audit.lost.len(),
+        audit.duplicated.len()
+    );
+    assert!(audit.lost.is_empty(), "lost offsets: {:?}", audit.lost);
+    assert!(audit.duplicated.is_empty(), "duplicated offsets: {:?}", audit.duplicated);
+    Ok(())
+}
