@@ -27,6 +27,37 @@ pub struct OpenFile {
     /// change then, so the per-record flush check reads these instead of asking the writer.
     encoded: u64,
     memory: u64,
+    /// Per written row: Debezium's `ts_ms` and the Kafka timestamp (Unix ms), for the
+    /// time-to-lake histograms observed when the upload completes.
+    times: RowTimes,
+}
+
+/// Event times of a file's rows (where known), in Unix milliseconds.
+#[derive(Default)]
+pub struct RowTimes {
+    pub source_ms: Vec<i64>,
+    pub kafka_ms: Vec<i64>,
+}
+
+impl RowTimes {
+    fn extend_from(&mut self, batch: &arrow::array::RecordBatch) {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{Int64Type, TimestampMillisecondType};
+        if let Some(c) = batch.column_by_name(crate::decode::envelope::TS_MS).and_then(|c| c.as_primitive_opt::<Int64Type>()) {
+            self.source_ms.extend(c.iter().flatten());
+        }
+        if let Some(c) =
+            batch.column_by_name(crate::decode::envelope::KAFKA_TIMESTAMP).and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+        {
+            if c.null_count() < c.len() {
+                self.kafka_ms.extend(c.iter().flatten());
+            }
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        ((self.source_ms.capacity() + self.kafka_ms.capacity()) * 8) as u64
+    }
 }
 
 /// A closed file, ready for the store.
@@ -37,6 +68,7 @@ pub struct ClosedFile {
     pub skipped: u64,
     /// `None` when the range held no row (only tombstones): nothing to upload.
     pub bytes: Option<Bytes>,
+    pub times: RowTimes,
 }
 
 pub struct PartitionBuffer {
@@ -110,6 +142,7 @@ impl PartitionBuffer {
             parquet: None,
             encoded: 0,
             memory: 0,
+            times: RowTimes::default(),
         })
     }
 
@@ -215,7 +248,14 @@ impl PartitionBuffer {
             Some(p) => (p.rows(), Some(p.finish()?)),
             None => (0, None),
         };
-        Ok(Some(ClosedFile { start_offset: file.start_offset, end_offset: file.end_offset, rows, skipped: file.skipped, bytes }))
+        Ok(Some(ClosedFile {
+            start_offset: file.start_offset,
+            end_offset: file.end_offset,
+            rows,
+            skipped: file.skipped,
+            bytes,
+            times: file.times,
+        }))
     }
 }
 
@@ -232,7 +272,8 @@ fn write_batch(file: &mut OpenFile, batch: &arrow::array::RecordBatch, props: &W
         None => file.parquet.insert(ParquetFile::new(batch, props.clone())?),
     };
     parquet.write(batch)?;
+    file.times.extend_from(batch);
     file.encoded = parquet.encoded_bytes();
-    file.memory = parquet.memory_bytes();
+    file.memory = parquet.memory_bytes() + file.times.bytes();
     Ok(())
 }

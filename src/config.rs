@@ -21,6 +21,7 @@ pub struct Config {
     pub flush: FlushConfig,
     pub errors: ErrorsConfig,
     pub metrics: MetricsConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -294,6 +295,29 @@ impl Default for MetricsConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax (`info`, `warn,kafka_parquet_sink=debug`); `RUST_LOG`, when
+    /// set, wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Every problem found while loading, one per line, each naming its key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
@@ -445,6 +469,9 @@ impl Config {
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             e.push(format!("metrics.listen: not a host:port socket address: {:?}", self.metrics.listen));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            e.push(format!("log.level: not a log filter (e.g. \"info\" or \"warn,kafka_parquet_sink=debug\"): {:?}", self.log.level));
         }
         if e.is_empty() {
             Ok(())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kafka_parquet_sink::config::Config;
+use kafka_parquet_sink::config::{Config, LogConfig, LogFormat};
 use kafka_parquet_sink::metrics::{self, Metrics};
 use kafka_parquet_sink::pipeline::Pipeline;
 use kafka_parquet_sink::preflight;
@@ -26,22 +26,41 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate the config and print it with secrets redacted; exit 1 on any error.
+    /// Validate the config and print it with secrets redacted; exit 2 on any error.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Walk the troubleshooting checkpoints (broker, topic, messages, registry, decoding, bucket,
+    /// lag, files) and print one line each; exit 0 only when all pass.
+    Doctor {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a running sink's /status for a person; exit 0 when it is RUNNING.
+    Status {
+        /// Base URL of the sink's HTTP endpoint (metrics.listen).
+        #[arg(long, default_value = "http://127.0.0.1:9102")]
+        url: String,
+    },
+}
+
+/// Logs to stderr in the configured format; `RUST_LOG` wins over `log.level`.
+fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
     let path = match &cli.command {
-        Command::Run { config } | Command::Check { config } => config.clone(),
+        Command::Run { config } | Command::Check { config } | Command::Doctor { config } => config.clone(),
+        Command::Status { url } => return status(url),
     };
     let config = match Config::load(path.as_deref()) {
         Ok(c) => c,
@@ -50,13 +69,76 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(&config.log);
     match cli.command {
         Command::Check { .. } => {
             print!("{}", config.to_redacted_toml());
             ExitCode::SUCCESS
         }
         Command::Run { .. } => run(config),
+        Command::Doctor { .. } => doctor(config),
+        Command::Status { .. } => ExitCode::FAILURE, // handled before the config is loaded
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn status(url: &str) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(kafka_parquet_sink::report::status(url)) {
+        Ok((text, running)) => {
+            print!("{text}");
+            if running {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn doctor(config: Config) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let metrics = match Metrics::new() {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("cannot register metrics: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let store = match Store::s3(&config.s3, &config.output.prefix, metrics) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("❌ s3 configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let checks = kafka_parquet_sink::doctor::run(&config, &store).await;
+        for c in &checks {
+            println!("{c}");
+        }
+        if checks.iter().all(|c| c.outcome.is_ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn run(config: Config) -> ExitCode {

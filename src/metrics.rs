@@ -40,6 +40,11 @@ pub struct Metrics {
     /// Records that could not be written, by topic, class and what was done (`dead_letter`,
     /// `failed`: the partition stopped).
     pub bad_records: IntCounterVec,
+    /// Key and value bytes polled from Kafka, by topic.
+    pub bytes_consumed: IntCounterVec,
+    /// Seconds from an event's time to the completion of the upload holding it, by topic and
+    /// clock: `source` (Debezium's `ts_ms`) or `kafka` (the record timestamp).
+    pub time_to_lake: HistogramVec,
     /// Partition states and dependency reachability, for `/readyz` and `/status`.
     pub health: Health,
 }
@@ -68,6 +73,12 @@ impl Metrics {
             &["topic"],
         )?;
         registry.register(Box::new(file_size.clone()))?;
+        let time_to_lake = HistogramVec::new(
+            HistogramOpts::new("kps_time_to_lake_seconds", "Event time to upload completion, per record")
+                .buckets(prometheus::exponential_buckets(0.05, 2.0, 18)?),
+            &["topic", "from"],
+        )?;
+        registry.register(Box::new(time_to_lake.clone()))?;
         let buffered_bytes = prometheus::IntGauge::new("kps_buffered_bytes", "Memory held by all open files")?;
         registry.register(Box::new(buffered_bytes.clone()))?;
         let health = Health::new(
@@ -78,7 +89,13 @@ impl Metrics {
             )?,
             gauge("kps_dependency_up", "1 when the dependency answered last time, 0 during an outage", &["dependency"])?,
         );
+        let retries = counter("kps_retries_total", "Retried requests by stage", &["stage"])?;
+        for stage in ["store", "registry"] {
+            retries.with_label_values(&[stage]); // present at 0 before the first retry
+        }
         Ok(Self {
+            bytes_consumed: counter("kps_bytes_consumed_total", "Key and value bytes polled from Kafka", &["topic"])?,
+            time_to_lake,
             buffered_bytes,
             bad_records: counter("kps_bad_records_total", "Records that could not be written", &["topic", "class", "action"])?,
             health,
@@ -90,7 +107,7 @@ impl Metrics {
             offsets_committed: counter("kps_offsets_committed_total", "Successful offset commits", &["topic"])?,
             committed_offset: gauge("kps_committed_offset", "Last committed offset", &["topic", "partition"])?,
             errors: counter("kps_errors_total", "Errors by stage and kind", &["stage", "kind"])?,
-            retries: counter("kps_retries_total", "Retried requests by stage", &["stage"])?,
+            retries,
             consumer_lag: gauge("kps_consumer_lag_records", "High watermark minus committed offset", &["topic", "partition"])?,
             buffered_records: gauge("kps_buffered_records", "Records held in open files", &["topic", "partition"])?,
             flush_duration,

@@ -116,6 +116,35 @@ impl Store {
         Ok(())
     }
 
+    /// `<prefix>/topics/<topic>`
+    pub fn topic_dir(&self, topic: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("topics/{topic}")
+        } else {
+            format!("{}/topics/{topic}", self.prefix)
+        }
+    }
+
+    /// How many data files the topic has, and the newest one (by modification time) with its
+    /// bytes. For `doctor`.
+    pub async fn newest_file(&self, topic: &str) -> Result<(usize, Option<(String, Bytes)>), StoreError> {
+        let dir = self.topic_dir(topic);
+        let fail = |op, source| StoreError { op, key: dir.clone(), source };
+        let dir_path = parse_path(&dir)?;
+        let files: Vec<object_store::ObjectMeta> = self
+            .inner
+            .list(Some(&dir_path))
+            .try_filter(|m| std::future::ready(start_offset_of(m.location.as_ref()).is_some()))
+            .try_collect()
+            .await
+            .map_err(|e| fail("list", e))?;
+        let Some(newest) = files.iter().max_by_key(|m| m.last_modified) else {
+            return Ok((0, None));
+        };
+        let bytes = self.inner.get(&newest.location).await.map_err(|e| fail("get", e))?.bytes().await.map_err(|e| fail("get", e))?;
+        Ok((files.len(), Some((newest.location.to_string(), bytes))))
+    }
+
     /// The files of the partition that start after `start_offset` (a pure listing).
     pub async fn files_after(&self, topic: &str, partition: i32, start_offset: i64) -> Result<Vec<String>, StoreError> {
         let dir = partition_dir(&self.prefix, topic, partition);

@@ -170,6 +170,8 @@ impl Pipeline {
             buf.replay_through = None;
         }
         self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]).inc();
+        let size = m.payload_len() + m.key().map_or(0, <[u8]>::len);
+        self.metrics.bytes_consumed.with_label_values(&[tp.0.as_str()]).inc_by(size as u64);
         if buf.dead_lettered.contains(&offset) {
             buf.push_skipped(offset);
             self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "dead_letter"]).inc();
@@ -310,6 +312,17 @@ impl Pipeline {
         self.partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })
     }
 
+    /// One observation per row and clock: now (the upload just completed) minus the event time.
+    fn observe_time_to_lake(&self, topic: &str, times: &crate::buffer::RowTimes) {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        for (from, values) in [("source", &times.source_ms), ("kafka", &times.kafka_ms)] {
+            let h = self.metrics.time_to_lake.with_label_values(&[topic, from]);
+            for t in values {
+                h.observe((now_ms - t).max(0) as f64 / 1000.0);
+            }
+        }
+    }
+
     /// Commits `next` for the partition. A failure is not fatal: the file is in the lake, and
     /// the offset is retried on the next tick (or covered by the next flush's commit); were the
     /// partition to move first, its next owner replays from the last commit and overwrites.
@@ -383,7 +396,20 @@ impl Pipeline {
             self.metrics.bytes_uploaded.with_label_values(&[topic]).inc_by(size as u64);
             self.metrics.file_size.with_label_values(&[topic]).observe(size as f64);
             self.metrics.records_written.with_label_values(&[topic]).inc_by(closed.rows);
-            tracing::info!(topic, partition, key, rows = closed.rows, skipped = closed.skipped, bytes = size, %reason, "file uploaded");
+            self.observe_time_to_lake(topic, &closed.times);
+            tracing::info!(
+                topic,
+                partition,
+                key,
+                first_offset = closed.start_offset,
+                last_offset = closed.end_offset,
+                rows = closed.rows,
+                skipped = closed.skipped,
+                bytes = size,
+                duration_ms = started.elapsed().as_millis() as u64,
+                %reason,
+                "file uploaded"
+            );
         }
         let stale = self.store.files_after(topic, partition, last_kept).await?;
         if !stale.is_empty() {

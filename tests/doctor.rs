@@ -1,0 +1,95 @@
+//! `status` on a running sink, and `doctor` against the local stack: all checkpoints pass after a sink run, and each broken
+//! piece (broker, topic, messages, registry, bucket, files) fails its line with a fix, exit 1.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn doctor(stack: &Stack, topic: &str, group: &str, prefix: &str, env: &[(&str, &str)]) -> TestResult<(i32, String)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("sink.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbootstrap_servers = {:?}\ngroup_id = {group:?}\ntopics = [{topic:?}]\n[schema_registry]\nurl = {:?}\n[s3]\nendpoint = {:?}\naccess_key_id = \"minioadmin\"\nsecret_access_key = \"minioadmin\"\nallow_http = true\n[output]\nprefix = {prefix:?}\n",
+            stack.bootstrap, stack.registry, stack.s3
+        ),
+    )?;
+    let out = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink"))
+        .args(["doctor", "--config"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()?;
+    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn line<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+    out.lines().find(|l| l.contains(name))
+}
+
+/// (stack, topic, group, prefix) of one doctor run.
+type Setup = (Stack, String, String, String);
+
+#[test]
+fn doctor_passes_on_a_healthy_pipeline_and_names_each_broken_piece() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-doctor"), unique("it-group"), unique("it/doctor"));
+    let produced = produce(&stack, &topic, 2, 100, None, 81)?;
+    let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, "max_records = 40\nrotate_interval_ms = 1000")?;
+    wait_committed(&stack, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(60))?;
+    // `status` prints the running sink's /status for a person.
+    let out = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink"))
+        .args(["status", "--url", &format!("http://127.0.0.1:{}", sink.metrics_port)])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status exit {:?}:\n{text}", out.status.code());
+    assert!(text.starts_with("service: RUNNING"), "{text}");
+    for p in 0..2 {
+        assert!(text.lines().any(|l| l.starts_with(&format!("{topic}  {p} ")) && l.contains("RUNNING")), "partition {p} in:\n{text}");
+    }
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
+
+    let (code, out) = doctor(&stack, &topic, &group, &prefix, &[])?;
+    assert_eq!(code, 0, "healthy pipeline:\n{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("✅")).count(), 8, "eight checkpoints:\n{out}");
+    assert!(line(&out, "consumer group").is_some_and(|l| l.contains("lag 0")), "lag after the run:\n{out}");
+
+    let broken: Vec<(&str, Setup, &str)> = vec![
+        (
+            "broker",
+            (Stack { bootstrap: "127.0.0.1:1".into(), ..stack.clone() }, topic.clone(), group.clone(), prefix.clone()),
+            "❌ broker reachable",
+        ),
+        ("topic", (stack.clone(), unique("it-no-topic"), group.clone(), prefix.clone()), "❌ topic it-no-topic"),
+        (
+            "registry",
+            (Stack { registry: "http://127.0.0.1:1".into(), ..stack.clone() }, topic.clone(), group.clone(), prefix.clone()),
+            "❌ registry has",
+        ),
+        ("group", (stack.clone(), topic.clone(), unique("it-other-group"), prefix.clone()), "❌ consumer group"),
+        ("files", (stack.clone(), topic.clone(), group.clone(), unique("it/empty")), "❌ files of"),
+    ];
+    for (what, (s, t, g, p), expect) in broken {
+        let (code, out) = doctor(&s, &t, &g, &p, &[])?;
+        assert_eq!(code, 1, "{what} broken: exit status\n{out}");
+        let l = out.lines().position(|l| l.starts_with(expect)).ok_or_else(|| format!("{what} broken: no line {expect:?} in\n{out}"))?;
+        assert!(
+            out.lines().nth(l + 1).is_some_and(|f| f.trim_start().starts_with("fix: ")),
+            "{what} broken: no fix after the failure\n{out}"
+        );
+    }
+    // A bucket that does not exist.
+    let (code, out) = doctor(&stack, &topic, &group, &prefix, &[("KPS__S3__BUCKET", &unique("no-bucket"))])?;
+    assert_eq!(code, 1, "missing bucket:\n{out}");
+    assert!(line(&out, "bucket exists").is_some_and(|l| l.starts_with("❌")), "missing bucket:\n{out}");
+    // An empty topic.
+    let empty = unique("it-empty");
+    tokio::runtime::Runtime::new()?.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &empty, 1))?;
+    let (code, out) = doctor(&stack, &empty, &group, &prefix, &[])?;
+    assert_eq!(code, 1, "empty topic:\n{out}");
+    assert!(line(&out, "has messages").is_some_and(|l| l.starts_with("❌")), "empty topic:\n{out}");
+    Ok(())
+}
