@@ -653,6 +653,36 @@ mod tests {
         Ok(())
     }
 
+    /// README's configuration table lists every key of the config type, each with its default as
+    /// a TOML literal, and nothing else.
+    #[test]
+    fn readme_lists_every_key_with_its_default() -> Result<(), Box<dyn std::error::Error>> {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))?;
+        let section = readme.split("### Configuration").nth(1).and_then(|s| s.split("\n### ").next()).ok_or("no Configuration section")?;
+        let mut documented = BTreeMap::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let key = cells[0].trim_start_matches("| ").trim_matches('`').to_string();
+            let default = cells.get(1).ok_or("row without default")?.trim_matches('`');
+            let value = toml::from_str::<toml::Table>(&format!("v = {default}"))?.remove("v").ok_or("no value")?;
+            documented.insert(key, value);
+        }
+        let mut actual = BTreeMap::new();
+        let defaults = toml::Table::try_from(Config::default())?;
+        for (section, table) in &defaults {
+            for (key, value) in table.as_table().ok_or("section is not a table")? {
+                actual.insert(format!("{section}.{key}"), value.clone());
+            }
+        }
+        let missing: Vec<&String> = actual.keys().filter(|k| !documented.contains_key(*k)).collect();
+        let stale: Vec<&String> = documented.keys().filter(|k| !actual.contains_key(*k)).collect();
+        assert!(missing.is_empty() && stale.is_empty(), "README config table: missing {missing:?}, not in the config type {stale:?}");
+        for (key, value) in &actual {
+            assert_eq!(Some(value), documented.get(key), "README default of {key}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn shipped_config_files_are_valid() -> Result<(), ConfigError> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
