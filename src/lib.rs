@@ -13,6 +13,7 @@ pub mod encode;
 pub mod error;
 pub mod flush;
 pub mod health;
+pub mod import;
 pub mod metrics;
 pub mod pipeline;
 pub mod preflight;

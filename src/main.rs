@@ -37,6 +37,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the TOML equivalent of a Confluent S3 sink connector config (JSON), with a warning
+    /// line for each key that cannot be carried over.
+    ImportConnector {
+        /// The connector's JSON: `{"name": ..., "config": {...}}` or the bare config.
+        file: PathBuf,
+    },
     /// Print a running sink's /status for a person; exit 0 when it is RUNNING.
     Status {
         /// Base URL of the sink's HTTP endpoint (metrics.listen).
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Command::Run { config } | Command::Check { config } | Command::Doctor { config } => config.clone(),
         Command::Status { url } => return status(url),
+        Command::ImportConnector { file } => return import_connector(file),
     };
     let config = match Config::load(path.as_deref()) {
         Ok(c) => c,
@@ -77,7 +84,28 @@ fn main() -> ExitCode {
         }
         Command::Run { .. } => run(config),
         Command::Doctor { .. } => doctor(config),
-        Command::Status { .. } => ExitCode::FAILURE, // handled before the config is loaded
+        // Handled before a config is loaded.
+        Command::Status { .. } | Command::ImportConnector { .. } => ExitCode::FAILURE,
+    }
+}
+
+fn import_connector(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match kafka_parquet_sink::import::import(&text) {
+        Ok(toml) => {
+            print!("{toml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -37,3 +37,53 @@ fn check_lists_every_bad_key_and_fails() -> TestResult {
     assert!(err.contains("flsuh"), "unknown section not named in:\n{err}");
     Ok(())
 }
+
+fn import(file: &str) -> Result<(i32, String), Box<dyn std::error::Error>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/connectors").join(file);
+    let out = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink")).arg("import-connector").arg(path).output()?;
+    Ok((out.status.code().unwrap_or(-1), String::from_utf8(out.stdout)?))
+}
+
+/// The seed's connector config becomes TOML that `check` accepts, with what it set.
+#[test]
+fn import_connector_carries_the_seed_connector() -> TestResult {
+    let (code, toml) = import("minio-s3-sink.json")?;
+    assert_eq!(code, 0, "{toml}");
+    let (code, out, err) = check(&toml, &[("AWS_ACCESS_KEY_ID", "ak"), ("AWS_SECRET_ACCESS_KEY", "sk")])?;
+    assert_eq!(code, 0, "check refused the imported config: {err}\n{toml}");
+    for expected in [
+        "group_id = \"connect-minio-s3-sink\"",
+        "max_records = 100",
+        "rotate_interval_ms = 60000",
+        "prefix = \"bronze/cdc/tasks\"",
+        "endpoint = \"http://minio:9000\"",
+        "url = \"http://schema-registry:8087\"",
+        "tolerance = \"all\"",
+        "dead_letter_topic = \"dlq-minio-s3-sink\"",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from the effective config:\n{out}");
+    }
+    assert!(!toml.contains("minioadmin"), "credentials copied into the TOML:\n{toml}");
+    Ok(())
+}
+
+/// What cannot be carried (a time partitioner, a topic regex, gzip, an unknown key) is warned
+/// about, one line each, and the rest still passes `check`.
+#[test]
+fn import_connector_warns_about_what_it_cannot_carry() -> TestResult {
+    let (code, toml) = import("time-partitioned.json")?;
+    assert_eq!(code, 0, "{toml}");
+    for w in [
+        "topics.regex",
+        "partitioner.class",
+        "path.format: belongs",
+        "parquet.codec gzip",
+        "s3.sse.customer.key: no equivalent",
+        "tasks.max 3",
+    ] {
+        assert!(toml.lines().any(|l| l.starts_with(&format!("# warning: {w}"))), "no warning for {w}:\n{toml}");
+    }
+    let (code, _, err) = check(&toml, &[])?;
+    assert_eq!(code, 0, "check refused the imported config: {err}\n{toml}");
+    Ok(())
+}

@@ -37,7 +37,9 @@ fn every_documented_metric_is_exported_with_its_type() -> TestResult {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &dlq, 1))?;
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
-    let d = rt.block_on(producer.send(FutureRecord::<(), [u8]>::to(&topic).partition(0).payload(b"not avro"), Duration::from_secs(10))).map_err(|(e, _)| e)?;
+    let d = rt
+        .block_on(producer.send(FutureRecord::<(), [u8]>::to(&topic).partition(0).payload(b"not avro"), Duration::from_secs(10)))
+        .map_err(|(e, _)| e)?;
     produced.extend(produce(&stack, &topic, 1, 20, None, 92)?);
     let mut ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
     ends.entry(0).and_modify(|e| *e = (*e).max(d.offset + 1));

@@ -1,0 +1,260 @@
+//! `kafka-parquet-sink import-connector <connector.json>`: a Confluent S3 sink connector config,
+//! as users keep it (`minio-s3-sink.json`, either `{"name", "config": {...}}` or the bare config),
+//! turned into this service's TOML. Keys that cannot be carried over get a `# warning:` line.
+
+use serde_json::Value;
+use toml::Table;
+
+/// The TOML (warnings first, as comments) for a connector config.
+pub fn import(json: &str) -> Result<String, String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let name = doc.get("name").and_then(Value::as_str).map(str::to_string);
+    let config = doc.get("config").unwrap_or(&doc).as_object().ok_or("expected a JSON object (the connector or its \"config\")")?;
+    let get = |k: &str| config.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+    let mut out = Out::default();
+    let name = name.or_else(|| get("name"));
+
+    if let Some(class) = get("connector.class") {
+        if !class.ends_with("S3SinkConnector") {
+            out.warn(format!("connector.class {class} is not the S3 sink connector"));
+        }
+    }
+    if let Some(n) = &name {
+        // Kafka Connect's group for a sink connector: offsets continue where the connector stopped.
+        out.set("kafka", "group_id", format!("connect-{n}").into());
+    }
+    match (get("topics"), get("topics.regex")) {
+        (Some(t), _) => out.set("kafka", "topics", toml::Value::Array(t.split(',').map(|s| s.trim().to_string().into()).collect())),
+        (None, Some(r)) => out.warn(format!("topics.regex {r:?}: topic patterns are not supported yet; list the topics in kafka.topics")),
+        (None, None) => out.warn("neither topics nor topics.regex: kafka.topics keeps its default".to_string()),
+    }
+    if let Some(v) = get("flush.size") {
+        out.set_int("flush", "max_records", "flush.size", &v);
+    }
+    match (get("rotate.schedule.interval.ms"), get("rotate.interval.ms")) {
+        (Some(v), other) => {
+            out.set_int("flush", "rotate_interval_ms", "rotate.schedule.interval.ms", &v);
+            if other.is_some() {
+                out.warn("rotate.interval.ms (record-time rotation) is not carried: rotate.schedule.interval.ms (wall clock) is used, which also flushes idle partitions".into());
+            }
+        }
+        (None, Some(v)) => {
+            out.set_int("flush", "rotate_interval_ms", "rotate.interval.ms", &v);
+            out.warn(
+                "rotate.interval.ms rotates by record time; flush.rotate_interval_ms rotates by the wall clock (idle partitions flush too)"
+                    .into(),
+            );
+        }
+        (None, None) => {}
+    }
+    if let Some(v) = get("s3.bucket.name") {
+        out.set("s3", "bucket", v.into());
+    }
+    if let Some(v) = get("s3.region") {
+        out.set("s3", "region", v.into());
+    }
+    if let Some(v) = get("store.url") {
+        if v.starts_with("http://") {
+            out.set("s3", "allow_http", true.into());
+        }
+        out.set("s3", "endpoint", v.into());
+    }
+    if let Some(v) = get("s3.path.style.access.enabled") {
+        out.set("s3", "path_style", (v == "true").into());
+    }
+    if get("aws.access.key.id").is_some() || get("aws.secret.access.key").is_some() {
+        out.warn("aws.access.key.id / aws.secret.access.key are not copied into the file (a secret does not belong in it): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the service's environment".into());
+    }
+    if let Some(dir) = get("topics.dir") {
+        // The connector writes <topics.dir>/<topic>/partition=<p>/; the sink <prefix>/topics/<topic>/partition=<p>/.
+        match dir.trim_end_matches('/').strip_suffix("/topics") {
+            Some(prefix) => out.set("output", "prefix", prefix.to_string().into()),
+            None if dir == "topics" => out.set("output", "prefix", String::new().into()),
+            None => {
+                out.set("output", "prefix", dir.trim_end_matches('/').to_string().into());
+                out.warn(format!("topics.dir {dir:?}: files go under {dir}/topics/<topic>/ instead of {dir}/<topic>/"));
+            }
+        }
+    }
+    if let Some(p) = get("partitioner.class") {
+        if !p.ends_with("DefaultPartitioner") {
+            out.warn(format!("partitioner.class {p}: only the Kafka-partition layout (partition=<p>) is supported yet"));
+        }
+    }
+    for key in ["path.format", "partition.duration.ms", "timezone", "locale", "timestamp.extractor", "partition.field.name"] {
+        if get(key).is_some() && get("partitioner.class").is_some_and(|p| !p.ends_with("DefaultPartitioner")) {
+            out.warn(format!("{key}: belongs to the partitioner, which is not carried"));
+        }
+    }
+    if let Some(f) = get("format.class") {
+        if !f.ends_with("ParquetFormat") {
+            out.warn(format!("format.class {f}: the sink writes Parquet only"));
+        }
+    }
+    if let Some(c) = get("parquet.codec") {
+        if c != "snappy" {
+            out.warn(format!("parquet.codec {c}: the sink writes Snappy"));
+        }
+    }
+    match get("behavior.on.null.values").as_deref() {
+        Some("ignore") => out.set("output", "tombstones", "skip".into()),
+        Some("fail") => out.set("output", "tombstones", "fail".into()),
+        Some("write") => out.set("output", "tombstones", "write".into()),
+        Some(other) => out.warn(format!("behavior.on.null.values {other}: not known")),
+        None => {}
+    }
+    for k in ["value.converter.schema.registry.url", "key.converter.schema.registry.url", "schema.registry.url"] {
+        if let Some(url) = get(k) {
+            out.set("schema_registry", "url", url.into());
+            break;
+        }
+    }
+    if let Some(t) = get("errors.tolerance") {
+        out.set("errors", "tolerance", (if t == "all" { "all" } else { "none" }).into());
+    }
+    if let Some(t) = get("errors.deadletterqueue.topic.name") {
+        out.set("errors", "dead_letter_topic", t.into());
+    }
+    if let Some(n) = get("tasks.max") {
+        if n != "1" {
+            out.warn(format!("tasks.max {n}: run that many replicas in one group (kafka.group_instance_id per replica)"));
+        }
+    }
+    let carried = [
+        "name",
+        "connector.class",
+        "topics",
+        "topics.regex",
+        "flush.size",
+        "rotate.interval.ms",
+        "rotate.schedule.interval.ms",
+        "s3.bucket.name",
+        "s3.region",
+        "store.url",
+        "s3.path.style.access.enabled",
+        "aws.access.key.id",
+        "aws.secret.access.key",
+        "topics.dir",
+        "partitioner.class",
+        "path.format",
+        "partition.duration.ms",
+        "timezone",
+        "locale",
+        "timestamp.extractor",
+        "partition.field.name",
+        "format.class",
+        "parquet.codec",
+        "behavior.on.null.values",
+        "value.converter.schema.registry.url",
+        "key.converter.schema.registry.url",
+        "schema.registry.url",
+        "errors.tolerance",
+        "errors.deadletterqueue.topic.name",
+        "tasks.max",
+        // Equivalent by design, nothing to carry:
+        "storage.class",
+        "key.converter",
+        "value.converter",
+        "schema.compatibility",
+        "errors.log.enable",
+        "errors.log.include.messages",
+        "errors.deadletterqueue.context.headers.enable",
+        "errors.deadletterqueue.topic.replication.factor",
+        "key.converter.schemas.enable",
+        "value.converter.schemas.enable",
+        "s3.part.size",
+    ];
+    for k in config.keys() {
+        if !carried.contains(&k.as_str()) {
+            out.warn(format!("{k}: no equivalent, not carried"));
+        }
+    }
+    out.render()
+}
+
+#[derive(Default)]
+struct Out {
+    table: Table,
+    warnings: Vec<String>,
+}
+
+impl Out {
+    fn set(&mut self, section: &str, key: &str, value: toml::Value) {
+        let s = self.table.entry(section).or_insert_with(|| toml::Value::Table(Table::new()));
+        if let toml::Value::Table(t) = s {
+            t.insert(key.to_string(), value);
+        }
+    }
+
+    fn set_int(&mut self, section: &str, key: &str, from: &str, raw: &str) {
+        match raw.trim_matches('"').parse::<i64>() {
+            Ok(n) if n > 0 => self.set(section, key, n.into()),
+            _ => self.warn(format!("{from} {raw:?}: not a positive integer, not carried")),
+        }
+    }
+
+    fn warn(&mut self, w: String) {
+        self.warnings.push(w);
+    }
+
+    fn render(self) -> Result<String, String> {
+        let body = toml::to_string_pretty(&self.table).map_err(|e| e.to_string())?;
+        let mut out = String::from("# kafka-parquet-sink configuration imported from a Confluent S3 sink connector\n");
+        for w in &self.warnings {
+            out.push_str(&format!("# warning: {w}\n"));
+        }
+        out.push('\n');
+        out.push_str(&body);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_connector_becomes_a_valid_config() -> Result<(), Box<dyn std::error::Error>> {
+        let json = r#"{"name": "minio-s3-sink", "config": {
+            "connector.class": "io.confluent.connect.s3.S3SinkConnector", "tasks.max": "1",
+            "topics": "supabase-habit.public.tasks", "s3.bucket.name": "datalake", "s3.region": "us-east-1",
+            "store.url": "http://minio:9000", "s3.path.style.access.enabled": "true", "topics.dir": "bronze/cdc/tasks/topics",
+            "flush.size": "100", "rotate.interval.ms": "60000", "rotate.schedule.interval.ms": "60000",
+            "storage.class": "io.confluent.connect.s3.storage.S3Storage", "format.class": "io.confluent.connect.s3.format.parquet.ParquetFormat",
+            "parquet.codec": "snappy", "partitioner.class": "io.confluent.connect.storage.partitioner.DefaultPartitioner",
+            "behavior.on.null.values": "ignore", "aws.access.key.id": "minioadmin", "aws.secret.access.key": "minioadmin",
+            "value.converter": "io.confluent.connect.avro.AvroConverter", "value.converter.schema.registry.url": "http://schema-registry:8087",
+            "s3.compression.type": "gzip"}}"#;
+        let toml_text = import(json)?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &toml_text)?;
+        let c = crate::config::Config::load_from(Some(&path), Vec::<(String, String)>::new())?;
+        assert_eq!(c.kafka.group_id, "connect-minio-s3-sink");
+        assert_eq!(c.flush.max_records, 100);
+        assert_eq!(c.flush.rotate_interval_ms, 60_000);
+        assert_eq!((c.s3.endpoint.as_str(), c.s3.allow_http, c.output.prefix.as_str()), ("http://minio:9000", true, "bronze/cdc/tasks"));
+        assert_eq!(c.schema_registry.url, "http://schema-registry:8087");
+        assert!(!toml_text.contains("secret_access_key"), "secret copied:\n{toml_text}");
+        assert!(toml_text.contains("# warning: aws.access.key.id / aws.secret.access.key"), "{toml_text}");
+        assert!(!toml_text.contains("minioadmin"), "credentials copied:\n{toml_text}");
+        assert!(toml_text.contains("# warning: s3.compression.type: no equivalent"), "{toml_text}");
+        assert!(toml_text.contains("# warning: rotate.interval.ms"), "{toml_text}");
+        Ok(())
+    }
+
+    #[test]
+    fn partitioners_and_regexes_are_warned_about() -> Result<(), String> {
+        let json = r#"{"topics.regex": "supabase-habit\\.public\\..*", "partitioner.class": "io.confluent.connect.storage.partitioner.TimeBasedPartitioner",
+            "path.format": "'dt'=YYYY-MM-dd", "partition.duration.ms": "3600000", "timezone": "UTC", "topics.dir": "lake",
+            "behavior.on.null.values": "fail", "flush.size": "zero"}"#;
+        let t = import(json)?;
+        for w in
+            ["topics.regex", "partitioner.class", "path.format: belongs", "timezone: belongs", "topics.dir \"lake\"", "flush.size \"zero\""]
+        {
+            assert!(t.contains(&format!("# warning: {w}")), "no warning for {w}:\n{t}");
+        }
+        assert!(t.contains("tombstones = \"fail\""), "{t}");
+        Ok(())
+    }
+}
