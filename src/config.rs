@@ -40,6 +40,19 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// A `kafka.topics` entry starting with `^` is a regular expression over topic names
+    /// (librdkafka subscribes to every matching topic, existing or created later).
+    pub fn is_pattern(entry: &str) -> bool {
+        entry.starts_with('^')
+    }
+
+    /// Whether the topic is one of `topics`, by name or by pattern.
+    pub fn subscribes_to(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| if Self::is_pattern(t) { regex::Regex::new(t).is_ok_and(|r| r.is_match(topic)) } else { t == topic })
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
@@ -391,6 +404,11 @@ impl Config {
         }
         if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
             e.push("kafka.topics: needs at least one non-empty topic name".to_string());
+        }
+        for t in k.topics.iter().filter(|t| KafkaConfig::is_pattern(t)) {
+            if let Err(err) = regex::Regex::new(t) {
+                e.push(format!("kafka.topics: {t:?} is not a regular expression: {err}"));
+            }
         }
         if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
             e.push(format!("kafka.auto_offset_reset: must be \"earliest\" or \"latest\", got {:?}", k.auto_offset_reset));

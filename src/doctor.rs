@@ -54,7 +54,27 @@ pub async fn run(config: &Config, store: &Store) -> Vec<Check> {
         Ok(Err(e)) => unreachable_kafka(&mut push, config, e),
         Err(e) => unreachable_kafka(&mut push, config, e.to_string()),
     };
-    for topic in &config.kafka.topics {
+    // Configured names, and patterns resolved to the topics they match now.
+    let mut topics: Vec<String> = Vec::new();
+    for entry in &config.kafka.topics {
+        if !crate::config::KafkaConfig::is_pattern(entry) {
+            topics.push(entry.clone());
+            continue;
+        }
+        let matched: Vec<String> = kafka
+            .iter()
+            .flat_map(|v| v.topics.iter().map(|t| t.name.clone()))
+            .filter(|n| config.kafka.subscribes_to(n) && !config.kafka.topics.contains(n))
+            .collect();
+        if matched.is_empty() && kafka.is_some() {
+            push(
+                &format!("topics matching {entry}"),
+                Err(fail("no topic matches", "check the pattern in kafka.topics and that Debezium is RUNNING")),
+            );
+        }
+        topics.extend(matched);
+    }
+    for topic in &topics {
         let Some(view) = &kafka else { break };
         let Some(t) = view.topics.iter().find(|t| &t.name == topic) else {
             push(
@@ -88,7 +108,7 @@ pub async fn run(config: &Config, store: &Store) -> Vec<Check> {
             Err(e) => Err(fail(e.to_string(), "create the bucket, or fix s3.endpoint, s3.bucket and the credentials")),
         },
     );
-    for topic in &config.kafka.topics {
+    for topic in &topics {
         let Some(view) = &kafka else { break };
         let Some(t) = view.topics.iter().find(|t| &t.name == topic) else { continue };
         push(&format!("consumer group {} on {topic}", config.kafka.group_id), lag(t));
@@ -130,7 +150,7 @@ impl KafkaView {
         let c: BaseConsumer = crate::source::client_config(k).create().map_err(|e| e.to_string())?;
         let md = c.fetch_metadata(None, TIMEOUT).map_err(|e| e.to_string())?;
         let mut topics = Vec::new();
-        for t in md.topics().iter().filter(|t| k.topics.iter().any(|n| n == t.name()) && !t.partitions().is_empty()) {
+        for t in md.topics().iter().filter(|t| k.subscribes_to(t.name()) && !t.partitions().is_empty()) {
             let mut tpl = TopicPartitionList::new();
             for p in t.partitions() {
                 tpl.add_partition(t.name(), p.id());

@@ -25,7 +25,10 @@ pub fn import(json: &str) -> Result<String, String> {
     }
     match (get("topics"), get("topics.regex")) {
         (Some(t), _) => out.set("kafka", "topics", toml::Value::Array(t.split(',').map(|s| s.trim().to_string().into()).collect())),
-        (None, Some(r)) => out.warn(format!("topics.regex {r:?}: topic patterns are not supported yet; list the topics in kafka.topics")),
+        // Java's Pattern.matches() is anchored at both ends; librdkafka's is not unless told.
+        (None, Some(r)) => {
+            out.set("kafka", "topics", toml::Value::Array(vec![format!("^({})$", r.trim_start_matches('^').trim_end_matches('$')).into()]))
+        }
         (None, None) => out.warn("neither topics nor topics.regex: kafka.topics keeps its default".to_string()),
     }
     if let Some(v) = get("flush.size") {
@@ -244,14 +247,15 @@ mod tests {
     }
 
     #[test]
-    fn partitioners_and_regexes_are_warned_about() -> Result<(), String> {
+    fn regexes_are_carried_and_partitioners_warned_about() -> Result<(), Box<dyn std::error::Error>> {
         let json = r#"{"topics.regex": "supabase-habit\\.public\\..*", "partitioner.class": "io.confluent.connect.storage.partitioner.TimeBasedPartitioner",
             "path.format": "'dt'=YYYY-MM-dd", "partition.duration.ms": "3600000", "timezone": "UTC", "topics.dir": "lake",
             "behavior.on.null.values": "fail", "flush.size": "zero"}"#;
         let t = import(json)?;
-        for w in
-            ["topics.regex", "partitioner.class", "path.format: belongs", "timezone: belongs", "topics.dir \"lake\"", "flush.size \"zero\""]
-        {
+        let parsed: toml::Table = toml::from_str(&t)?;
+        let topics = parsed.get("kafka").and_then(|k| k.get("topics")).and_then(|v| v.as_array()).ok_or("no kafka.topics")?;
+        assert_eq!(topics[0].as_str(), Some(r"^(supabase-habit\.public\..*)$"), "topics.regex carried anchored:\n{t}");
+        for w in ["partitioner.class", "path.format: belongs", "timezone: belongs", "topics.dir \"lake\"", "flush.size \"zero\""] {
             assert!(t.contains(&format!("# warning: {w}")), "no warning for {w}:\n{t}");
         }
         assert!(t.contains("tombstones = \"fail\""), "{t}");

@@ -39,7 +39,11 @@ async fn check_kafka(config: &Config) -> Vec<String> {
         let mut problems = Vec::new();
         let exists = |t: &str| md.topics().iter().any(|mt| mt.name() == t && !mt.partitions().is_empty());
         for t in &k.topics {
-            if !exists(t) {
+            if crate::config::KafkaConfig::is_pattern(t) {
+                if !md.topics().iter().any(|mt| k.subscribes_to(mt.name())) {
+                    tracing::warn!(pattern = %t, "kafka.topics: no topic matches the pattern yet; consuming starts when one is created");
+                }
+            } else if !exists(t) {
                 tracing::warn!(topic = %t, "kafka.topics: topic does not exist yet; consuming starts when it is created");
             }
         }
