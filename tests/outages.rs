@@ -86,10 +86,7 @@ fn s3_outage_pauses_uploads_and_commits_then_catches_up() -> TestResult {
     s3.up()?;
 
     recovered(&sink, "object_store")?;
-    wait_committed(&real, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(90))?;
-    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
-    let audit = audit_lake(&real, &prefix, &produced)?;
-    assert_eq!((audit.lost.len(), audit.duplicated.len()), (0, 0), "lost {:?}, duplicated {:?}", audit.lost, audit.duplicated);
+    drain_and_audit(&real, &mut sink, (&group, &topic, &prefix), &produced)?;
     Ok(())
 }
 
@@ -112,10 +109,7 @@ fn registry_outage_waits_for_the_schema_then_catches_up() -> TestResult {
     registry.up()?;
 
     recovered(&sink, "schema_registry")?;
-    wait_committed(&real, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(90))?;
-    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
-    let audit = audit_lake(&real, &prefix, &produced)?;
-    assert_eq!((audit.lost.len(), audit.duplicated.len()), (0, 0), "lost {:?}, duplicated {:?}", audit.lost, audit.duplicated);
+    drain_and_audit(&real, &mut sink, (&group, &topic, &prefix), &produced)?;
     Ok(())
 }
 
@@ -143,9 +137,6 @@ fn broker_outage_is_ridden_out_and_nothing_is_lost() -> TestResult {
 
     recovered(&sink, "kafka")?;
     produced.extend(produce(&stack, &topic, 2, 200, None, 45)?);
-    wait_committed(&stack, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(90))?;
-    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
-    let audit = audit_lake(&stack, &prefix, &produced)?;
-    assert_eq!((audit.lost.len(), audit.duplicated.len()), (0, 0), "lost {:?}, duplicated {:?}", audit.lost, audit.duplicated);
+    drain_and_audit(&stack, &mut sink, (&group, &topic, &prefix), &produced)?;
     Ok(())
 }

@@ -62,22 +62,13 @@ fn members_join_leave_and_crash_under_load_without_loss_or_duplicates() -> TestR
     std::thread::sleep(Duration::from_secs(2));
     let produced = producer.stop()?;
 
-    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
-    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90))?;
+    wait_committed(&stack, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(90))?;
     let revoked_drops: usize = [&a2, &c].iter().map(|m| m.log().matches("revoked: open file discarded").count()).sum();
     for mut m in [a2, c] {
         assert!(m.terminate(Duration::from_secs(30))?.success(), "exit status after SIGTERM");
     }
-
     let audit = audit_lake(&stack, &prefix, &produced)?;
-    eprintln!(
-        "scale-out: {} records over {partitions} partitions, {} files, {revoked_drops} open files dropped on revocation by the last members, lost {}, duplicated {}",
-        audit.records,
-        audit.files,
-        audit.lost.len(),
-        audit.duplicated.len()
-    );
-    assert!(audit.lost.is_empty(), "lost offsets (partition, offset): {:?}", audit.lost);
-    assert!(audit.duplicated.is_empty(), "duplicated offsets (partition, offset): {:?}", audit.duplicated);
+    audit.exactly_once()?;
+    eprintln!("scale-out: {partitions} partitions, {revoked_drops} open files dropped on revocation by the last members; {audit}");
     Ok(())
 }

@@ -444,6 +444,41 @@ pub struct LakeAudit {
     pub duplicated: Vec<(i32, i64)>,
 }
 
+impl LakeAudit {
+    /// Fails naming the lost and duplicated (partition, offset) pairs, if there are any.
+    pub fn exactly_once(&self) -> TestResult {
+        if self.lost.is_empty() && self.duplicated.is_empty() {
+            return Ok(());
+        }
+        Err(format!("lost offsets (partition, offset): {:?}; duplicated: {:?}", self.lost, self.duplicated).into())
+    }
+}
+
+impl std::fmt::Display for LakeAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} records, {} files, lost {}, duplicated {}", self.records, self.files, self.lost.len(), self.duplicated.len())
+    }
+}
+
+/// Waits until every produced record is committed, stops the sink with SIGTERM, and audits the
+/// lake: every non-tombstone offset exactly once.
+pub fn drain_and_audit(
+    stack: &Stack,
+    sink: &mut SinkProcess,
+    (group, topic, prefix): (&str, &str, &str),
+    produced: &[(Produced, TaskEvent)],
+) -> TestResult<LakeAudit> {
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(stack, group, topic, &ends, Duration::from_secs(90))?;
+    let status = sink.terminate(Duration::from_secs(30))?;
+    if !status.success() {
+        return Err(format!("sink exit status after SIGTERM: {status}").into());
+    }
+    let audit = audit_lake(stack, prefix, produced)?;
+    audit.exactly_once()?;
+    Ok(audit)
+}
+
 pub fn audit_lake(stack: &Stack, prefix: &str, produced: &[(Produced, TaskEvent)]) -> TestResult<LakeAudit> {
     let expected: std::collections::BTreeSet<(i32, i64)> =
         produced.iter().filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
