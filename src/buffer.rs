@@ -21,6 +21,9 @@ pub struct OpenFile {
     pub skipped: u64,
     /// Schema ids of the rows, once the first row arrived.
     pub schema_ids: Option<SchemaIds>,
+    /// The directory of the rows under the topic (`output.partitioner = "time"`), once the
+    /// first row arrived.
+    pub path: Option<String>,
     opened: Instant,
     parquet: Option<ParquetFile>,
     /// `ParquetFile::encoded_bytes` and `memory_bytes` as of the last batch written: they only
@@ -69,6 +72,7 @@ pub struct ClosedFile {
     /// `None` when the range held no row (only tombstones): nothing to upload.
     pub bytes: Option<Bytes>,
     pub times: RowTimes,
+    pub path: Option<String>,
 }
 
 pub struct PartitionBuffer {
@@ -93,6 +97,15 @@ pub struct PartitionBuffer {
     /// An offset whose commit failed after its file was uploaded (broker away, rebalance in
     /// progress): retried on every tick until it succeeds or a later flush commits past it.
     pub pending_commit: Option<i64>,
+}
+
+/// Where a row comes from and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct RowAt<'a> {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    /// The directory under the topic (`output.partitioner = "time"`).
+    pub path: Option<&'a str>,
 }
 
 /// Decoded rows not yet encoded are counted at this many times their Avro size: Arrow widens
@@ -122,6 +135,11 @@ impl PartitionBuffer {
         self.file.as_ref().and_then(|f| f.schema_ids)
     }
 
+    /// The path of the rows in the open file, if it has rows and a path.
+    pub fn file_path(&self) -> Option<&str> {
+        self.file.as_ref().and_then(|f| f.path.as_deref())
+    }
+
     pub fn decoder_schema_ids(&self) -> Option<SchemaIds> {
         self.decoder.as_ref().map(BatchDecoder::ids)
     }
@@ -138,6 +156,7 @@ impl PartitionBuffer {
             records: 0,
             skipped: 0,
             schema_ids: None,
+            path: None,
             opened: Instant::now(),
             parquet: None,
             encoded: 0,
@@ -158,32 +177,21 @@ impl PartitionBuffer {
 
     /// Decodes one Avro body (and key) into the open file. The decoder must be set for the
     /// record's schemas.
-    pub fn push_row(
-        &mut self,
-        body: &[u8],
-        key: Option<&[u8]>,
-        offset: i64,
-        timestamp_ms: Option<i64>,
-        props: &WriterProperties,
-    ) -> Result<(), SinkError> {
+    pub fn push_row(&mut self, body: &[u8], key: Option<&[u8]>, at: RowAt<'_>, props: &WriterProperties) -> Result<(), SinkError> {
         self.pending_avro_bytes += (body.len() + key.map_or(0, <[u8]>::len)) as u64;
-        self.push_with(offset, props, |d| d.push(body, key, offset, timestamp_ms))
+        let RowAt { offset, timestamp_ms, .. } = at;
+        self.push_with(at, props, |d| d.push(body, key, offset, timestamp_ms))
     }
 
     /// A tombstone as a row (`output.tombstones = "write"`); the decoder gives the file's schema.
-    pub fn push_tombstone_row(
-        &mut self,
-        key: Option<&[u8]>,
-        offset: i64,
-        timestamp_ms: Option<i64>,
-        props: &WriterProperties,
-    ) -> Result<(), SinkError> {
-        self.push_with(offset, props, |d| d.push_tombstone(key, offset, timestamp_ms))
+    pub fn push_tombstone_row(&mut self, key: Option<&[u8]>, at: RowAt<'_>, props: &WriterProperties) -> Result<(), SinkError> {
+        let RowAt { offset, timestamp_ms, .. } = at;
+        self.push_with(at, props, |d| d.push_tombstone(key, offset, timestamp_ms))
     }
 
     fn push_with(
         &mut self,
-        offset: i64,
+        RowAt { offset, path, .. }: RowAt<'_>,
         props: &WriterProperties,
         push: impl FnOnce(&mut BatchDecoder) -> Result<Option<arrow::array::RecordBatch>, crate::decode::DecodeError>,
     ) -> Result<(), SinkError> {
@@ -193,6 +201,9 @@ impl PartitionBuffer {
         };
         let batch = push(decoder)?;
         file.schema_ids = Some(decoder.ids());
+        if file.path.is_none() {
+            file.path = path.map(str::to_string);
+        }
         file.end_offset = offset;
         file.records += 1;
         self.gauge.set(file.records as i64);
@@ -255,6 +266,7 @@ impl PartitionBuffer {
             skipped: file.skipped,
             bytes,
             times: file.times,
+            path: file.path,
         }))
     }
 }

@@ -207,6 +207,13 @@ pub struct OutputConfig {
     pub key: KeyColumn,
     /// What to do with tombstones (records with a null value).
     pub tombstones: Tombstones,
+    /// `kafka`: files under `partition=<p>/`; `time`: under `<path_format>/partition=<p>/`.
+    pub partitioner: Partitioner,
+    /// With `partitioner = "time"`: the directory from the record's Kafka timestamp; fields
+    /// `{YYYY} {MM} {DD} {HH} {mm}`.
+    pub path_format: String,
+    /// With `partitioner = "time"`: `UTC` or a fixed offset such as `+02:00`.
+    pub timezone: String,
 }
 
 impl Default for OutputConfig {
@@ -218,6 +225,9 @@ impl Default for OutputConfig {
             layout: Layout::Envelope,
             key: KeyColumn::Struct,
             tombstones: Tombstones::Skip,
+            partitioner: Partitioner::Kafka,
+            path_format: "dt={YYYY}-{MM}-{DD}/hr={HH}".into(),
+            timezone: "UTC".into(),
         }
     }
 }
@@ -240,6 +250,13 @@ pub enum Tombstones {
     Skip,
     Fail,
     Write,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioner {
+    Kafka,
+    Time,
 }
 
 /// `struct`: decode Avro keys into the `__kafka_key` struct column; `off`: ignore keys.
@@ -455,6 +472,9 @@ impl Config {
         let o = &self.output;
         if o.prefix.starts_with('/') || o.prefix.ends_with('/') || o.prefix.contains("//") {
             e.push(format!("output.prefix: no leading, trailing or double '/', got {:?}", o.prefix));
+        }
+        if let Err(why) = crate::partition::PathScheme::from_config(o) {
+            e.push(why);
         }
         if o.row_group_rows == 0 {
             e.push("output.row_group_rows: must be > 0".to_string());

@@ -17,6 +17,8 @@ pub enum FlushReason {
     Schema,
     /// The service is stopping.
     Shutdown,
+    /// A record belongs under another path (`output.partitioner = "time"`) than the file's rows.
+    Path,
     /// All open files together reached `flush.max_buffered_bytes`; this was the largest.
     Memory,
 }
@@ -30,6 +32,7 @@ impl FlushReason {
             FlushReason::Schema => "schema",
             FlushReason::Shutdown => "shutdown",
             FlushReason::Memory => "memory",
+            FlushReason::Path => "path",
         }
     }
 }

@@ -79,15 +79,13 @@ pub fn import(json: &str) -> Result<String, String> {
             }
         }
     }
-    if let Some(p) = get("partitioner.class") {
-        if !p.ends_with("DefaultPartitioner") {
-            out.warn(format!("partitioner.class {p}: only the Kafka-partition layout (partition=<p>) is supported yet"));
+    match get("partitioner.class").as_deref() {
+        None => {}
+        Some(p) if p.ends_with("DefaultPartitioner") => {}
+        Some(p) if p.ends_with("TimeBasedPartitioner") || p.ends_with("HourlyPartitioner") || p.ends_with("DailyPartitioner") => {
+            import_time_partitioner(&mut out, p, &get);
         }
-    }
-    for key in ["path.format", "partition.duration.ms", "timezone", "locale", "timestamp.extractor", "partition.field.name"] {
-        if get(key).is_some() && get("partitioner.class").is_some_and(|p| !p.ends_with("DefaultPartitioner")) {
-            out.warn(format!("{key}: belongs to the partitioner, which is not carried"));
-        }
+        Some(p) => out.warn(format!("partitioner.class {p}: only the Kafka-partition and time-based layouts are supported")),
     }
     if let Some(f) = get("format.class") {
         if !f.ends_with("ParquetFormat") {
@@ -175,6 +173,76 @@ pub fn import(json: &str) -> Result<String, String> {
     out.render()
 }
 
+/// TimeBasedPartitioner (and its Hourly/Daily presets) with the Record extractor: the path
+/// format in Joda syntax becomes ours, the time zone a fixed offset.
+fn import_time_partitioner(out: &mut Out, class: &str, get: &impl Fn(&str) -> Option<String>) {
+    let format = if class.ends_with("HourlyPartitioner") {
+        Some("'year'=YYYY/'month'=MM/'day'=dd/'hour'=HH".to_string())
+    } else if class.ends_with("DailyPartitioner") {
+        Some("'year'=YYYY/'month'=MM/'day'=dd".to_string())
+    } else {
+        get("path.format")
+    };
+    let Some(format) = format else {
+        out.warn(format!("partitioner.class {class} without path.format: not carried"));
+        return;
+    };
+    match get("timestamp.extractor").as_deref() {
+        Some("Record") => {}
+        Some(other) => out.warn(format!("timestamp.extractor {other}: the sink partitions by the record's Kafka timestamp (Record)")),
+        None => out.warn("timestamp.extractor missing (the connector's default is Wallclock): the sink partitions by the record's Kafka timestamp (Record)".into()),
+    }
+    let path = match joda_to_path(&format) {
+        Ok(p) => p,
+        Err(e) => {
+            out.warn(format!("path.format {format:?}: {e}; not carried"));
+            return;
+        }
+    };
+    out.set("output", "partitioner", "time".into());
+    out.set("output", "path_format", path.into());
+    match get("timezone").as_deref() {
+        None | Some("UTC") | Some("Etc/UTC") | Some("GMT") => out.set("output", "timezone", "UTC".into()),
+        Some(tz) if tz.starts_with('+') || tz.starts_with('-') => out.set("output", "timezone", tz.into()),
+        Some(tz) => out.warn(format!("timezone {tz}: only UTC and fixed offsets (+02:00) are supported; output.timezone stays UTC")),
+    }
+}
+
+/// `'dt'=YYYY-MM-dd/'hr'=HH` → `dt={YYYY}-{MM}-{DD}/hr={HH}`.
+fn joda_to_path(joda: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = joda.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            for q in chars.by_ref() {
+                if q == '\'' {
+                    break;
+                }
+                out.push(q);
+            }
+            continue;
+        }
+        if c.is_ascii_alphabetic() {
+            let mut run = c.to_string();
+            while chars.peek() == Some(&c) {
+                run.push(c);
+                chars.next();
+            }
+            out.push_str(match run.as_str() {
+                "YYYY" | "yyyy" => "{YYYY}",
+                "MM" => "{MM}",
+                "dd" => "{DD}",
+                "HH" => "{HH}",
+                "mm" => "{mm}",
+                other => return Err(format!("the pattern {other:?} has no equivalent")),
+            });
+            continue;
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
 #[derive(Default)]
 struct Out {
     table: Table,
@@ -247,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn regexes_are_carried_and_partitioners_warned_about() -> Result<(), Box<dyn std::error::Error>> {
+    fn regexes_and_time_partitioners_are_carried() -> Result<(), Box<dyn std::error::Error>> {
         let json = r#"{"topics.regex": "supabase-habit\\.public\\..*", "partitioner.class": "io.confluent.connect.storage.partitioner.TimeBasedPartitioner",
             "path.format": "'dt'=YYYY-MM-dd", "partition.duration.ms": "3600000", "timezone": "UTC", "topics.dir": "lake",
             "behavior.on.null.values": "fail", "flush.size": "zero"}"#;
@@ -255,10 +323,19 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&t)?;
         let topics = parsed.get("kafka").and_then(|k| k.get("topics")).and_then(|v| v.as_array()).ok_or("no kafka.topics")?;
         assert_eq!(topics[0].as_str(), Some(r"^(supabase-habit\.public\..*)$"), "topics.regex carried anchored:\n{t}");
-        for w in ["partitioner.class", "path.format: belongs", "timezone: belongs", "topics.dir \"lake\"", "flush.size \"zero\""] {
+        let output = parsed.get("output").ok_or("no [output]")?;
+        assert_eq!(output.get("partitioner").and_then(|v| v.as_str()), Some("time"), "{t}");
+        assert_eq!(output.get("path_format").and_then(|v| v.as_str()), Some("dt={YYYY}-{MM}-{DD}"), "{t}");
+        for w in ["timestamp.extractor missing", "topics.dir \"lake\"", "flush.size \"zero\""] {
             assert!(t.contains(&format!("# warning: {w}")), "no warning for {w}:\n{t}");
         }
         assert!(t.contains("tombstones = \"fail\""), "{t}");
+        assert_eq!(joda_to_path("'year'=YYYY/'month'=MM/'day'=dd/'hour'=HH")?, "year={YYYY}/month={MM}/day={DD}/hour={HH}");
+        assert!(joda_to_path("YYYY-ww").is_err(), "week numbers have no equivalent");
+        let field = import(
+            r#"{"partitioner.class": "io.confluent.connect.storage.partitioner.FieldPartitioner", "partition.field.name": "user_id"}"#,
+        )?;
+        assert!(field.contains("# warning: partitioner.class io.confluent.connect.storage.partitioner.FieldPartitioner"), "{field}");
         Ok(())
     }
 }

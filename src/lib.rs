@@ -15,6 +15,7 @@ pub mod flush;
 pub mod health;
 pub mod import;
 pub mod metrics;
+pub mod partition;
 pub mod pipeline;
 pub mod preflight;
 pub mod report;

@@ -45,19 +45,25 @@ impl StoreError {
     }
 }
 
-/// `<prefix>/topics/<topic>/partition=<p>`
-pub fn partition_dir(prefix: &str, topic: &str, partition: i32) -> String {
-    if prefix.is_empty() {
-        format!("topics/{topic}/partition={partition}")
-    } else {
-        format!("{prefix}/topics/{topic}/partition={partition}")
+/// `<prefix>/topics/<topic>[/<path>]/partition=<p>`; the path comes from the partitioner.
+pub fn partition_dir(prefix: &str, topic: &str, path: Option<&str>, partition: i32) -> String {
+    let mut dir = if prefix.is_empty() { format!("topics/{topic}") } else { format!("{prefix}/topics/{topic}") };
+    if let Some(p) = path {
+        dir.push('/');
+        dir.push_str(p);
     }
+    format!("{dir}/partition={partition}")
 }
 
 /// `<prefix>/topics/<topic>/partition=<p>/<start offset, 20 digits>.parquet`: a pure function
 /// of (topic, partition, start offset), so a replay overwrites instead of duplicating.
 pub fn object_key(prefix: &str, topic: &str, partition: i32, start_offset: i64) -> String {
-    format!("{}/{start_offset:0OFFSET_WIDTH$}{SUFFIX}", partition_dir(prefix, topic, partition))
+    object_key_in(prefix, topic, None, partition, start_offset)
+}
+
+/// As [`object_key`], under the partitioner's path.
+pub fn object_key_in(prefix: &str, topic: &str, path: Option<&str>, partition: i32, start_offset: i64) -> String {
+    format!("{}/{start_offset:0OFFSET_WIDTH$}{SUFFIX}", partition_dir(prefix, topic, path, partition))
 }
 
 /// The start offset of a file named by [`object_key`], or `None` for any other object.
@@ -145,11 +151,11 @@ impl Store {
         Ok((files.len(), Some((newest.location.to_string(), bytes))))
     }
 
-    /// The files of the partition that start after `start_offset` (a pure listing).
-    pub async fn files_after(&self, topic: &str, partition: i32, start_offset: i64) -> Result<Vec<String>, StoreError> {
-        let dir = partition_dir(&self.prefix, topic, partition);
+    /// The files of the partition under `path` that start after `start_offset` (a pure listing).
+    pub async fn files_after(&self, topic: &str, path: Option<&str>, partition: i32, start_offset: i64) -> Result<Vec<String>, StoreError> {
+        let dir = partition_dir(&self.prefix, topic, path, partition);
         let dir_path = parse_path(&dir)?;
-        let after = parse_path(&self.key(topic, partition, start_offset))?;
+        let after = parse_path(&self.key(topic, path, partition, start_offset))?;
         let listed: Vec<String> = self
             .retrying("list", &dir, || async {
                 self.inner.list_with_offset(Some(&dir_path), &after).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
@@ -181,8 +187,8 @@ impl Store {
         }
     }
 
-    pub fn key(&self, topic: &str, partition: i32, start_offset: i64) -> String {
-        object_key(&self.prefix, topic, partition, start_offset)
+    pub fn key(&self, topic: &str, path: Option<&str>, partition: i32, start_offset: i64) -> String {
+        object_key_in(&self.prefix, topic, path, partition, start_offset)
     }
 
     /// Uploads one file, overwriting any object at the same key.
@@ -288,17 +294,19 @@ mod tests {
         let mem = Arc::new(InMemory::new());
         let store = Store::new(mem.clone(), "pre", &S3Config::default(), Metrics::new()?);
         for start in [0, 10, 20, 30] {
-            store.upload(&store.key("t", 1, start), Bytes::from_static(b"x")).await?;
+            store.upload(&store.key("t", None, 1, start), Bytes::from_static(b"x")).await?;
         }
-        store.upload(&store.key("t", 2, 20), Bytes::from_static(b"x")).await?;
-        store.upload(&store.key("t", 11, 50), Bytes::from_static(b"x")).await?;
-        let deleted = store.files_after("t", 1, 19).await?;
+        store.upload(&store.key("t", None, 2, 20), Bytes::from_static(b"x")).await?;
+        store.upload(&store.key("t", None, 11, 50), Bytes::from_static(b"x")).await?;
+        store.upload(&store.key("t", Some("dt=2026-11-24"), 1, 60), Bytes::from_static(b"x")).await?;
+        let deleted = store.files_after("t", None, 1, 19).await?;
         store.delete_all(&deleted).await?;
         let mut starts: Vec<i64> = deleted.iter().filter_map(|k| start_offset_of(k)).collect();
         starts.sort();
         assert_eq!(starts, vec![20, 30], "deleted {deleted:?}");
         let left: Vec<String> = mem.list(None).map_ok(|m| m.location.to_string()).try_collect().await?;
-        assert_eq!(left.len(), 4, "left {left:?}");
+        assert_eq!(left.len(), 5, "left {left:?}");
+        assert_eq!(store.files_after("t", Some("dt=2026-11-24"), 1, 19).await?.len(), 1, "the path's own listing");
         Ok(())
     }
 
@@ -308,7 +316,7 @@ mod tests {
         let cfg = S3Config { multipart_part_bytes: 5 * 1024 * 1024, ..S3Config::default() };
         let store = Store::new(mem.clone(), "pre", &cfg, Metrics::new()?);
         let data = Bytes::from(vec![7u8; 12 * 1024 * 1024]);
-        let key = store.key("t", 0, 0);
+        let key = store.key("t", None, 0, 0);
         store.upload(&key, data.clone()).await?;
         let back = mem.get(&Path::parse(&key)?).await?.bytes().await?;
         assert_eq!(back.len(), data.len());

@@ -67,17 +67,19 @@ fn import_connector_carries_the_seed_connector() -> TestResult {
     Ok(())
 }
 
-/// What cannot be carried (a time partitioner, gzip, an unknown key) is warned about, one line
-/// each; the topic regex becomes a pattern; the rest passes `check`.
+/// What cannot be carried (gzip, several tasks, an unknown key) is warned about, one line each;
+/// the topic regex becomes a pattern and the time partitioner ours; the rest passes `check`.
 #[test]
 fn import_connector_warns_about_what_it_cannot_carry() -> TestResult {
     let (code, toml) = import("time-partitioned.json")?;
     assert_eq!(code, 0, "{toml}");
-    for w in ["partitioner.class", "path.format: belongs", "parquet.codec gzip", "s3.sse.customer.key: no equivalent", "tasks.max 3"] {
+    for w in ["parquet.codec gzip", "s3.sse.customer.key: no equivalent", "tasks.max 3"] {
         assert!(toml.lines().any(|l| l.starts_with(&format!("# warning: {w}"))), "no warning for {w}:\n{toml}");
     }
     let (code, out, err) = check(&toml, &[])?;
     assert_eq!(code, 0, "check refused the imported config: {err}\n{toml}");
+    // The hourly time partitioner is carried: Joda path format to ours.
+    assert!(out.contains("partitioner = \"time\"") && out.contains("path_format = \"dt={YYYY}-{MM}-{DD}/hr={HH}\""), "{out}");
     // topics.regex is carried as a pattern, anchored as Java's Pattern.matches() is.
     assert!(out.contains(r#"topics = ['^(supabase-habit\.public\..*)$']"#) || out.contains(r#"^(supabase-habit\\.public\\..*)$"#), "{out}");
     Ok(())

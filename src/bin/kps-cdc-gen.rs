@@ -50,6 +50,7 @@ async fn run(a: Args) -> Result<(), testkit::BoxError> {
         count: a.count,
         v2_after: a.v2_after,
         max_batch_records: None,
+        timestamps: None,
         seed: a.seed,
     };
     let events = testkit::produce_tasks(&plan).await?;

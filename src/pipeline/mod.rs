@@ -14,7 +14,7 @@ use parquet::file::properties::WriterProperties;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::buffer::PartitionBuffer;
+use crate::buffer::{PartitionBuffer, RowAt};
 use crate::commit;
 use crate::config::{Config, KeyColumn, Layout, Tolerance, Tombstones};
 use crate::deadletter::DeadLetter;
@@ -24,6 +24,7 @@ use crate::encode;
 use crate::error::SinkError;
 use crate::flush::{FlushPolicy, FlushReason};
 use crate::metrics::Metrics;
+use crate::partition::PathScheme;
 use crate::source::{self, Consumer, RebalanceEvent, TopicPartition};
 use crate::store::Store;
 
@@ -41,6 +42,8 @@ pub struct Pipeline {
     layout: Layout,
     key_column: KeyColumn,
     tombstones: Tombstones,
+    /// Where a record's file goes under its topic.
+    paths: PathScheme,
     /// With `errors.tolerance = "all"`; `None`: a bad record fails its partition.
     dead_letter: Option<DeadLetter>,
     /// `flush.max_buffered_bytes`, and the memory of all open files (the sum of each buffer's
@@ -79,6 +82,7 @@ impl Pipeline {
             key_column: config.output.key,
             tombstones: config.output.tombstones,
             dead_letter,
+            paths: PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?,
             max_buffered: config.flush.max_buffered_bytes,
             buffered: 0,
             partitions: HashMap::new(),
@@ -245,10 +249,11 @@ impl Pipeline {
     ) -> Result<(), SinkError> {
         let f = frame::parse(value)?;
         let k = self.parse_key(key)?;
-        self.prepare(tp, f.schema_id, k.map(|k| k.schema_id)).await?;
+        let path = self.paths.path(timestamp);
+        self.prepare(tp, f.schema_id, k.map(|k| k.schema_id), path.as_deref()).await?;
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
-        buf.push_row(f.body, k.map(|k| k.body), offset, timestamp, props)
+        buf.push_row(f.body, k.map(|k| k.body), RowAt { offset, timestamp_ms: timestamp, path: path.as_deref() }, props)
     }
 
     /// A tombstone with `output.tombstones = "write"`: a row with the key and null values, in the
@@ -265,10 +270,11 @@ impl Pipeline {
             Some(ids) => ids.value,
             None => self.registry.latest_id(&format!("{}-value", tp.0)).await?,
         };
-        self.prepare(tp, value_id, k.map(|k| k.schema_id)).await?;
+        let path = self.paths.path(timestamp);
+        self.prepare(tp, value_id, k.map(|k| k.schema_id), path.as_deref()).await?;
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
-        buf.push_tombstone_row(k.map(|k| k.body), offset, timestamp, props)
+        buf.push_tombstone_row(k.map(|k| k.body), RowAt { offset, timestamp_ms: timestamp, path: path.as_deref() }, props)
     }
 
     fn parse_key<'a>(&self, key: Option<&'a [u8]>) -> Result<Option<frame::Frame<'a>>, SinkError> {
@@ -278,12 +284,16 @@ impl Pipeline {
         Ok(key.map(frame::parse_key).transpose()?)
     }
 
-    /// Makes the open file and the decoder fit a record of these schemas: a file of other schemas
-    /// is closed first (a keyless record fits any key schema), and a decoder is built if needed.
-    async fn prepare(&mut self, tp: &TopicPartition, value_id: u32, key_id: Option<u32>) -> Result<(), SinkError> {
+    /// Makes the open file and the decoder fit a record of these schemas and this path: a file of
+    /// other schemas (a keyless record fits any key schema) or of another path is closed first,
+    /// and a decoder is built if needed.
+    async fn prepare(&mut self, tp: &TopicPartition, value_id: u32, key_id: Option<u32>, path: Option<&str>) -> Result<(), SinkError> {
         let fits = |ids: SchemaIds| ids.value == value_id && (key_id.is_none() || ids.key == key_id);
         if self.buffer(tp)?.file_schema_ids().is_some_and(|ids| !fits(ids)) {
             self.flush(tp, FlushReason::Schema).await?;
+        }
+        if path.is_some() && self.buffer(tp)?.file_path().is_some_and(|p| Some(p) != path) {
+            self.flush(tp, FlushReason::Path).await?;
         }
         if !self.buffer(tp)?.decoder_schema_ids().is_some_and(fits) {
             let value_schema = self.registry.schema(value_id).await?;
@@ -388,7 +398,7 @@ impl Pipeline {
         // owner (or by us before a crash): their records are being written again now.
         let mut last_kept = closed.start_offset - 1;
         if let Some(bytes) = closed.bytes {
-            let key = self.store.key(topic, partition, closed.start_offset);
+            let key = self.store.key(topic, closed.path.as_deref(), partition, closed.start_offset);
             let size = bytes.len();
             self.store.upload(&key, bytes).await?;
             last_kept = closed.start_offset;
@@ -411,7 +421,7 @@ impl Pipeline {
                 "file uploaded"
             );
         }
-        let stale = self.store.files_after(topic, partition, last_kept).await?;
+        let stale = self.store.files_after(topic, closed.path.as_deref(), partition, last_kept).await?;
         if !stale.is_empty() {
             self.store.delete_all(&stale).await?;
             tracing::info!(topic, partition, after_offset = last_kept, files = ?stale, "removed files uploaded but never committed by an earlier owner");

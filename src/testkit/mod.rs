@@ -106,11 +106,19 @@ impl CdcProducer {
 
     /// Sends one event (a `None` value is a tombstone) and waits for the broker's ack.
     pub async fn send(&self, key_body: &[u8], value_body: Option<&[u8]>) -> Result<Produced, BoxError> {
+        self.send_at(key_body, value_body, None).await
+    }
+
+    /// As [`CdcProducer::send`], with the record's timestamp (Unix ms) when given.
+    pub async fn send_at(&self, key_body: &[u8], value_body: Option<&[u8]>, timestamp_ms: Option<i64>) -> Result<Produced, BoxError> {
         let key = frame::encode(self.key_schema_id, key_body);
         let value = value_body.map(|b| frame::encode(self.value_schema_id, b));
         let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic).key(&key);
         if let Some(v) = value.as_ref() {
             record = record.payload(v);
+        }
+        if let Some(t) = timestamp_ms {
+            record = record.timestamp(t);
         }
         let delivery = self.producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
         Ok(Produced { partition: delivery.partition, offset: delivery.offset })
@@ -118,8 +126,17 @@ impl CdcProducer {
 
     /// Sends many events concurrently (bounded), returning where each landed, in input order.
     pub async fn send_all(&self, events: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<Vec<Produced>, BoxError> {
+        self.send_all_at(events, |_| None).await
+    }
+
+    /// As [`CdcProducer::send_all`], the i-th event with timestamp `timestamp(i)`.
+    pub async fn send_all_at(
+        &self,
+        events: &[(Vec<u8>, Option<Vec<u8>>)],
+        timestamp: impl Fn(usize) -> Option<i64>,
+    ) -> Result<Vec<Produced>, BoxError> {
         use futures::StreamExt;
-        futures::stream::iter(events.iter().map(|(k, v)| self.send(k, v.as_deref())))
+        futures::stream::iter(events.iter().enumerate().map(|(i, (k, v))| self.send_at(k, v.as_deref(), timestamp(i))))
             .buffered(1000)
             .collect::<Vec<_>>()
             .await
@@ -144,6 +161,8 @@ pub struct ProducePlan {
     /// 0.6.0 answers a fetch from inside a batch with nothing: tests that resume from a commit
     /// inside a produce call's records on tansu use 1.
     pub max_batch_records: Option<usize>,
+    /// Record timestamps `(first, step)` in Unix ms; `None`: the producer's clock.
+    pub timestamps: Option<(i64, i64)>,
     pub seed: u64,
 }
 
@@ -167,7 +186,8 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
             chunk.extend(generator.next_events()?);
         }
         let bodies: Vec<(Vec<u8>, Option<Vec<u8>>)> = chunk.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
-        let produced = producer.send_all(&bodies).await?;
+        let base = out.len();
+        let produced = producer.send_all_at(&bodies, |i| plan.timestamps.map(|(first, step)| first + (base + i) as i64 * step)).await?;
         out.extend(produced.into_iter().zip(chunk));
         if plan.v2_after.is_some_and(|n| !switched && out.len() >= n) {
             generator.switch_to_v2()?;

@@ -49,13 +49,25 @@ pub fn produce(
     v2_after: Option<usize>,
     seed: u64,
 ) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    produce_batched(stack, topic, (partitions, count, v2_after, seed), None)
+    produce_batched(stack, topic, (partitions, count, v2_after, seed), None, None)
+}
+
+/// As [`produce`], the records stamped `first + i * step` (Unix ms).
+pub fn produce_stamped(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    seed: u64,
+    (first, step): (i64, i64),
+) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    produce_batched(stack, topic, (partitions, count, None, seed), None, Some((first, step)))
 }
 
 /// As [`produce`], one record per produce batch: on tansu, whose fetch from inside a batch
 /// returns nothing, a member may then resume from any committed offset.
 pub fn produce_unbatched(stack: &Stack, topic: &str, partitions: i32, count: usize, seed: u64) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    produce_batched(stack, topic, (partitions, count, None, seed), Some(1))
+    produce_batched(stack, topic, (partitions, count, None, seed), Some(1), None)
 }
 
 fn produce_batched(
@@ -63,6 +75,7 @@ fn produce_batched(
     topic: &str,
     (partitions, count, v2_after, seed): (i32, usize, Option<usize>, u64),
     max_batch_records: Option<usize>,
+    timestamps: Option<(i64, i64)>,
 ) -> TestResult<Vec<(Produced, TaskEvent)>> {
     let plan = ProducePlan {
         bootstrap: stack.bootstrap.clone(),
@@ -72,6 +85,7 @@ fn produce_batched(
         count,
         v2_after,
         max_batch_records,
+        timestamps,
         seed,
     };
     tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))
