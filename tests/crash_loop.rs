@@ -17,17 +17,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::Rng;
-use rdkafka::mocking::MockCluster;
 
 #[test]
 fn random_kill9_under_load_loses_and_duplicates_nothing() -> TestResult {
-    let real = Stack::get()?;
     let cycles: usize = std::env::var("KPS_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let cluster = MockCluster::new(1)?;
-    let stack = Stack { bootstrap: cluster.bootstrap_servers(), ..real };
     let (topic, group, prefix) = (unique("it-kill"), unique("it-group"), unique("it/kill"));
     let partitions = 4;
-    cluster.create_topic(&topic, partitions, 1)?;
+    let (_cluster, stack) = mock_broker_stack(&topic, partitions)?;
     // Small files and a short rotation: flushes (size and time) happen all the time, so kills
     // land in every phase of one.
     let flush = "max_records = 150\nrotate_interval_ms = 700";

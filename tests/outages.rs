@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::mocking::MockCluster;
 
 fn outage() -> Duration {
     Duration::from_secs(std::env::var("KPS_OUTAGE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30))
@@ -115,11 +114,8 @@ fn registry_outage_waits_for_the_schema_then_catches_up() -> TestResult {
 
 #[test]
 fn broker_outage_is_ridden_out_and_nothing_is_lost() -> TestResult {
-    let real = Stack::get()?;
-    let cluster = MockCluster::new(1)?;
-    let stack = Stack { bootstrap: cluster.bootstrap_servers(), ..real };
     let (topic, group, prefix) = (unique("it-kout"), unique("it-group"), unique("it/kout"));
-    cluster.create_topic(&topic, 2, 1)?;
+    let (cluster, stack) = mock_broker_stack(&topic, 2)?;
     let mut produced = produce(&stack, &topic, 2, 200, None, 44)?;
     // Long files: the broker goes away while they are open, and their time flush (upload, then
     // a commit that fails until the broker is back) falls in the outage.

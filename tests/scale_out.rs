@@ -13,7 +13,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::mocking::MockCluster;
 
 fn owned(m: &SinkProcess) -> f64 {
     m.metric_sum("kps_partition_state", &[("state", "RUNNING")])
@@ -21,12 +20,9 @@ fn owned(m: &SinkProcess) -> f64 {
 
 #[test]
 fn members_join_leave_and_crash_under_load_without_loss_or_duplicates() -> TestResult {
-    let real = Stack::get()?;
-    let cluster = MockCluster::new(1)?;
-    let stack = Stack { bootstrap: cluster.bootstrap_servers(), ..real };
     let (topic, group, prefix) = (unique("it-scale"), unique("it-group"), unique("it/scale"));
     let partitions = 6;
-    cluster.create_topic(&topic, partitions, 1)?;
+    let (_cluster, stack) = mock_broker_stack(&topic, partitions)?;
     let spec = || {
         SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 200\nrotate_interval_ms = 1500")
             .env("KPS__KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "cooperative-sticky")

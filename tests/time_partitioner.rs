@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::mocking::MockCluster;
 
 /// 2026-11-24T00:50:00Z
 const FIRST_MS: i64 = 1_795_481_400_000;
@@ -20,11 +19,8 @@ const OFFSET_MS: i64 = 2 * 3_600_000;
 
 #[test]
 fn files_land_under_their_records_hour_exactly_once_across_a_crash() -> TestResult {
-    let real = Stack::get()?;
-    let cluster = MockCluster::new(1)?;
-    let stack = Stack { bootstrap: cluster.bootstrap_servers(), ..real };
     let (topic, group, prefix) = (unique("it-time"), unique("it-group"), unique("it/time"));
-    cluster.create_topic(&topic, 2, 1)?;
+    let (_cluster, stack) = mock_broker_stack(&topic, 2)?;
     // 600 records, 15 s apart: two and a half hours, from 00:50 UTC (02:50 at +02:00).
     let produced = produce_stamped(&stack, &topic, 2, 600, 111, (FIRST_MS, STEP_MS))?;
     let spec = || {

@@ -39,6 +39,20 @@ impl Stack {
     }
 }
 
+/// librdkafka's mock cluster (one broker, in this process, reached over TCP) with `topic` of
+/// `partitions` partitions, and the local stack with the mock cluster as its broker: for tests
+/// that need a coordinator that expires dead members as Kafka does, which tansu 0.6.0 does not.
+pub fn mock_broker_stack(
+    topic: &str,
+    partitions: i32,
+) -> TestResult<(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Stack)> {
+    let real = Stack::get()?;
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    cluster.create_topic(topic, partitions, 1)?;
+    let stack = Stack { bootstrap: cluster.bootstrap_servers(), ..real };
+    Ok((cluster, stack))
+}
+
 /// Produces `count` Debezium events of the tasks table (v2 schema after `v2_after` records);
 /// returns each with where it landed.
 pub fn produce(
