@@ -109,6 +109,13 @@ fn import_connector(file: &std::path::Path) -> ExitCode {
     }
 }
 
+fn new_metrics() -> Result<Metrics, ExitCode> {
+    Metrics::new().map_err(|e| {
+        eprintln!("cannot register metrics: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
         eprintln!("cannot start the runtime: {e}");
@@ -143,12 +150,9 @@ fn doctor(config: Config) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let metrics = match Metrics::new() {
+        let metrics = match new_metrics() {
             Ok(m) => m,
-            Err(e) => {
-                eprintln!("cannot register metrics: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         let store = match Store::s3(&config.s3, &config.output.prefix, metrics) {
             Ok(s) => s,
@@ -170,20 +174,14 @@ fn doctor(config: Config) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
-    runtime.block_on(async move {
-        let metrics = match Metrics::new() {
+    rt.block_on(async move {
+        let metrics = match new_metrics() {
             Ok(m) => m,
-            Err(e) => {
-                eprintln!("cannot register metrics: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         if let Ok(addr) = config.metrics.listen.parse() {
             if let Err(e) = metrics::serve(addr, metrics.clone()).await {

@@ -80,28 +80,23 @@ fn store_problem(config: &Config, e: &StoreError) -> String {
     let s3 = &config.s3;
     let endpoint = if s3.endpoint.is_empty() { "AWS" } else { s3.endpoint.as_str() };
     let text = e.source.to_string();
-    match &e.source {
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            format!(
-                "s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights",
-                s3.bucket
-            )
-        }
-        _ if text.contains("NoSuchBucket")
-            || text.contains("does not exist")
-            || matches!(e.source, object_store::Error::NotFound { .. }) =>
-        {
-            format!("s3.bucket: bucket {:?} does not exist at {endpoint}: create it or fix the name", s3.bucket)
-        }
-        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") || text.contains("AccessDenied") => {
-            format!(
-                "s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights",
-                s3.bucket
-            )
-        }
-        _ => format!(
+    // Checked in this order: a typed refusal, then a missing bucket, then a refusal the server
+    // only spelt out in its message.
+    let typed_refusal = matches!(e.source, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. });
+    let missing =
+        text.contains("NoSuchBucket") || text.contains("does not exist") || matches!(e.source, object_store::Error::NotFound { .. });
+    let worded_refusal = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"].iter().any(|w| text.contains(w));
+    if typed_refusal || (!missing && worded_refusal) {
+        format!(
+            "s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights",
+            s3.bucket
+        )
+    } else if missing {
+        format!("s3.bucket: bucket {:?} does not exist at {endpoint}: create it or fix the name", s3.bucket)
+    } else {
+        format!(
             "s3.endpoint: cannot write to bucket {:?} at {endpoint} ({text}): check the endpoint and that the store is running",
             s3.bucket
-        ),
+        )
     }
 }
