@@ -65,6 +65,9 @@ def dump(fs, a):
                 "id": image_field(r, "id"),
                 "title": image_field(r, "title"),
                 "category": image_field(r, "category"),
+                "prio": image_field(r, "prio"),
+                "completed": image_field(r, "completed"),
+                "source_ts_ms": (r.get("source") or {}).get("ts_ms"),
             })
         out.append({
             "key": info.path.split("/", 1)[1],

@@ -1,35 +1,75 @@
-//! Buffer stage: per topic-partition state — the decoder for the current schema and the one open
-//! Parquet file with the offset range it covers.
+//! Buffer stage: per topic-partition state — how to decode the current schemas, and the open
+//! group: a contiguous offset range of the partition whose rows are in one open Parquet file
+//! per output path. A group closes as a whole: its files are uploaded, then the offset after
+//! its range is committed (DESIGN.md, "Offset protocol").
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use parquet::file::properties::WriterProperties;
 use prometheus::IntGauge;
 
-use crate::decode::{BatchDecoder, SchemaIds};
+use crate::config::Layout;
+use crate::decode::{BatchDecoder, DecodeError, SchemaIds};
 use crate::encode::ParquetFile;
 use crate::error::SinkError;
 use crate::flush::FileStats;
 
-/// An open file: a contiguous offset range of one partition and the rows decoded from it.
-pub struct OpenFile {
-    pub start_offset: i64,
-    pub end_offset: i64,
-    /// Records in the range: rows plus skipped (tombstones).
-    pub records: u64,
-    pub skipped: u64,
+/// How to build a decoder for one writer schema (and key schema): each path of a group gets
+/// its own, as each has its own file.
+#[derive(Clone)]
+pub struct DecoderSpec {
+    pub topic: String,
+    pub partition: i32,
+    pub value: (u32, Arc<str>),
+    pub key: Option<(u32, Arc<str>)>,
+    pub batch_rows: usize,
+    pub layout: Layout,
+    pub tombstone_rows: bool,
+}
+
+impl DecoderSpec {
+    pub fn build(&self) -> Result<BatchDecoder, DecodeError> {
+        let key = self.key.as_ref().map(|(id, s)| (*id, &**s));
+        let d =
+            BatchDecoder::new(&self.topic, self.partition, (self.value.0, &self.value.1), key, self.batch_rows)?.with_layout(self.layout);
+        Ok(if self.tombstone_rows { d.with_tombstone_rows() } else { d })
+    }
+
+    pub fn ids(&self) -> SchemaIds {
+        SchemaIds { value: self.value.0, key: self.key.as_ref().map(|k| k.0) }
+    }
+}
+
+/// The open group: every record of `start_offset..=end_offset` handled so far.
+struct Group {
+    start_offset: i64,
+    end_offset: i64,
+    /// Records in the range: rows plus skipped (tombstones, dead-lettered).
+    records: u64,
+    skipped: u64,
     /// Schema ids of the rows, once the first row arrived.
-    pub schema_ids: Option<SchemaIds>,
-    /// The directory of the rows under the topic (`output.partitioner = "time"`), once the
-    /// first row arrived.
-    pub path: Option<String>,
+    schema_ids: Option<SchemaIds>,
     opened: Instant,
+    files: Vec<PathFile>,
+}
+
+/// The open file of one path in the group.
+struct PathFile {
+    /// The directory under the topic (`None`: the Kafka partitioner's `partition=<p>/` only).
+    path: Option<String>,
+    /// The first offset of the file's key: its first row's (the group's start with no path).
+    start_offset: i64,
+    end_offset: i64,
+    decoder: BatchDecoder,
     parquet: Option<ParquetFile>,
     /// `ParquetFile::encoded_bytes` and `memory_bytes` as of the last batch written: they only
     /// change then, so the per-record flush check reads these instead of asking the writer.
     encoded: u64,
     memory: u64,
+    /// Avro bytes decoded into rows the decoder has not handed out yet.
+    pending_avro_bytes: u64,
     /// Per written row: Debezium's `ts_ms` and the Kafka timestamp (Unix ms), for the
     /// time-to-lake histograms observed when the upload completes.
     times: RowTimes,
@@ -68,33 +108,37 @@ pub struct ClosedFile {
     pub start_offset: i64,
     pub end_offset: i64,
     pub rows: u64,
-    pub skipped: u64,
-    /// `None` when the range held no row (only tombstones): nothing to upload.
-    pub bytes: Option<Bytes>,
+    pub bytes: Bytes,
     pub times: RowTimes,
     pub path: Option<String>,
+}
+
+/// A closed group: its files, and the range they cover together.
+pub struct ClosedGroup {
+    pub start_offset: i64,
+    pub end_offset: i64,
+    pub skipped: u64,
+    pub files: Vec<ClosedFile>,
 }
 
 pub struct PartitionBuffer {
     pub topic: String,
     pub partition: i32,
-    decoder: Option<BatchDecoder>,
-    file: Option<OpenFile>,
-    /// `kps_buffered_records` of this partition, kept equal to the open file's records.
+    spec: Option<DecoderSpec>,
+    group: Option<Group>,
+    /// `kps_buffered_records` of this partition, kept equal to the open group's records.
     gauge: IntGauge,
-    /// Avro bytes decoded into rows the decoder has not handed out yet.
-    pending_avro_bytes: u64,
-    /// Offsets of the open file's range already sent to the dead-letter topic: a replay of the
+    /// Offsets of the open group's range already sent to the dead-letter topic: a replay of the
     /// range (after a corrupt record) skips them instead of sending them again.
     pub dead_lettered: std::collections::BTreeSet<i64>,
-    /// After a seek back to replay the open file's range: messages past this offset are stale
+    /// After a seek back to replay the open group's range: messages past this offset are stale
     /// (fetched before the seek) and dropped until one at or before it arrives.
     pub replay_through: Option<i64>,
     /// Stopped on a record it cannot write (`errors.tolerance = "none"`).
     pub failed: bool,
     /// `memory_bytes()` as last added to the pipeline's total.
     pub accounted: u64,
-    /// An offset whose commit failed after its file was uploaded (broker away, rebalance in
+    /// An offset whose commit failed after its files were uploaded (broker away, rebalance in
     /// progress): retried on every tick until it succeeds or a later flush commits past it.
     pub pending_commit: Option<i64>,
 }
@@ -104,7 +148,7 @@ pub struct PartitionBuffer {
 pub struct RowAt<'a> {
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
-    /// The directory under the topic (`output.partitioner = "time"`).
+    /// The directory under the topic (`None` with the Kafka partitioner).
     pub path: Option<&'a str>,
 }
 
@@ -118,10 +162,9 @@ impl PartitionBuffer {
         Self {
             topic: topic.to_string(),
             partition,
-            decoder: None,
-            file: None,
+            spec: None,
+            group: None,
             gauge,
-            pending_avro_bytes: 0,
             dead_lettered: Default::default(),
             replay_through: None,
             failed: false,
@@ -130,155 +173,173 @@ impl PartitionBuffer {
         }
     }
 
-    /// The schema ids of the rows in the open file, if it has rows.
-    pub fn file_schema_ids(&self) -> Option<SchemaIds> {
-        self.file.as_ref().and_then(|f| f.schema_ids)
+    /// The schema ids of the rows in the open group, if it has rows.
+    pub fn group_schema_ids(&self) -> Option<SchemaIds> {
+        self.group.as_ref().and_then(|g| g.schema_ids)
     }
 
-    /// The path of the rows in the open file, if it has rows and a path.
-    pub fn file_path(&self) -> Option<&str> {
-        self.file.as_ref().and_then(|f| f.path.as_deref())
+    /// Whether a row of `path` would need a new file in the open group, and how many files the
+    /// group has.
+    pub fn needs_new_file(&self, path: Option<&str>) -> Option<usize> {
+        let g = self.group.as_ref()?;
+        (!g.files.iter().any(|f| f.path.as_deref() == path)).then_some(g.files.len())
     }
 
     pub fn decoder_schema_ids(&self) -> Option<SchemaIds> {
-        self.decoder.as_ref().map(BatchDecoder::ids)
+        self.spec.as_ref().map(DecoderSpec::ids)
     }
 
-    /// Replaces the decoder; only call with no pending rows (after the file was closed).
-    pub fn set_decoder(&mut self, d: BatchDecoder) {
-        self.decoder = Some(d);
+    /// Replaces the decoder spec; only call with no rows in the open group (after a flush).
+    pub fn set_decoder_spec(&mut self, spec: DecoderSpec) {
+        self.spec = Some(spec);
     }
 
-    fn open(&mut self, offset: i64) -> &mut OpenFile {
-        self.file.get_or_insert_with(|| OpenFile {
+    fn open(&mut self, offset: i64) -> &mut Group {
+        self.group.get_or_insert_with(|| Group {
             start_offset: offset,
             end_offset: offset,
             records: 0,
             skipped: 0,
             schema_ids: None,
-            path: None,
             opened: Instant::now(),
-            parquet: None,
-            encoded: 0,
-            memory: 0,
-            times: RowTimes::default(),
+            files: Vec::new(),
         })
     }
 
-    /// A record that produces no row (a tombstone) still belongs to the file's range.
+    /// A record that produces no row (a tombstone) still belongs to the group's range.
     pub fn push_skipped(&mut self, offset: i64) {
-        let f = self.open(offset);
-        f.end_offset = offset;
-        f.records += 1;
-        f.skipped += 1;
-        let records = f.records;
+        let g = self.open(offset);
+        g.end_offset = offset;
+        g.records += 1;
+        g.skipped += 1;
+        let records = g.records;
         self.gauge.set(records as i64);
     }
 
-    /// Decodes one Avro body (and key) into the open file. The decoder must be set for the
-    /// record's schemas.
+    /// Decodes one Avro body (and key) into the file of its path. The decoder spec must be set
+    /// for the record's schemas.
     pub fn push_row(&mut self, body: &[u8], key: Option<&[u8]>, at: RowAt<'_>, props: &WriterProperties) -> Result<(), SinkError> {
-        self.pending_avro_bytes += (body.len() + key.map_or(0, <[u8]>::len)) as u64;
+        let avro = (body.len() + key.map_or(0, <[u8]>::len)) as u64;
         let RowAt { offset, timestamp_ms, .. } = at;
-        self.push_with(at, props, |d| d.push(body, key, offset, timestamp_ms))
+        self.push_with(at, avro, props, |d| d.push(body, key, offset, timestamp_ms))
     }
 
     /// A tombstone as a row (`output.tombstones = "write"`); the decoder gives the file's schema.
     pub fn push_tombstone_row(&mut self, key: Option<&[u8]>, at: RowAt<'_>, props: &WriterProperties) -> Result<(), SinkError> {
         let RowAt { offset, timestamp_ms, .. } = at;
-        self.push_with(at, props, |d| d.push_tombstone(key, offset, timestamp_ms))
+        self.push_with(at, 0, props, |d| d.push_tombstone(key, offset, timestamp_ms))
     }
 
     fn push_with(
         &mut self,
         RowAt { offset, path, .. }: RowAt<'_>,
+        avro_bytes: u64,
         props: &WriterProperties,
-        push: impl FnOnce(&mut BatchDecoder) -> Result<Option<arrow::array::RecordBatch>, crate::decode::DecodeError>,
+        push: impl FnOnce(&mut BatchDecoder) -> Result<Option<arrow::array::RecordBatch>, DecodeError>,
     ) -> Result<(), SinkError> {
-        self.open(offset);
-        let (Some(decoder), Some(file)) = (self.decoder.as_mut(), self.file.as_mut()) else {
-            return Err(crate::decode::DecodeError::Batch("no decoder for the partition".into()).into());
+        let spec = self.spec.clone().ok_or_else(|| DecodeError::Batch("no decoder for the partition".into()))?;
+        let g = self.open(offset);
+        let i = match g.files.iter().position(|f| f.path.as_deref() == path) {
+            Some(i) => i,
+            None => {
+                let start_offset = if path.is_none() { g.start_offset } else { offset };
+                g.files.push(PathFile {
+                    path: path.map(str::to_string),
+                    start_offset,
+                    end_offset: offset,
+                    decoder: spec.build()?,
+                    parquet: None,
+                    encoded: 0,
+                    memory: 0,
+                    pending_avro_bytes: 0,
+                    times: RowTimes::default(),
+                });
+                g.files.len() - 1
+            }
         };
-        let batch = push(decoder)?;
-        file.schema_ids = Some(decoder.ids());
-        if file.path.is_none() {
-            file.path = path.map(str::to_string);
-        }
+        let file = &mut g.files[i];
+        let batch = push(&mut file.decoder)?;
+        g.schema_ids = Some(spec.ids());
+        g.end_offset = offset;
+        g.records += 1;
         file.end_offset = offset;
-        file.records += 1;
-        self.gauge.set(file.records as i64);
+        file.pending_avro_bytes += avro_bytes;
+        let records = g.records;
         if let Some(batch) = batch {
-            self.pending_avro_bytes = 0;
+            file.pending_avro_bytes = 0;
             write_batch(file, &batch, props)?;
         }
+        self.gauge.set(records as i64);
         Ok(())
     }
 
-    /// Memory held by the open file: its encoded part and its rows not yet encoded.
+    /// Memory held by the open group: its files' encoded parts and rows not yet encoded.
     pub fn memory_bytes(&self) -> u64 {
-        self.file.as_ref().map_or(0, |f| f.memory) + self.pending_avro_bytes * PENDING_ROW_FACTOR
+        self.group.as_ref().map_or(0, |g| g.files.iter().map(|f| f.memory + f.pending_avro_bytes * PENDING_ROW_FACTOR).sum())
     }
 
-    /// The first offset of the open file, if one is open.
+    /// The first offset of the open group, if one is open.
     pub fn open_start(&self) -> Option<i64> {
-        self.file.as_ref().map(|f| f.start_offset)
+        self.group.as_ref().map(|g| g.start_offset)
     }
 
-    /// Drops the open file and the decoder (which may hold part of a record): nothing of the
+    /// Drops the open group and its decoders (which may hold part of a record): nothing of the
     /// range is uploaded or committed.
     pub fn discard(&mut self) {
-        self.file = None;
-        self.decoder = None;
-        self.pending_avro_bytes = 0;
+        self.group = None;
         self.gauge.set(0);
     }
 
-    /// What the flush policy looks at, if a file is open.
+    /// What the flush policy looks at, if a group is open: its records, its largest file, and
+    /// its age.
     pub fn stats(&self, now: Instant) -> Option<FileStats> {
-        self.file.as_ref().map(|f| FileStats { records: f.records, encoded_bytes: f.encoded, age: now.saturating_duration_since(f.opened) })
+        self.group.as_ref().map(|g| FileStats {
+            records: g.records,
+            encoded_bytes: g.files.iter().map(|f| f.encoded).max().unwrap_or(0),
+            age: now.saturating_duration_since(g.opened),
+        })
     }
 
     pub fn buffered_records(&self) -> u64 {
-        self.file.as_ref().map_or(0, |f| f.records)
+        self.group.as_ref().map_or(0, |g| g.records)
     }
 
-    /// Closes the open file: the decoder's pending rows are written and the footer finished.
-    pub fn close(&mut self, props: &WriterProperties) -> Result<Option<ClosedFile>, SinkError> {
-        let Some(mut file) = self.file.take() else {
+    /// Closes the open group: each decoder's pending rows are written and each footer finished.
+    pub fn close(&mut self, props: &WriterProperties) -> Result<Option<ClosedGroup>, SinkError> {
+        let Some(g) = self.group.take() else {
             return Ok(None);
         };
         self.gauge.set(0);
-        self.pending_avro_bytes = 0;
         self.dead_lettered.clear();
-        if let Some(decoder) = self.decoder.as_mut() {
-            if let Some(batch) = decoder.finish()? {
-                write_batch(&mut file, &batch, props)?;
+        let mut files = Vec::with_capacity(g.files.len());
+        for mut f in g.files {
+            if let Some(batch) = f.decoder.finish()? {
+                write_batch(&mut f, &batch, props)?;
+            }
+            if let Some(p) = f.parquet.take() {
+                let rows = p.rows();
+                files.push(ClosedFile {
+                    start_offset: f.start_offset,
+                    end_offset: f.end_offset,
+                    rows,
+                    bytes: p.finish()?,
+                    times: f.times,
+                    path: f.path,
+                });
             }
         }
-        let (rows, bytes) = match file.parquet.take() {
-            Some(p) => (p.rows(), Some(p.finish()?)),
-            None => (0, None),
-        };
-        Ok(Some(ClosedFile {
-            start_offset: file.start_offset,
-            end_offset: file.end_offset,
-            rows,
-            skipped: file.skipped,
-            bytes,
-            times: file.times,
-            path: file.path,
-        }))
+        Ok(Some(ClosedGroup { start_offset: g.start_offset, end_offset: g.end_offset, skipped: g.skipped, files }))
     }
 }
 
 impl Drop for PartitionBuffer {
-    /// A revoked partition's open file is discarded: it no longer counts as buffered here.
+    /// A revoked partition's open group is discarded: it no longer counts as buffered here.
     fn drop(&mut self) {
         self.gauge.set(0);
     }
 }
 
-fn write_batch(file: &mut OpenFile, batch: &arrow::array::RecordBatch, props: &WriterProperties) -> Result<(), SinkError> {
+fn write_batch(file: &mut PathFile, batch: &arrow::array::RecordBatch, props: &WriterProperties) -> Result<(), SinkError> {
     let parquet = match file.parquet.as_mut() {
         Some(p) => p,
         None => file.parquet.insert(ParquetFile::new(batch, props.clone())?),

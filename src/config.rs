@@ -207,13 +207,21 @@ pub struct OutputConfig {
     pub key: KeyColumn,
     /// What to do with tombstones (records with a null value).
     pub tombstones: Tombstones,
-    /// `kafka`: files under `partition=<p>/`; `time`: under `<path_format>/partition=<p>/`.
+    /// `kafka`: files under `partition=<p>/`; `time`: under `<path_format>/partition=<p>/`;
+    /// `field`: under `<field>=<value>/.../partition=<p>/`.
     pub partitioner: Partitioner,
-    /// With `partitioner = "time"`: the directory from the record's Kafka timestamp; fields
+    /// With `partitioner = "time"`: the directory from the record's time; fields
     /// `{YYYY} {MM} {DD} {HH} {mm}`.
     pub path_format: String,
-    /// With `partitioner = "time"`: `UTC` or a fixed offset such as `+02:00`.
+    /// With `partitioner = "time"`: `UTC`, a fixed offset such as `+02:00`, or a zone name such
+    /// as `Europe/Berlin` (with its daylight saving).
     pub timezone: String,
+    /// With `partitioner = "time"`: the value field holding the record time (`ts_ms`,
+    /// `source.ts_ms`); empty: the Kafka record timestamp.
+    pub timestamp_field: String,
+    /// With `partitioner = "field"`: value fields, dot-separated (`after.status`), one directory
+    /// each.
+    pub partition_fields: Vec<String>,
 }
 
 impl Default for OutputConfig {
@@ -228,6 +236,8 @@ impl Default for OutputConfig {
             partitioner: Partitioner::Kafka,
             path_format: "dt={YYYY}-{MM}-{DD}/hr={HH}".into(),
             timezone: "UTC".into(),
+            timestamp_field: String::new(),
+            partition_fields: Vec::new(),
         }
     }
 }
@@ -257,6 +267,7 @@ pub enum Tombstones {
 pub enum Partitioner {
     Kafka,
     Time,
+    Field,
 }
 
 /// `struct`: decode Avro keys into the `__kafka_key` struct column; `off`: ignore keys.
@@ -270,7 +281,8 @@ pub enum KeyColumn {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlushConfig {
-    /// Records per file (the connector's `flush.size`).
+    /// Records per file (the connector's `flush.size`); with a time or field partitioner, per
+    /// flush of a partition, across the files of its paths.
     pub max_records: u64,
     /// Wall-clock age after which an open file is closed, even if no record arrives.
     pub rotate_interval_ms: u64,
@@ -279,11 +291,20 @@ pub struct FlushConfig {
     /// Memory of all open files together (encoded Parquet plus rows not yet encoded); past it,
     /// the largest open file is flushed early (flush reason `memory`).
     pub max_buffered_bytes: u64,
+    /// With a time or field partitioner: paths (open files) one partition may fill at once; a
+    /// record of one more path flushes them first (flush reason `path`).
+    pub max_open_files: usize,
 }
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        Self { max_records: 1000, rotate_interval_ms: 3_600_000, max_file_bytes: 128 * 1024 * 1024, max_buffered_bytes: 256 * 1024 * 1024 }
+        Self {
+            max_records: 1000,
+            rotate_interval_ms: 3_600_000,
+            max_file_bytes: 128 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            max_open_files: 32,
+        }
     }
 }
 
@@ -491,6 +512,9 @@ impl Config {
         }
         if f.max_file_bytes < 1024 {
             e.push("flush.max_file_bytes: must be >= 1024".to_string());
+        }
+        if f.max_open_files == 0 {
+            e.push("flush.max_open_files: must be > 0".to_string());
         }
         if f.max_buffered_bytes < 1024 * 1024 {
             e.push("flush.max_buffered_bytes: must be >= 1048576 (1 MiB)".to_string());

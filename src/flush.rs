@@ -17,7 +17,7 @@ pub enum FlushReason {
     Schema,
     /// The service is stopping.
     Shutdown,
-    /// A record belongs under another path (`output.partitioner = "time"`) than the file's rows.
+    /// A record needs one more path than `flush.max_open_files` (time or field partitioner).
     Path,
     /// All open files together reached `flush.max_buffered_bytes`; this was the largest.
     Memory,

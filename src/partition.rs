@@ -1,11 +1,21 @@
 //! Output partitioning: where under `<prefix>/topics/<topic>/` a record's file goes.
 //!
 //! `kafka` (default): `partition=<p>/`. `time`: `<path>/partition=<p>/`, the path formatted from
-//! the record's Kafka timestamp (what the Confluent sink calls the `Record` timestamp extractor;
-//! Debezium's producer stamps each record when it sends it) in a fixed UTC offset. The path is a
-//! pure function of the record, so a replay puts every record where it was before.
+//! the record's time in a time zone: its Kafka timestamp (the Confluent sink's `Record`
+//! extractor; Debezium's producer stamps each record when it sends it), or a field of the value
+//! such as Debezium's `ts_ms` or `source.ts_ms` (`RecordField`). `field`: `<name>=<value>/...`
+//! from fields of the value, as the Confluent `FieldPartitioner`. The path is a pure function
+//! of the record, so a replay puts every record where it was before.
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, TimeZone, Timelike};
 
 use crate::config::{OutputConfig, Partitioner};
+use crate::decode::field::{FieldReader, FieldValue, TimeUnit};
+
+/// The directory of a null or empty field value, as Hive, Spark and DuckDB name it.
+pub const NULL_DIRECTORY: &str = "__HIVE_DEFAULT_PARTITION__";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {
@@ -17,45 +27,211 @@ pub enum Token {
     Minute,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathScheme {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    Fixed(chrono::FixedOffset),
+    /// An IANA zone with its daylight-saving rules (`Europe/Berlin`).
+    Named(chrono_tz::Tz),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scheme {
     Kafka,
-    Time { tokens: Vec<Token>, offset_minutes: i64 },
+    Time { tokens: Vec<Token>, zone: Zone, field: Option<String> },
+    Field { fields: Vec<String> },
+}
+
+/// The configured scheme, and the field readers compiled per writer schema id.
+#[derive(Debug)]
+pub struct PathScheme {
+    scheme: Scheme,
+    readers: HashMap<u32, Vec<FieldReader>>,
 }
 
 impl PathScheme {
     pub fn from_config(c: &OutputConfig) -> Result<Self, String> {
-        match c.partitioner {
-            Partitioner::Kafka => Ok(PathScheme::Kafka),
-            Partitioner::Time => Ok(PathScheme::Time { tokens: parse_format(&c.path_format)?, offset_minutes: parse_offset(&c.timezone)? }),
+        let scheme = match c.partitioner {
+            Partitioner::Kafka => Scheme::Kafka,
+            Partitioner::Time => {
+                let field = (!c.timestamp_field.is_empty()).then(|| c.timestamp_field.clone());
+                if let Some(f) = &field {
+                    check_field_path("output.timestamp_field", f)?;
+                }
+                Scheme::Time { tokens: parse_format(&c.path_format)?, zone: parse_zone(&c.timezone)?, field }
+            }
+            Partitioner::Field => {
+                if c.partition_fields.is_empty() {
+                    return Err("output.partition_fields: partitioner = \"field\" needs at least one field, e.g. [\"after.status\"]".into());
+                }
+                for f in &c.partition_fields {
+                    check_field_path("output.partition_fields", f)?;
+                }
+                let mut names: Vec<&str> = c.partition_fields.iter().map(|f| directory_name(f)).collect();
+                names.sort_unstable();
+                if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(format!("output.partition_fields: two fields would both be named {:?} in the path", w[0]));
+                }
+                Scheme::Field { fields: c.partition_fields.clone() }
+            }
+        };
+        Ok(Self { scheme, readers: HashMap::new() })
+    }
+
+    /// Whether records go under a path of their own (time or field partitioner).
+    pub fn has_paths(&self) -> bool {
+        !matches!(self.scheme, Scheme::Kafka)
+    }
+
+    /// The fields read from a value body, in the order their readers are kept.
+    fn fields(&self) -> &[String] {
+        match &self.scheme {
+            Scheme::Kafka => &[],
+            Scheme::Time { field, .. } => field.as_slice(),
+            Scheme::Field { fields } => fields,
         }
     }
 
-    /// The directory between the topic and `partition=<p>` for a record with this timestamp
-    /// (Unix ms); `None` with the Kafka partitioner. A record without a timestamp takes the
-    /// wall clock.
-    pub fn path(&self, timestamp_ms: Option<i64>) -> Option<String> {
-        let PathScheme::Time { tokens, offset_minutes } = self else {
-            return None;
+    /// Whether [`PathScheme::learn`] must see this writer schema before [`PathScheme::path`]
+    /// can read its bodies.
+    pub fn needs_schema(&self, schema_id: u32) -> bool {
+        !self.fields().is_empty() && !self.readers.contains_key(&schema_id)
+    }
+
+    /// Compiles the configured fields against a writer schema; an error names the key.
+    pub fn learn(&mut self, schema_id: u32, schema: &str) -> Result<(), String> {
+        let key = match self.scheme {
+            Scheme::Time { .. } => "output.timestamp_field",
+            _ => "output.partition_fields",
         };
-        let ms = timestamp_ms
-            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64));
-        let local_minutes = ms.div_euclid(60_000) + offset_minutes;
-        let (days, minute_of_day) = (local_minutes.div_euclid(1440), local_minutes.rem_euclid(1440));
-        let (y, m, d) = civil_from_days(days);
-        let mut out = String::new();
-        for t in tokens {
-            match t {
-                Token::Text(s) => out.push_str(s),
-                Token::Year => out.push_str(&format!("{y:04}")),
-                Token::Month => out.push_str(&format!("{m:02}")),
-                Token::Day => out.push_str(&format!("{d:02}")),
-                Token::Hour => out.push_str(&format!("{:02}", minute_of_day / 60)),
-                Token::Minute => out.push_str(&format!("{:02}", minute_of_day % 60)),
+        let readers = self
+            .fields()
+            .iter()
+            .map(|f| FieldReader::compile(schema, f).map_err(|e| format!("{key}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.readers.insert(schema_id, readers);
+        Ok(())
+    }
+
+    /// The directory between the topic and `partition=<p>` of a record (`None` with the Kafka
+    /// partitioner). `value` is the writer schema id and Avro body (`None` for a tombstone);
+    /// `timestamp_ms` the Kafka timestamp. A record without a time (no field value, no Kafka
+    /// timestamp) takes the wall clock; a tombstone's fields are null.
+    pub fn path(&self, value: Option<(u32, &[u8])>, timestamp_ms: Option<i64>) -> Result<Option<String>, PathError> {
+        let read = |i: usize| -> Result<FieldValue<'_>, PathError> {
+            let Some((id, body)) = value else { return Ok(FieldValue::Null) };
+            let reader = self.readers.get(&id).and_then(|r| r.get(i)).ok_or(PathError::Unlearned(id))?;
+            reader.read(body).map_err(PathError::Body)
+        };
+        match &self.scheme {
+            Scheme::Kafka => Ok(None),
+            Scheme::Time { tokens, zone, field } => {
+                let from_field = match field {
+                    Some(name) => field_millis(name, read(0)?)?,
+                    None => None,
+                };
+                let ms = from_field.or(timestamp_ms).unwrap_or_else(|| {
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+                });
+                Ok(Some(format_time(tokens, *zone, ms)))
+            }
+            Scheme::Field { fields } => {
+                let mut out = String::new();
+                for (i, f) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push('/');
+                    }
+                    out.push_str(directory_name(f));
+                    out.push('=');
+                    escape_into(&mut out, read(i)?);
+                }
+                Ok(Some(out))
             }
         }
-        Some(out)
     }
+}
+
+/// Why a record's path cannot be made; each is a bad record, never retryable.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("schema id {0} was not compiled for the partitioner")]
+    Unlearned(u32),
+    #[error("cannot read the partitioning field: {0}")]
+    Body(String),
+    #[error("output.timestamp_field {field}: {reason}")]
+    NotATime { field: String, reason: String },
+}
+
+/// A time field's value in Unix milliseconds: a long (milliseconds, or the unit of its logical
+/// type) or an ISO-8601 string with an offset (Debezium's `ZonedTimestamp`); null gives `None`.
+fn field_millis(field: &str, v: FieldValue<'_>) -> Result<Option<i64>, PathError> {
+    let bad = |reason: String| PathError::NotATime { field: field.to_string(), reason };
+    Ok(Some(match v {
+        FieldValue::Null => return Ok(None),
+        FieldValue::Long(v, TimeUnit::Plain | TimeUnit::Millis) => v,
+        FieldValue::Long(v, TimeUnit::Micros) => v.div_euclid(1_000),
+        FieldValue::Long(v, TimeUnit::Nanos) => v.div_euclid(1_000_000),
+        FieldValue::Str(s) => {
+            chrono::DateTime::parse_from_rfc3339(s).map_err(|e| bad(format!("{s:?} is not an ISO-8601 time: {e}")))?.timestamp_millis()
+        }
+        other => return Err(bad(format!("{other:?} is not a time (a long in milliseconds or an ISO-8601 string)"))),
+    }))
+}
+
+/// `after.status` is written `status=...`: the last segment names the directory.
+fn directory_name(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn check_field_path(key: &str, f: &str) -> Result<(), String> {
+    if f.split('.').any(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+        return Err(format!("{key}: dot-separated Avro field names like \"after.status\", got {f:?}"));
+    }
+    Ok(())
+}
+
+/// A value as a path segment, escaped as Hive escapes partition values (`/` → `%2F`).
+fn escape_into(out: &mut String, v: FieldValue<'_>) {
+    use std::fmt::Write as _;
+    let text = match v {
+        FieldValue::Null => return out.push_str(NULL_DIRECTORY),
+        FieldValue::Bool(b) => b.to_string(),
+        FieldValue::Long(n, _) => n.to_string(),
+        FieldValue::Double(d) => d.to_string(),
+        FieldValue::Str(s) => s.to_string(),
+    };
+    if text.is_empty() {
+        return out.push_str(NULL_DIRECTORY);
+    }
+    for c in text.chars() {
+        if c.is_control() || "\"#%'*/:=?\\{[]^".contains(c) {
+            let mut b = [0; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+fn format_time(tokens: &[Token], zone: Zone, ms: i64) -> String {
+    let utc = chrono::Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+    let local = match zone {
+        Zone::Fixed(o) => utc.with_timezone(&o).naive_local(),
+        Zone::Named(tz) => utc.with_timezone(&tz).naive_local(),
+    };
+    let mut out = String::new();
+    for t in tokens {
+        match t {
+            Token::Text(s) => out.push_str(s),
+            Token::Year => out.push_str(&format!("{:04}", local.year())),
+            Token::Month => out.push_str(&format!("{:02}", local.month())),
+            Token::Day => out.push_str(&format!("{:02}", local.day())),
+            Token::Hour => out.push_str(&format!("{:02}", local.hour())),
+            Token::Minute => out.push_str(&format!("{:02}", local.minute())),
+        }
+    }
+    out
 }
 
 /// `dt={YYYY}-{MM}-{DD}/hr={HH}` into tokens; only `{YYYY} {MM} {DD} {HH} {mm}` are known.
@@ -89,40 +265,23 @@ fn parse_format(f: &str) -> Result<Vec<Token>, String> {
     Ok(tokens)
 }
 
-/// `UTC`, `Z` or a fixed offset `+HH:MM` / `-HH:MM`, in minutes east of UTC.
-fn parse_offset(tz: &str) -> Result<i64, String> {
+/// `UTC`, `Z`, a fixed offset `+HH:MM` / `-HH:MM`, or an IANA zone name (`Europe/Berlin`).
+fn parse_zone(tz: &str) -> Result<Zone, String> {
     if tz == "UTC" || tz == "Z" {
-        return Ok(0);
+        return Ok(Zone::Fixed(chrono::FixedOffset::east_opt(0).ok_or("UTC")?));
     }
-    let bad = || {
-        format!(
-            "output.timezone: \"UTC\" or a fixed offset like \"+02:00\", got {tz:?} (named zones with daylight saving are not supported)"
-        )
-    };
+    let bad = || format!("output.timezone: \"UTC\", a fixed offset like \"+02:00\" or a zone name like \"Europe/Berlin\", got {tz:?}");
     let (sign, rest) = match tz.as_bytes().first() {
         Some(b'+') => (1, &tz[1..]),
         Some(b'-') => (-1, &tz[1..]),
-        _ => return Err(bad()),
+        _ => return tz.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| bad()),
     };
     let (h, m) = rest.split_once(':').ok_or_else(bad)?;
-    let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 14 || m > 59 {
         return Err(bad());
     }
-    Ok(sign * (h * 60 + m))
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).map(Zone::Fixed).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -138,34 +297,96 @@ mod tests {
         })
     }
 
+    fn at(s: &PathScheme, ms: i64) -> Option<String> {
+        s.path(None, Some(ms)).ok().flatten()
+    }
+
     #[test]
     fn formats_record_time_in_a_fixed_offset() -> Result<(), String> {
         let s = scheme("dt={YYYY}-{MM}-{DD}/hr={HH}", "UTC")?;
         // 2026-11-24T01:30:00Z
         let t = 1_795_483_800_000;
-        assert_eq!(s.path(Some(t)).as_deref(), Some("dt=2026-11-24/hr=01"));
-        let berlin = scheme("dt={YYYY}-{MM}-{DD}/hr={HH}/min={mm}", "+02:00")?;
-        assert_eq!(berlin.path(Some(t)).as_deref(), Some("dt=2026-11-24/hr=03/min=30"));
+        assert_eq!(at(&s, t).as_deref(), Some("dt=2026-11-24/hr=01"));
+        let east = scheme("dt={YYYY}-{MM}-{DD}/hr={HH}/min={mm}", "+02:00")?;
+        assert_eq!(at(&east, t).as_deref(), Some("dt=2026-11-24/hr=03/min=30"));
         let west = scheme("{YYYY}/{MM}/{DD}", "-05:00")?;
-        assert_eq!(west.path(Some(t)).as_deref(), Some("2026/11/23"), "crosses midnight backwards");
-        assert_eq!(scheme("{YYYY}-{MM}-{DD}", "UTC")?.path(Some(951_782_400_000)).as_deref(), Some("2000-02-29"), "leap day");
-        assert_eq!(scheme("{YYYY}-{MM}-{DD}", "UTC")?.path(Some(-1)).as_deref(), Some("1969-12-31"), "before the epoch");
-        assert_eq!(PathScheme::from_config(&OutputConfig::default())?.path(Some(t)), None);
+        assert_eq!(at(&west, t).as_deref(), Some("2026/11/23"), "crosses midnight backwards");
+        assert_eq!(at(&scheme("{YYYY}-{MM}-{DD}", "UTC")?, 951_782_400_000).as_deref(), Some("2000-02-29"), "leap day");
+        assert_eq!(at(&scheme("{YYYY}-{MM}-{DD}", "UTC")?, -1).as_deref(), Some("1969-12-31"), "before the epoch");
+        assert_eq!(at(&PathScheme::from_config(&OutputConfig::default())?, t), None);
         Ok(())
     }
 
     #[test]
-    fn bad_formats_and_zones_name_their_key() {
-        for (f, tz) in [
-            ("dt={YYY}", "UTC"),
-            ("/dt={YYYY}", "UTC"),
-            ("a/../b", "UTC"),
-            ("dt={YYYY", "UTC"),
-            ("dt={YYYY}", "Europe/Berlin"),
-            ("x", "+25:00"),
-        ] {
-            let e = scheme(f, tz).err().unwrap_or_default();
-            assert!(e.starts_with("output.path_format") || e.starts_with("output.timezone"), "{f:?} {tz:?}: {e:?}");
+    fn named_zones_follow_daylight_saving() -> Result<(), String> {
+        let berlin = scheme("{YYYY}-{MM}-{DD}/hr={HH}", "Europe/Berlin")?;
+        // 2026-07-01T10:00Z is summer time (+02:00); 2026-01-15T10:00Z is winter time (+01:00).
+        assert_eq!(at(&berlin, 1_782_900_000_000).as_deref(), Some("2026-07-01/hr=12"));
+        assert_eq!(at(&berlin, 1_768_471_200_000).as_deref(), Some("2026-01-15/hr=11"));
+        // 2026-10-25T00:30Z and 01:30Z are both 02:30 local: the hour repeats when clocks go back.
+        assert_eq!(at(&berlin, 1_792_888_200_000), at(&berlin, 1_792_891_800_000), "the repeated hour is one directory");
+        let ny = scheme("{YYYY}-{MM}-{DD}/hr={HH}", "America/New_York")?;
+        assert_eq!(at(&ny, 1_782_900_000_000).as_deref(), Some("2026-07-01/hr=06"));
+        Ok(())
+    }
+
+    #[test]
+    fn field_paths_are_hive_directories() -> Result<(), String> {
+        let s = PathScheme::from_config(&OutputConfig {
+            partitioner: Partitioner::Field,
+            partition_fields: vec!["after.status".into(), "op".into()],
+            ..OutputConfig::default()
+        })?;
+        assert!(s.needs_schema(7));
+        assert!(matches!(s.path(Some((7, b"")), None), Err(PathError::Unlearned(7))));
+        assert_eq!(
+            s.path(None, None).ok().flatten().as_deref(),
+            Some("status=__HIVE_DEFAULT_PARTITION__/op=__HIVE_DEFAULT_PARTITION__"),
+            "a tombstone"
+        );
+        let mut out = String::new();
+        escape_into(&mut out, FieldValue::Str("a/b=c d%"));
+        assert_eq!(out, "a%2Fb%3Dc d%25");
+        Ok(())
+    }
+
+    #[test]
+    fn time_fields_in_each_unit_become_milliseconds() -> Result<(), PathError> {
+        let f = |v| field_millis("ts", v);
+        assert_eq!(f(FieldValue::Long(1_700_000_000_123, TimeUnit::Plain))?, Some(1_700_000_000_123));
+        assert_eq!(f(FieldValue::Long(1_700_000_000_123_456, TimeUnit::Micros))?, Some(1_700_000_000_123));
+        assert_eq!(f(FieldValue::Long(-1, TimeUnit::Nanos))?, Some(-1), "before the epoch rounds down");
+        assert_eq!(f(FieldValue::Str("2023-11-14T22:13:20.123+01:00"))?, Some(1_699_996_400_123));
+        assert_eq!(f(FieldValue::Null)?, None);
+        assert!(f(FieldValue::Bool(true)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_formats_zones_and_fields_name_their_key() {
+        let cases: [(&str, &str, &[&str], &str); 8] = [
+            ("dt={YYY}", "UTC", &[], ""),
+            ("/dt={YYYY}", "UTC", &[], ""),
+            ("a/../b", "UTC", &[], ""),
+            ("dt={YYYY", "UTC", &[], ""),
+            ("dt={YYYY}", "Mars/Olympus", &[], ""),
+            ("x", "+25:00", &[], ""),
+            ("x", "UTC", &[], "source..ts_ms"),
+            ("x", "UTC", &["after.status", "before.status"], ""),
+        ];
+        for (f, tz, fields, ts) in cases {
+            let c = OutputConfig {
+                partitioner: if fields.is_empty() { Partitioner::Time } else { Partitioner::Field },
+                path_format: f.into(),
+                timezone: tz.into(),
+                partition_fields: fields.iter().map(|s| s.to_string()).collect(),
+                timestamp_field: ts.into(),
+                ..OutputConfig::default()
+            };
+            let e = PathScheme::from_config(&c).err().unwrap_or_default();
+            assert!(e.starts_with("output."), "{f:?} {tz:?} {fields:?} {ts:?}: {e:?}");
         }
+        let none = OutputConfig { partitioner: Partitioner::Field, ..OutputConfig::default() };
+        assert!(PathScheme::from_config(&none).is_err_and(|e| e.starts_with("output.partition_fields")));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod debezium;
 pub mod envelope;
+pub mod field;
 pub mod frame;
 pub mod registry;
 pub mod toast;

@@ -14,12 +14,12 @@ use parquet::file::properties::WriterProperties;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::buffer::{PartitionBuffer, RowAt};
+use crate::buffer::{DecoderSpec, PartitionBuffer, RowAt};
 use crate::commit;
 use crate::config::{Config, KeyColumn, Layout, Tolerance, Tombstones};
 use crate::deadletter::DeadLetter;
 use crate::decode::registry::Registry;
-use crate::decode::{frame, BatchDecoder, DecodeError, SchemaIds};
+use crate::decode::{frame, DecodeError, SchemaIds};
 use crate::encode;
 use crate::error::SinkError;
 use crate::flush::{FlushPolicy, FlushReason};
@@ -50,6 +50,8 @@ pub struct Pipeline {
     /// `accounted`).
     max_buffered: u64,
     buffered: u64,
+    /// `flush.max_open_files`: files (paths) one partition's open group may hold.
+    max_open_files: usize,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
@@ -85,6 +87,7 @@ impl Pipeline {
             paths: PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?,
             max_buffered: config.flush.max_buffered_bytes,
             buffered: 0,
+            max_open_files: config.flush.max_open_files,
             partitions: HashMap::new(),
         })
     }
@@ -249,7 +252,7 @@ impl Pipeline {
     ) -> Result<(), SinkError> {
         let f = frame::parse(value)?;
         let k = self.parse_key(key)?;
-        let path = self.paths.path(timestamp);
+        let path = self.record_path(Some((f.schema_id, f.body)), timestamp).await?;
         self.prepare(tp, f.schema_id, k.map(|k| k.schema_id), path.as_deref()).await?;
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
@@ -270,11 +273,28 @@ impl Pipeline {
             Some(ids) => ids.value,
             None => self.registry.latest_id(&format!("{}-value", tp.0)).await?,
         };
-        let path = self.paths.path(timestamp);
+        let path = self.record_path(None, timestamp).await?;
         self.prepare(tp, value_id, k.map(|k| k.schema_id), path.as_deref()).await?;
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
         buf.push_tombstone_row(k.map(|k| k.body), RowAt { offset, timestamp_ms: timestamp, path: path.as_deref() }, props)
+    }
+
+    /// The record's directory under its topic (see [`PathScheme::path`]); the partitioner
+    /// learns a writer schema from the registry the first time one of its bodies is read.
+    async fn record_path(&mut self, value: Option<(u32, &[u8])>, timestamp: Option<i64>) -> Result<Option<String>, SinkError> {
+        if let Some((id, _)) = value.filter(|(id, _)| self.paths.needs_schema(*id)) {
+            let schema = self.registry.schema(id).await?;
+            self.paths.learn(id, &schema).map_err(|reason| DecodeError::BadSchema { schema_id: id, reason })?;
+        }
+        let schema_id = value.map_or(0, |(id, _)| id);
+        self.paths
+            .path(value, timestamp)
+            .map_err(|e| match e {
+                crate::partition::PathError::Body(reason) => DecodeError::CorruptBody { schema_id, reason },
+                other => DecodeError::BadSchema { schema_id, reason: other.to_string() },
+            })
+            .map_err(SinkError::from)
     }
 
     fn parse_key<'a>(&self, key: Option<&'a [u8]>) -> Result<Option<frame::Frame<'a>>, SinkError> {
@@ -284,34 +304,37 @@ impl Pipeline {
         Ok(key.map(frame::parse_key).transpose()?)
     }
 
-    /// Makes the open file and the decoder fit a record of these schemas and this path: a file of
-    /// other schemas (a keyless record fits any key schema) or of another path is closed first,
-    /// and a decoder is built if needed.
+    /// Makes the open group and the decoder spec fit a record of these schemas and this path:
+    /// a group of other schemas (a keyless record fits any key schema), or one that would need
+    /// more than `flush.max_open_files` files, is closed first, and a spec is built if needed.
     async fn prepare(&mut self, tp: &TopicPartition, value_id: u32, key_id: Option<u32>, path: Option<&str>) -> Result<(), SinkError> {
         let fits = |ids: SchemaIds| ids.value == value_id && (key_id.is_none() || ids.key == key_id);
-        if self.buffer(tp)?.file_schema_ids().is_some_and(|ids| !fits(ids)) {
+        if self.buffer(tp)?.group_schema_ids().is_some_and(|ids| !fits(ids)) {
             self.flush(tp, FlushReason::Schema).await?;
         }
-        if path.is_some() && self.buffer(tp)?.file_path().is_some_and(|p| Some(p) != path) {
+        if self.buffer(tp)?.needs_new_file(path).is_some_and(|open| open >= self.max_open_files) {
             self.flush(tp, FlushReason::Path).await?;
         }
         if !self.buffer(tp)?.decoder_schema_ids().is_some_and(fits) {
             let value_schema = self.registry.schema(value_id).await?;
-            let key_schema = match key_id {
+            let key = match key_id {
                 Some(id) => Some((id, self.registry.schema(id).await?)),
                 None => None,
             };
-            let key_arg = key_schema.as_ref().map(|(id, s)| (*id, &**s));
-            let mut decoder =
-                BatchDecoder::new(&tp.0, tp.1, (value_id, &value_schema), key_arg, self.decode_batch_rows)?.with_layout(self.layout);
-            if self.tombstones == Tombstones::Write {
-                decoder = decoder.with_tombstone_rows();
-            }
+            let spec = DecoderSpec {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                value: (value_id, value_schema),
+                key,
+                batch_rows: self.decode_batch_rows,
+                layout: self.layout,
+                tombstone_rows: self.tombstones == Tombstones::Write,
+            };
             let unwritable = |reason: String| DecodeError::Unwritable { schema_id: value_id, reason };
-            let schema = decoder.output_schema().map_err(|e| unwritable(e.to_string()))?;
+            let schema = spec.build()?.output_schema().map_err(|e| unwritable(e.to_string()))?;
             encode::ParquetFile::check_schema(schema, self.props.clone()).map_err(|e| unwritable(e.to_string()))?;
             tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = value_id, key_schema_id = ?key_id, "decoder ready");
-            self.buffer(tp)?.set_decoder(decoder);
+            self.buffer(tp)?.set_decoder_spec(spec);
         }
         Ok(())
     }
@@ -378,11 +401,12 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Closes the partition's open file, uploads it, removes any file of the partition that
-    /// starts after it (left by an earlier owner: see DESIGN.md), then commits the offset after it.
+    /// Closes the partition's open group and uploads its files; after each, removes the files
+    /// of its directory that start after it (left by an earlier owner: see DESIGN.md); then
+    /// commits the offset after the group.
     async fn flush(&mut self, tp: &TopicPartition, reason: FlushReason) -> Result<(), SinkError> {
         if self.consumer.context().revocation_pending(tp) || self.consumer.assignment_lost() {
-            return Ok(()); // no longer ours: the open file is dropped when the revocation is applied
+            return Ok(()); // no longer ours: the open group is dropped when the revocation is applied
         }
         let Some(buf) = self.partitions.get_mut(tp) else {
             return Ok(());
@@ -390,44 +414,54 @@ impl Pipeline {
         let started = Instant::now();
         let closed = buf.close(&self.props);
         self.remeasure(tp);
-        let Some(closed) = closed? else {
+        let Some(group) = closed? else {
             return Ok(());
         };
         let (topic, partition) = (tp.0.as_str(), tp.1);
-        // Files starting after `last_kept` were uploaded but never committed by an earlier
-        // owner (or by us before a crash): their records are being written again now.
-        let mut last_kept = closed.start_offset - 1;
-        if let Some(bytes) = closed.bytes {
-            let key = self.store.key(topic, closed.path.as_deref(), partition, closed.start_offset);
-            let size = bytes.len();
-            self.store.upload(&key, bytes).await?;
-            last_kept = closed.start_offset;
+        if group.files.is_empty() && !self.paths.has_paths() {
+            // Only skipped records: files starting in or after the range are an earlier owner's.
+            self.remove_stale(topic, None, partition, group.start_offset - 1).await?;
+        }
+        for file in group.files {
+            let key = self.store.key(topic, file.path.as_deref(), partition, file.start_offset);
+            let size = file.bytes.len();
+            self.store.upload(&key, file.bytes).await?;
             self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
             self.metrics.bytes_uploaded.with_label_values(&[topic]).inc_by(size as u64);
             self.metrics.file_size.with_label_values(&[topic]).observe(size as f64);
-            self.metrics.records_written.with_label_values(&[topic]).inc_by(closed.rows);
-            self.observe_time_to_lake(topic, &closed.times);
+            self.metrics.records_written.with_label_values(&[topic]).inc_by(file.rows);
+            self.observe_time_to_lake(topic, &file.times);
             tracing::info!(
                 topic,
                 partition,
                 key,
-                first_offset = closed.start_offset,
-                last_offset = closed.end_offset,
-                rows = closed.rows,
-                skipped = closed.skipped,
+                first_offset = file.start_offset,
+                last_offset = file.end_offset,
+                rows = file.rows,
                 bytes = size,
                 duration_ms = started.elapsed().as_millis() as u64,
                 %reason,
                 "file uploaded"
             );
+            self.remove_stale(topic, file.path.as_deref(), partition, file.start_offset).await?;
         }
-        let stale = self.store.files_after(topic, closed.path.as_deref(), partition, last_kept).await?;
+        if group.skipped > 0 {
+            tracing::debug!(topic, partition, skipped = group.skipped, "skipped records committed with the group");
+        }
+        self.commit(tp, group.end_offset + 1).await;
+        self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Deletes the files of a directory that start after `last_kept`: uploaded but never
+    /// committed by an earlier owner (or by us before a crash), their records are being written
+    /// again now.
+    async fn remove_stale(&mut self, topic: &str, path: Option<&str>, partition: i32, last_kept: i64) -> Result<(), SinkError> {
+        let stale = self.store.files_after(topic, path, partition, last_kept).await?;
         if !stale.is_empty() {
             self.store.delete_all(&stale).await?;
             tracing::info!(topic, partition, after_offset = last_kept, files = ?stale, "removed files uploaded but never committed by an earlier owner");
         }
-        self.commit(tp, closed.end_offset + 1).await;
-        self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 }

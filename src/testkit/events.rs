@@ -218,7 +218,7 @@ impl TasksGenerator {
 /// Debezium names namespaces after the topic prefix (`supabase-habit.public.tasks`); the Java
 /// Avro library accepts the hyphen, apache-avro's default validator does not. Relax it (once per
 /// process, before any schema is parsed).
-fn allow_debezium_names() {
+pub fn allow_debezium_names() {
     use apache_avro::validator::{
         set_schema_name_validator, set_schema_namespace_validator, SchemaNameValidator, SchemaNamespaceValidator,
     };

@@ -4,7 +4,7 @@
 //!
 //! Used by the integration tests and by the `kps-cdc-gen` binary; never by the sink itself.
 
-mod events;
+pub(crate) mod events;
 
 pub use events::{Op, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
 

@@ -409,6 +409,11 @@ pub struct LakeRow {
     pub id: Option<String>,
     pub title: Option<String>,
     pub category: Option<String>,
+    /// `prio` and `completed` of the row image (after, or before for a delete).
+    pub prio: Option<String>,
+    pub completed: Option<bool>,
+    /// `source.ts_ms` of an envelope row.
+    pub source_ts_ms: Option<i64>,
 }
 
 /// Every Parquet file under `prefix`, read back by pyarrow through `scripts/lake.py`.
