@@ -79,13 +79,28 @@ pub fn import(json: &str) -> Result<String, String> {
             }
         }
     }
+    // Debezium's unwrap SMT makes the row image the value: our flatten layout. Field names the
+    // connector reads from the row are then under `after.` in the envelope we read.
+    let unwrap_transforms = unwrap_transforms(config);
+    let field_prefix = if unwrap_transforms.is_empty() { "" } else { "after." };
+    if !unwrap_transforms.is_empty() {
+        out.set("output", "layout", "flatten".into());
+    }
     match get("partitioner.class").as_deref() {
         None => {}
         Some(p) if p.ends_with("DefaultPartitioner") => {}
         Some(p) if p.ends_with("TimeBasedPartitioner") || p.ends_with("HourlyPartitioner") || p.ends_with("DailyPartitioner") => {
-            import_time_partitioner(&mut out, p, &get);
+            import_time_partitioner(&mut out, p, &get, field_prefix);
         }
-        Some(p) => out.warn(format!("partitioner.class {p}: only the Kafka-partition and time-based layouts are supported")),
+        Some(p) if p.ends_with("FieldPartitioner") => match get("partition.field.name") {
+            Some(names) => {
+                let fields: Vec<toml::Value> = names.split(',').map(|n| format!("{field_prefix}{}", n.trim()).into()).collect();
+                out.set("output", "partitioner", "field".into());
+                out.set("output", "partition_fields", toml::Value::Array(fields));
+            }
+            None => out.warn(format!("partitioner.class {p} without partition.field.name: not carried")),
+        },
+        Some(p) => out.warn(format!("partitioner.class {p}: only the Kafka-partition, time-based and field layouts are supported")),
     }
     if let Some(f) = get("format.class") {
         if !f.ends_with("ParquetFormat") {
@@ -142,6 +157,7 @@ pub fn import(json: &str) -> Result<String, String> {
         "timezone",
         "locale",
         "timestamp.extractor",
+        "timestamp.field",
         "partition.field.name",
         "format.class",
         "parquet.codec",
@@ -165,17 +181,45 @@ pub fn import(json: &str) -> Result<String, String> {
         "value.converter.schemas.enable",
         "s3.part.size",
     ];
+    // The unwrap SMT is carried as the flatten layout; other transforms are not.
+    let only_unwrap = !unwrap_transforms.is_empty() && config_transforms(config).len() == unwrap_transforms.len();
+    let mut transform_keys: Vec<String> = unwrap_transforms.iter().map(|t| format!("transforms.{t}.type")).collect();
+    if only_unwrap {
+        transform_keys.push("transforms".into());
+    }
     for k in config.keys() {
-        if !carried.contains(&k.as_str()) {
+        if let Some(t) = unwrap_transforms.iter().find(|t| k.starts_with(&format!("transforms.{t}.")) && !transform_keys.contains(k)) {
+            out.warn(format!(
+                "{k}: the flatten layout (what transform {t} did) has its own columns (__op, __deleted, __source_*); not carried"
+            ));
+            continue;
+        }
+        if !carried.contains(&k.as_str()) && !transform_keys.contains(k) {
             out.warn(format!("{k}: no equivalent, not carried"));
         }
     }
     out.render()
 }
 
+/// The names in `transforms`.
+fn config_transforms(config: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let list = config.get("transforms").and_then(|v| v.as_str()).unwrap_or_default();
+    list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
+}
+
+/// The transforms that are Debezium's `ExtractNewRecordState` (the unwrap SMT).
+fn unwrap_transforms(config: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    config_transforms(config)
+        .into_iter()
+        .filter(|t| {
+            config.get(&format!("transforms.{t}.type")).and_then(|v| v.as_str()).is_some_and(|ty| ty.ends_with("ExtractNewRecordState"))
+        })
+        .collect()
+}
+
 /// TimeBasedPartitioner (and its Hourly/Daily presets) with the Record extractor: the path
 /// format in Joda syntax becomes ours, the time zone a fixed offset.
-fn import_time_partitioner(out: &mut Out, class: &str, get: &impl Fn(&str) -> Option<String>) {
+fn import_time_partitioner(out: &mut Out, class: &str, get: &impl Fn(&str) -> Option<String>, field_prefix: &str) {
     let format = if class.ends_with("HourlyPartitioner") {
         Some("'year'=YYYY/'month'=MM/'day'=dd/'hour'=HH".to_string())
     } else if class.ends_with("DailyPartitioner") {
@@ -187,10 +231,11 @@ fn import_time_partitioner(out: &mut Out, class: &str, get: &impl Fn(&str) -> Op
         out.warn(format!("partitioner.class {class} without path.format: not carried"));
         return;
     };
-    match get("timestamp.extractor").as_deref() {
-        Some("Record") => {}
-        Some(other) => out.warn(format!("timestamp.extractor {other}: the sink partitions by the record's Kafka timestamp (Record)")),
-        None => out.warn("timestamp.extractor missing (the connector's default is Wallclock): the sink partitions by the record's Kafka timestamp (Record)".into()),
+    match (get("timestamp.extractor").as_deref(), get("timestamp.field")) {
+        (Some("Record"), _) => {}
+        (Some("RecordField"), Some(field)) => out.set("output", "timestamp_field", format!("{field_prefix}{field}").into()),
+        (Some(other), _) => out.warn(format!("timestamp.extractor {other}: the sink partitions by the record's Kafka timestamp (Record)")),
+        (None, _) => out.warn("timestamp.extractor missing (the connector's default is Wallclock): the sink partitions by the record's Kafka timestamp (Record)".into()),
     }
     let path = match joda_to_path(&format) {
         Ok(p) => p,
@@ -203,8 +248,10 @@ fn import_time_partitioner(out: &mut Out, class: &str, get: &impl Fn(&str) -> Op
     out.set("output", "path_format", path.into());
     match get("timezone").as_deref() {
         None | Some("UTC") | Some("Etc/UTC") | Some("GMT") => out.set("output", "timezone", "UTC".into()),
-        Some(tz) if tz.starts_with('+') || tz.starts_with('-') => out.set("output", "timezone", tz.into()),
-        Some(tz) => out.warn(format!("timezone {tz}: only UTC and fixed offsets (+02:00) are supported; output.timezone stays UTC")),
+        Some(tz) if tz.starts_with('+') || tz.starts_with('-') || tz.parse::<chrono_tz::Tz>().is_ok() => {
+            out.set("output", "timezone", tz.into())
+        }
+        Some(tz) => out.warn(format!("timezone {tz}: not a fixed offset or a zone name; output.timezone stays UTC")),
     }
 }
 
@@ -333,9 +380,23 @@ mod tests {
         assert_eq!(joda_to_path("'year'=YYYY/'month'=MM/'day'=dd/'hour'=HH")?, "year={YYYY}/month={MM}/day={DD}/hour={HH}");
         assert!(joda_to_path("YYYY-ww").is_err(), "week numbers have no equivalent");
         let field = import(
-            r#"{"partitioner.class": "io.confluent.connect.storage.partitioner.FieldPartitioner", "partition.field.name": "user_id"}"#,
+            r#"{"partitioner.class": "io.confluent.connect.storage.partitioner.FieldPartitioner", "partition.field.name": "after.user_id",
+            "partitioner.class2": "x"}"#,
         )?;
-        assert!(field.contains("# warning: partitioner.class io.confluent.connect.storage.partitioner.FieldPartitioner"), "{field}");
+        assert!(field.contains(r#"partition_fields = ["after.user_id"]"#), "{field}");
+        let by_time = import(
+            r#"{"partitioner.class": "io.confluent.connect.storage.partitioner.TimeBasedPartitioner", "path.format": "YYYY",
+            "timestamp.extractor": "RecordField", "timestamp.field": "source.ts_ms", "timezone": "America/New_York"}"#,
+        )?;
+        assert!(
+            by_time.contains(r#"timestamp_field = "source.ts_ms""#) && by_time.contains(r#"timezone = "America/New_York""#),
+            "{by_time}"
+        );
+        let unknown_zone = import(
+            r#"{"partitioner.class": "io.confluent.connect.storage.partitioner.DailyPartitioner", "timezone": "Mars/Base",
+            "timestamp.extractor": "Record"}"#,
+        )?;
+        assert!(unknown_zone.contains("# warning: timezone Mars/Base"), "{unknown_zone}");
         Ok(())
     }
 }

@@ -84,3 +84,22 @@ fn import_connector_warns_about_what_it_cannot_carry() -> TestResult {
     assert!(out.contains(r#"topics = ['^(supabase-habit\.public\..*)$']"#) || out.contains(r#"^(supabase-habit\\.public\\..*)$"#), "{out}");
     Ok(())
 }
+
+/// Debezium's unwrap SMT with the FieldPartitioner, as users partition by a column: the SMT
+/// becomes the flatten layout, the row's fields `after.` paths; what the SMT's options did is
+/// warned about.
+#[test]
+fn import_connector_carries_the_field_partitioner_and_the_unwrap_smt() -> TestResult {
+    let (code, toml) = import("field-partitioned-unwrap.json")?;
+    assert_eq!(code, 0, "{toml}");
+    let warnings: Vec<&str> = toml.lines().filter(|l| l.starts_with("# warning:")).collect();
+    assert_eq!(warnings.len(), 1, "one warning expected (delete.handling.mode), got {warnings:?}\n{toml}");
+    assert!(warnings[0].contains("transforms.unwrap.delete.handling.mode"), "{warnings:?}");
+    let (code, out, err) = check(&toml, &[])?;
+    assert_eq!(code, 0, "check refused the imported config: {err}\n{toml}");
+    // (The connector's timezone does not matter to a field partitioner.)
+    for expected in ["partitioner = \"field\"", "\"after.prio\",\n    \"after.completed\",", "layout = \"flatten\""] {
+        assert!(out.contains(expected), "{expected} missing from the effective config:\n{out}");
+    }
+    Ok(())
+}
