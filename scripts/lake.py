@@ -159,11 +159,24 @@ def show(fs, a):
         print(f"  {vals}  id={image_field(r, 'id')}  title={image_field(r, 'title')!r}")
 
 
+def count(fs, a):
+    """Files, bytes, rows, and distinct (partition, offset) pairs: equal rows and pairs mean no
+    duplicate; read from each file's two coordinate columns only."""
+    n_files, n_bytes, rows, pairs = 0, 0, 0, set()
+    for info in files(fs, a.bucket, a.prefix):
+        if not info.path.endswith(".parquet"):
+            continue
+        t = pq.ParquetFile(info.path, filesystem=fs).read(columns=["__kafka_partition", "__kafka_offset"])
+        n_files, n_bytes, rows = n_files + 1, n_bytes + info.size, rows + t.num_rows
+        pairs.update(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+    json.dump({"files": n_files, "bytes": n_bytes, "rows": rows, "distinct_offsets": len(pairs)}, sys.stdout)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", default=os.environ.get("S3_ENDPOINT", "http://127.0.0.1:9000"))
     ap.add_argument("--bucket", default="datalake")
-    ap.add_argument("command", choices=["ping", "ls", "show", "dump", "images"])
+    ap.add_argument("command", choices=["ping", "ls", "show", "dump", "images", "count"])
     ap.add_argument("--prefix", default="")
     ap.add_argument("--rows", type=int, default=5)
     a = ap.parse_args()
@@ -178,6 +191,8 @@ def main():
         show(fs, a)
     elif a.command == "images":
         images(fs, a)
+    elif a.command == "count":
+        count(fs, a)
     else:
         dump(fs, a)
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# End to end through the real broker, side by side with a hand-written peer (issue 6):
+# COUNT Debezium events (default 1,000,000) of the tasks table are produced once to a fresh topic
+# of PARTITIONS partitions on the local stack; then, per round, the sink (release build) and the
+# Python peer (scripts/peer_sink.py: confluent-kafka + fastavro + pyarrow, Snappy Parquet per
+# flush of FLUSH records) each consume the whole topic with their own group into their own
+# prefix. A run's time is from process start until the group's committed offsets cover every
+# record (commits follow uploads, so every file is in S3 by then); peak RSS from /usr/bin/time.
+# A `null` consumer (librdkafka, no decoding) gives the broker's ceiling in the same run.
+# Both lakes are counted afterwards: rows and distinct offsets must equal the records produced
+# (tombstones excepted).
+#
+#   scripts/bench-e2e.sh              COUNT=200000 ROUNDS=1 scripts/bench-e2e.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+COUNT=${COUNT:-1000000}
+PARTITIONS=${PARTITIONS:-4}
+FLUSH=${FLUSH:-100000}
+ROUNDS=${ROUNDS:-3}
+OUT=${OUT:-$ROOT/target/bench-e2e}
+KAFKA=127.0.0.1:${KAFKA_PORT:-9092}
+REGISTRY=http://127.0.0.1:${REGISTRY_PORT:-8081}
+S3=http://127.0.0.1:${S3_PORT:-9000}
+export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
+# The Docker image's glibc settings (Dockerfile).
+export MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
+mkdir -p "$OUT"
+log() { printf '[bench-e2e] %s\n' "$*" >&2; }
+
+python3 -c "import confluent_kafka, fastavro, pyarrow" 2>/dev/null || pip install --quiet confluent-kafka fastavro pyarrow
+started_stack=""
+if ! scripts/stack.sh status >/dev/null 2>&1; then
+  scripts/stack.sh up
+  started_stack=1
+fi
+cleanup() { [ -n "$started_stack" ] && scripts/stack.sh down; }
+trap cleanup EXIT
+
+cargo build --release --quiet --bins
+run_id=$(date +%s)
+topic="bench-e2e-$run_id"
+log "producing $COUNT events to $topic ($PARTITIONS partitions)"
+target/release/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" \
+  --count "$COUNT" --seed 7 >"$OUT/produce.log"
+tombstones=$(grep -o '"tombstone": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
+log "$(head -1 "$OUT/produce.log")"
+
+now() { date +%s.%N; }
+peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d", $2 / 1024}' "$1"; }
+wait_committed() { # group
+  python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --group "$1" \
+    --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null
+}
+
+run_null() { # round
+  local t0; t0=$(now)
+  /usr/bin/time -v python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" \
+    --group "bench-null-$run_id-$1" --expect "$COUNT" --null >/dev/null 2>"$OUT/null-$1.time"
+  echo "$(echo "$(now) - $t0" | bc) $(peak_mib "$OUT/null-$1.time")"
+}
+
+run_sink() { # round
+  local group="bench-sink-$run_id-$1" prefix="bench/e2e-$run_id/sink-$1"
+  cat >"$OUT/sink-$1.toml" <<TOML
+[kafka]
+bootstrap_servers = "$KAFKA"
+group_id = "$group"
+topics = ["$topic"]
+[schema_registry]
+url = "$REGISTRY"
+[s3]
+endpoint = "$S3"
+allow_http = true
+[output]
+prefix = "$prefix"
+[flush]
+max_records = $FLUSH
+rotate_interval_ms = 2000
+[metrics]
+listen = ""
+TOML
+  local t0; t0=$(now)
+  /usr/bin/time -v target/release/kafka-parquet-sink run --config "$OUT/sink-$1.toml" 2>"$OUT/sink-$1.log" &
+  local time_pid=$!
+  wait_committed "$group"
+  local t1; t1=$(now)
+  pkill -TERM -P "$time_pid" || true
+  wait "$time_pid" || true
+  echo "$(echo "$t1 - $t0" | bc) $(peak_mib "$OUT/sink-$1.log") $prefix"
+}
+
+run_peer() { # round
+  local group="bench-peer-$run_id-$1" prefix="bench/e2e-$run_id/peer-$1"
+  local t0; t0=$(now)
+  /usr/bin/time -v python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" \
+    --group "$group" --s3 "$S3" --prefix "$prefix" --flush "$FLUSH" --expect "$COUNT" >"$OUT/peer-$1.out" 2>"$OUT/peer-$1.time"
+  echo "$(echo "$(now) - $t0" | bc) $(peak_mib "$OUT/peer-$1.time") $prefix"
+}
+
+: >"$OUT/rounds.txt"
+for r in $(seq 1 "$ROUNDS"); do
+  read -r null_s null_mib < <(run_null "$r")
+  read -r sink_s sink_mib sink_prefix < <(run_sink "$r")
+  read -r peer_s peer_mib peer_prefix < <(run_peer "$r")
+  log "round $r: null consumer ${null_s}s, sink ${sink_s}s (${sink_mib} MiB), peer ${peer_s}s (${peer_mib} MiB)"
+  echo "$null_s $null_mib $sink_s $sink_mib $peer_s $peer_mib $sink_prefix $peer_prefix" >>"$OUT/rounds.txt"
+done
+
+median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+col() { awk -v c="$1" '{print $c}' "$OUT/rounds.txt" | median; }
+null_s=$(col 1); sink_s=$(col 3); sink_mib=$(col 4); peer_s=$(col 5); peer_mib=$(col 6)
+read -r _ _ _ _ _ _ sink_prefix peer_prefix < <(tail -1 "$OUT/rounds.txt")
+lake() { python3 scripts/lake.py --endpoint "$S3" count --prefix "$1"; }
+sink_lake=$(lake "$sink_prefix")
+peer_lake=$(lake "$peer_prefix")
+rate() { echo "$COUNT / $1" | bc; }
+{
+  echo "records=$COUNT partitions=$PARTITIONS flush=$FLUSH rounds=$ROUNDS (medians) tombstones=$tombstones machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%d GiB", $2 / 1048576}' /proc/meminfo)"
+  printf '%-34s %10s %12s %10s\n' "" "seconds" "records/s" "peak RSS"
+  printf '%-34s %10.1f %12d %10s\n' "broker ceiling (null consumer)" "$null_s" "$(rate "$null_s")" "${null_mib%.*} MiB"
+  printf '%-34s %10.1f %12d %10s\n' "kafka-parquet-sink" "$sink_s" "$(rate "$sink_s")" "$sink_mib MiB"
+  printf '%-34s %10.1f %12d %10s\n' "python peer (fastavro + pyarrow)" "$peer_s" "$(rate "$peer_s")" "$peer_mib MiB"
+  printf 'sink / peer throughput: %.1fx; sink / broker ceiling: %.2f\n' "$(echo "$peer_s / $sink_s" | bc -l)" "$(echo "$null_s / $sink_s" | bc -l)"
+  echo "sink lake: $sink_lake (expected rows = distinct offsets = $((COUNT - tombstones)))"
+  echo "peer lake: $peer_lake"
+} | tee "$OUT/result.txt"
