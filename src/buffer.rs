@@ -237,17 +237,24 @@ impl PartitionBuffer {
         props: &WriterProperties,
         push: impl FnOnce(&mut BatchDecoder) -> Result<Option<arrow::array::RecordBatch>, DecodeError>,
     ) -> Result<(), SinkError> {
-        let spec = self.spec.clone().ok_or_else(|| DecodeError::Batch("no decoder for the partition".into()))?;
+        let Some(ids) = self.spec.as_ref().map(DecoderSpec::ids) else {
+            return Err(DecodeError::Batch("no decoder for the partition".into()).into());
+        };
+        let new_decoder = match self.group.as_ref().is_some_and(|g| g.files.iter().any(|f| f.path.as_deref() == path)) {
+            true => None,
+            false => self.spec.as_ref().map(DecoderSpec::build).transpose()?,
+        };
         let g = self.open(offset);
-        let i = match g.files.iter().position(|f| f.path.as_deref() == path) {
-            Some(i) => i,
-            None => {
+        let i = match (g.files.iter().position(|f| f.path.as_deref() == path), new_decoder) {
+            (Some(i), _) => i,
+            (None, None) => return Err(DecodeError::Batch("no decoder for the partition".into()).into()),
+            (None, Some(decoder)) => {
                 let start_offset = if path.is_none() { g.start_offset } else { offset };
                 g.files.push(PathFile {
                     path: path.map(str::to_string),
                     start_offset,
                     end_offset: offset,
-                    decoder: spec.build()?,
+                    decoder,
                     parquet: None,
                     encoded: 0,
                     memory: 0,
@@ -259,7 +266,7 @@ impl PartitionBuffer {
         };
         let file = &mut g.files[i];
         let batch = push(&mut file.decoder)?;
-        g.schema_ids = Some(spec.ids());
+        g.schema_ids = Some(ids);
         g.end_offset = offset;
         g.records += 1;
         file.end_offset = offset;

@@ -12,6 +12,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
 use arrow_schema::extension::Json;
 
+use super::text::{decimal_text_into, zoned_micros_column};
 use super::DecodeError;
 
 pub const CONNECT_NAME: &str = "connect.name";
@@ -47,6 +48,12 @@ pub fn retype(field: &FieldRef, array: &ArrayRef) -> Result<(FieldRef, ArrayRef)
     if let Some(dt) = target {
         if array.data_type() == &dt {
             return Ok((field.clone(), array.clone()));
+        }
+        // Debezium's own ISO form parsed directly; anything else through arrow's parser.
+        if let (Some(strings), DataType::Timestamp(TimeUnit::Microsecond, Some(tz))) = (array.as_string_opt::<i32>(), &dt) {
+            if let Some(micros) = zoned_micros_column(strings) {
+                return Ok(to(dt.clone(), Arc::new(micros.with_timezone(tz.clone()))));
+            }
         }
         return Ok(to(dt.clone(), cast(array, &dt).map_err(bad)?));
     }
@@ -92,67 +99,17 @@ fn variable_scale_decimals(s: &StructArray) -> Result<arrow::array::StringArray,
     let value = s.column_by_name("value").ok_or_else(|| bad("no value field"))?;
     let value: &BinaryArray = value.as_binary_opt::<i32>().ok_or_else(|| bad("value is not bytes"))?;
     let mut out = StringBuilder::with_capacity(s.len(), s.len() * 8);
+    let mut text = String::with_capacity(48);
     for i in 0..s.len() {
         if s.is_null(i) || scale.is_null(i) || value.is_null(i) {
             out.append_null();
         } else {
-            out.append_value(decimal_text(value.value(i), scale.value(i)));
+            text.clear();
+            decimal_text_into(&mut text, value.value(i), scale.value(i));
+            out.append_value(&text);
         }
     }
     Ok(out.finish())
-}
-
-/// Big-endian two's complement unscaled integer and a scale → decimal text.
-pub fn decimal_text(be: &[u8], scale: i32) -> String {
-    let negative = be.first().is_some_and(|b| b & 0x80 != 0);
-    // Magnitude, big-endian, as base-1e9 limbs by repeated division.
-    let mut mag: Vec<u8> = if negative {
-        // Two's complement negate: invert and add one.
-        let mut m: Vec<u8> = be.iter().map(|b| !b).collect();
-        for byte in m.iter_mut().rev() {
-            let (v, carry) = byte.overflowing_add(1);
-            *byte = v;
-            if !carry {
-                break;
-            }
-        }
-        m
-    } else {
-        be.to_vec()
-    };
-    let mut limbs = Vec::new();
-    while mag.iter().any(|b| *b != 0) {
-        let mut rem: u64 = 0;
-        for byte in mag.iter_mut() {
-            let cur = (rem << 8) | u64::from(*byte);
-            *byte = (cur / 1_000_000_000) as u8;
-            rem = cur % 1_000_000_000;
-        }
-        limbs.push(rem);
-    }
-    let mut digits = match limbs.split_last() {
-        None => "0".to_string(),
-        Some((top, rest)) => {
-            let mut d = top.to_string();
-            for l in rest.iter().rev() {
-                d.push_str(&format!("{l:09}"));
-            }
-            d
-        }
-    };
-    if scale > 0 {
-        let scale = scale as usize;
-        if digits.len() <= scale {
-            digits = format!("{}{digits}", "0".repeat(scale + 1 - digits.len()));
-        }
-        digits.insert(digits.len() - scale, '.');
-    } else if scale < 0 && digits != "0" {
-        digits.push_str(&"0".repeat((-scale) as usize));
-    }
-    if negative && digits.bytes().any(|b| b != b'0' && b != b'.') {
-        digits.insert(0, '-');
-    }
-    digits
 }
 
 #[cfg(test)]
@@ -163,20 +120,6 @@ mod tests {
 
     fn with_name(name: &str, dt: DataType) -> FieldRef {
         Arc::new(Field::new("c", dt, true).with_metadata(HashMap::from([(CONNECT_NAME.to_string(), format!("\"{name}\""))])))
-    }
-
-    #[test]
-    fn decimal_text_is_exact() {
-        assert_eq!(decimal_text(&[0x04, 0xCB, 0x2F], 5), "3.14159");
-        assert_eq!(decimal_text(&[0x04, 0xE2], 2), "12.50");
-        assert_eq!(decimal_text(&[0xFB, 0x1E], 2), "-12.50");
-        assert_eq!(decimal_text(&[0x05], 3), "0.005");
-        assert_eq!(decimal_text(&[0x00], 0), "0");
-        assert_eq!(decimal_text(&[0x7B], -2), "12300");
-        // 2^96 = 79228162514264337593543950336, beyond i64 and f64's exact range.
-        let mut big = vec![0x01];
-        big.extend([0u8; 12]);
-        assert_eq!(decimal_text(&big, 10), "7922816251426433759.3543950336");
     }
 
     #[test]

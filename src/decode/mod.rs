@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod field;
 pub mod frame;
 pub mod registry;
+pub mod text;
 pub mod toast;
 
 use arrow::array::RecordBatch;

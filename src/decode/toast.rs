@@ -19,6 +19,19 @@ pub const UNAVAILABLE: &str = "__unavailable_columns";
 /// is the placeholder). `None` for column types Debezium never marks.
 fn placeholder_mask(column: &ArrayRef) -> Result<Option<BooleanArray>, DecodeError> {
     let bad = |e: arrow::error::ArrowError| DecodeError::Batch(format!("{UNAVAILABLE}: {e}"));
+    // Most batches hold no placeholder: values of its length are rare, and offsets say so
+    // without touching a byte.
+    let len = PLACEHOLDER.len() as i32;
+    let has_len = |offsets: &[i32]| offsets.windows(2).any(|w| w[1] - w[0] == len);
+    let maybe = match column.data_type() {
+        DataType::Utf8 => has_len(column.as_string::<i32>().value_offsets()),
+        DataType::Binary => has_len(column.as_binary::<i32>().value_offsets()),
+        DataType::List(item) if item.data_type() == &DataType::Utf8 => has_len(column.as_list::<i32>().values().as_string::<i32>().value_offsets()),
+        _ => return Ok(None),
+    };
+    if !maybe {
+        return Ok(Some(BooleanArray::new(arrow::buffer::BooleanBuffer::new_unset(column.len()), None)));
+    }
     let mask = match column.data_type() {
         DataType::Utf8 => {
             let hits = eq(column, &StringArray::new_scalar(PLACEHOLDER)).map_err(bad)?;
