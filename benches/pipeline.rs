@@ -13,8 +13,10 @@
 //! * `encode-only limit`: Snappy Parquet of those batches, already built (no pipeline can beat
 //!   it: it is the last stage alone);
 //! * `pipeline`: decode → buffer → encode → in-memory object store, through the sink's own
-//!   `PartitionBuffer`, `FlushPolicy` and `Store`, one partition on one thread; files of
-//!   `flush.max_records` records (100,000, and the default 1,000);
+//!   `PartitionBuffer`, `FlushPolicy` and `Store`, one partition; files of `flush.max_records`
+//!   records (100,000, and the default 1,000); `1 core`: one thread decodes and encodes
+//!   (`output.parallel_encode = false`), `2 cores`: encoding overlaps decoding on a helper thread
+//!   (the default);
 //! * the same for the flatten layout and without dictionary encoding, the settings that change
 //!   the encode limit.
 //!
@@ -106,11 +108,17 @@ fn encode(batches: &[RecordBatch], props: &WriterProperties) -> R<usize> {
 
 /// The sink's buffer, flush policy and store on one partition: what the pipeline loop does per
 /// record, without Kafka. Returns (files, bytes) uploaded to an in-memory object store.
-fn pipeline(input: &Input, layout: Layout, props: &WriterProperties, max_records: u64, rt: &tokio::runtime::Runtime) -> R<(usize, usize)> {
+fn pipeline(
+    input: &Input,
+    layout: Layout,
+    props: &WriterProperties,
+    (max_records, parallel): (u64, bool),
+    rt: &tokio::runtime::Runtime,
+) -> R<(usize, usize)> {
     let metrics = Metrics::new()?;
     let store = Store::new(Arc::new(object_store::memory::InMemory::new()), "bench", &S3Config::default(), metrics.clone());
     let policy = FlushPolicy::from_config(&FlushConfig { max_records, ..FlushConfig::default() });
-    let mut buf = PartitionBuffer::new(TOPIC, 0, metrics.buffered_records.with_label_values(&[TOPIC, "0"]));
+    let mut buf = PartitionBuffer::new(TOPIC, 0, metrics.buffered_records.with_label_values(&[TOPIC, "0"])).with_parallel_encode(parallel);
     buf.set_decoder_spec(DecoderSpec {
         topic: TOPIC.into(),
         partition: 0,
@@ -198,20 +206,39 @@ fn main() -> R {
     measure("avro decode alone (arrow-avro)", &mut || avro_decode_alone(&input).map(drop))?;
     measure("decode (envelope)", &mut || decode(&input, Layout::Envelope).map(drop))?;
     measure("encode-only limit (envelope)", &mut || encode(&envelope, &default_props).map(drop))?;
-    measure("pipeline (envelope, 100k-record files)", &mut || pipeline(&input, Layout::Envelope, &default_props, 100_000, &rt).map(drop))?;
-    measure("pipeline (envelope, 1k-record files)", &mut || pipeline(&input, Layout::Envelope, &default_props, 1_000, &rt).map(drop))?;
+    measure("pipeline 1 core (envelope, 100k-record files)", &mut || {
+        pipeline(&input, Layout::Envelope, &default_props, (100_000, false), &rt).map(drop)
+    })?;
+    measure("pipeline 2 cores (envelope, 100k-record files)", &mut || {
+        pipeline(&input, Layout::Envelope, &default_props, (100_000, true), &rt).map(drop)
+    })?;
+    measure("pipeline 1 core (envelope, 1k-record files)", &mut || {
+        pipeline(&input, Layout::Envelope, &default_props, (1_000, false), &rt).map(drop)
+    })?;
     measure("decode (flatten)", &mut || decode(&input, Layout::Flatten).map(drop))?;
     measure("encode-only limit (flatten)", &mut || encode(&flatten, &default_props).map(drop))?;
-    measure("pipeline (flatten, 100k-record files)", &mut || pipeline(&input, Layout::Flatten, &default_props, 100_000, &rt).map(drop))?;
+    measure("pipeline 1 core (flatten, 100k-record files)", &mut || {
+        pipeline(&input, Layout::Flatten, &default_props, (100_000, false), &rt).map(drop)
+    })?;
+    measure("pipeline 2 cores (flatten, 100k-record files)", &mut || {
+        pipeline(&input, Layout::Flatten, &default_props, (100_000, true), &rt).map(drop)
+    })?;
     measure("encode-only limit (envelope, no dictionary)", &mut || encode(&envelope, &no_dictionary).map(drop))?;
-    measure("pipeline (envelope, no dictionary)", &mut || pipeline(&input, Layout::Envelope, &no_dictionary, 100_000, &rt).map(drop))?;
+    measure("pipeline 1 core (envelope, no dictionary)", &mut || {
+        pipeline(&input, Layout::Envelope, &no_dictionary, (100_000, false), &rt).map(drop)
+    })?;
+    measure("pipeline 2 cores (envelope, no dictionary)", &mut || {
+        pipeline(&input, Layout::Envelope, &no_dictionary, (100_000, true), &rt).map(drop)
+    })?;
 
     let time = |name: &str| results.iter().find(|r| r.name == name).map(|r| r.median.as_secs_f64());
-    for layout in ["envelope", "flatten"] {
-        if let (Some(p), Some(e)) = (time(&format!("pipeline ({layout}, 100k-record files)")), time(&format!("encode-only limit ({layout})"))) {
+    for (layout, cores) in [("envelope", 1), ("envelope", 2), ("flatten", 1), ("flatten", 2)] {
+        let pipeline = time(&format!("pipeline {cores} core{} ({layout}, 100k-record files)", if cores > 1 { "s" } else { "" }));
+        if let (Some(p), Some(e)) = (pipeline, time(&format!("encode-only limit ({layout})"))) {
             let rate = n as f64 / p;
             println!(
-                "target ({layout}): pipeline {rate:.0} records/s ({}), pipeline time / encode-only time = {:.2} ({} 1.5)",
+                "target ({layout}, {cores} core{}): pipeline {rate:.0} records/s ({}), pipeline time / encode-only time = {:.2} ({} 1.5)",
+                if cores > 1 { "s" } else { "" },
                 if rate >= 1e6 { "≥ 1M" } else { "< 1M" },
                 p / e,
                 if p / e <= 1.5 { "≤" } else { ">" }
@@ -220,7 +247,11 @@ fn main() -> R {
     }
     if only.is_empty() {
         if let (Ok(sizes_env), Ok(sizes_flat)) = (encode(&envelope, &default_props), encode(&flatten, &default_props)) {
-            println!("one Parquet file of all rows: envelope {:.1} MB, flatten {:.1} MB (Snappy)", sizes_env as f64 / 1e6, sizes_flat as f64 / 1e6);
+            println!(
+                "one Parquet file of all rows: envelope {:.1} MB, flatten {:.1} MB (Snappy)",
+                sizes_env as f64 / 1e6,
+                sizes_flat as f64 / 1e6
+            );
         }
     }
     Ok(())

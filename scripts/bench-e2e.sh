@@ -7,6 +7,8 @@
 # prefix. A run's time is from process start until the group's committed offsets cover every
 # record (commits follow uploads, so every file is in S3 by then); peak RSS from /usr/bin/time.
 # A `null` consumer (librdkafka, no decoding) gives the broker's ceiling in the same run.
+# CPU seconds (user + system, from /usr/bin/time) show how much work each did per record, which
+# holds even where the broker bounds the wall-clock rate.
 # Both lakes are counted afterwards: rows and distinct offsets must equal the records produced
 # (tombstones excepted).
 #
@@ -48,6 +50,7 @@ log "$(head -1 "$OUT/produce.log")"
 
 now() { date +%s.%N; }
 peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d", $2 / 1024}' "$1"; }
+cpu_s() { awk -F: '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.1f", s}' "$1"; }
 wait_committed() { # group
   python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --group "$1" \
     --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null
@@ -57,7 +60,7 @@ run_null() { # round
   local t0; t0=$(now)
   /usr/bin/time -v python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" \
     --group "bench-null-$run_id-$1" --expect "$COUNT" --null >/dev/null 2>"$OUT/null-$1.time"
-  echo "$(echo "$(now) - $t0" | bc) $(peak_mib "$OUT/null-$1.time")"
+  echo "$(echo "$(now) - $t0" | bc) $(peak_mib "$OUT/null-$1.time") $(cpu_s "$OUT/null-$1.time")"
 }
 
 run_sink() { # round
@@ -87,7 +90,7 @@ TOML
   local t1; t1=$(now)
   pkill -TERM -P "$time_pid" || true
   wait "$time_pid" || true
-  echo "$(echo "$t1 - $t0" | bc) $(peak_mib "$OUT/sink-$1.log") $prefix"
+  echo "$(echo "$t1 - $t0" | bc) $(peak_mib "$OUT/sink-$1.log") $(cpu_s "$OUT/sink-$1.log") $prefix"
 }
 
 run_peer() { # round
@@ -95,33 +98,37 @@ run_peer() { # round
   local t0; t0=$(now)
   /usr/bin/time -v python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" \
     --group "$group" --s3 "$S3" --prefix "$prefix" --flush "$FLUSH" --expect "$COUNT" >"$OUT/peer-$1.out" 2>"$OUT/peer-$1.time"
-  echo "$(echo "$(now) - $t0" | bc) $(peak_mib "$OUT/peer-$1.time") $prefix"
+  echo "$(echo "$(now) - $t0" | bc) $(peak_mib "$OUT/peer-$1.time") $(cpu_s "$OUT/peer-$1.time") $prefix"
 }
 
 : >"$OUT/rounds.txt"
 for r in $(seq 1 "$ROUNDS"); do
-  read -r null_s null_mib < <(run_null "$r")
-  read -r sink_s sink_mib sink_prefix < <(run_sink "$r")
-  read -r peer_s peer_mib peer_prefix < <(run_peer "$r")
-  log "round $r: null consumer ${null_s}s, sink ${sink_s}s (${sink_mib} MiB), peer ${peer_s}s (${peer_mib} MiB)"
-  echo "$null_s $null_mib $sink_s $sink_mib $peer_s $peer_mib $sink_prefix $peer_prefix" >>"$OUT/rounds.txt"
+  read -r null_s null_mib null_cpu < <(run_null "$r")
+  read -r sink_s sink_mib sink_cpu sink_prefix < <(run_sink "$r")
+  read -r peer_s peer_mib peer_cpu peer_prefix < <(run_peer "$r")
+  log "round $r: null consumer ${null_s}s, sink ${sink_s}s (${sink_mib} MiB, ${sink_cpu} CPU s), peer ${peer_s}s (${peer_mib} MiB, ${peer_cpu} CPU s)"
+  echo "$null_s $null_mib $null_cpu $sink_s $sink_mib $sink_cpu $peer_s $peer_mib $peer_cpu $sink_prefix $peer_prefix" >>"$OUT/rounds.txt"
 done
 
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 col() { awk -v c="$1" '{print $c}' "$OUT/rounds.txt" | median; }
-null_s=$(col 1); sink_s=$(col 3); sink_mib=$(col 4); peer_s=$(col 5); peer_mib=$(col 6)
-read -r _ _ _ _ _ _ sink_prefix peer_prefix < <(tail -1 "$OUT/rounds.txt")
+null_s=$(col 1); null_mib=$(col 2); null_cpu=$(col 3)
+sink_s=$(col 4); sink_mib=$(col 5); sink_cpu=$(col 6)
+peer_s=$(col 7); peer_mib=$(col 8); peer_cpu=$(col 9)
+read -r _ _ _ _ _ _ _ _ _ sink_prefix peer_prefix < <(tail -1 "$OUT/rounds.txt")
 lake() { python3 scripts/lake.py --endpoint "$S3" count --prefix "$1"; }
 sink_lake=$(lake "$sink_prefix")
 peer_lake=$(lake "$peer_prefix")
 rate() { echo "$COUNT / $1" | bc; }
+row() { printf '%-34s %8.1f %10d %8.1f %12d %8s\n' "$1" "$2" "$(rate "$2")" "$3" "$(rate "$3")" "$4 MiB"; }
 {
-  echo "records=$COUNT partitions=$PARTITIONS flush=$FLUSH rounds=$ROUNDS (medians) tombstones=$tombstones machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%d GiB", $2 / 1048576}' /proc/meminfo)"
-  printf '%-34s %10s %12s %10s\n' "" "seconds" "records/s" "peak RSS"
-  printf '%-34s %10.1f %12d %10s\n' "broker ceiling (null consumer)" "$null_s" "$(rate "$null_s")" "${null_mib%.*} MiB"
-  printf '%-34s %10.1f %12d %10s\n' "kafka-parquet-sink" "$sink_s" "$(rate "$sink_s")" "$sink_mib MiB"
-  printf '%-34s %10.1f %12d %10s\n' "python peer (fastavro + pyarrow)" "$peer_s" "$(rate "$peer_s")" "$peer_mib MiB"
-  printf 'sink / peer throughput: %.1fx; sink / broker ceiling: %.2f\n' "$(echo "$peer_s / $sink_s" | bc -l)" "$(echo "$null_s / $sink_s" | bc -l)"
+  echo "broker=tansu records=$COUNT partitions=$PARTITIONS flush=$FLUSH rounds=$ROUNDS (medians) tombstones=$tombstones machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%d GiB", $2 / 1048576}' /proc/meminfo)"
+  printf '%-34s %8s %10s %8s %12s %8s\n' "" "wall s" "records/s" "CPU s" "records/CPU s" "peak RSS"
+  row "broker ceiling (null consumer)" "$null_s" "$null_cpu" "$null_mib"
+  row "kafka-parquet-sink" "$sink_s" "$sink_cpu" "$sink_mib"
+  row "python peer (fastavro + pyarrow)" "$peer_s" "$peer_cpu" "$peer_mib"
+  printf 'sink / peer: %.1fx records/s, %.1fx records per CPU second; sink at %.0f%% of the broker ceiling\n' \
+    "$(echo "$peer_s / $sink_s" | bc -l)" "$(echo "$peer_cpu / $sink_cpu" | bc -l)" "$(echo "100 * $null_s / $sink_s" | bc -l)"
   echo "sink lake: $sink_lake (expected rows = distinct offsets = $((COUNT - tombstones)))"
   echo "peer lake: $peer_lake"
 } | tee "$OUT/result.txt"

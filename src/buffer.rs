@@ -12,7 +12,7 @@ use prometheus::IntGauge;
 
 use crate::config::Layout;
 use crate::decode::{BatchDecoder, DecodeError, SchemaIds};
-use crate::encode::ParquetFile;
+use crate::encode::OverlappedFile;
 use crate::error::SinkError;
 use crate::flush::FileStats;
 
@@ -63,9 +63,9 @@ struct PathFile {
     start_offset: i64,
     end_offset: i64,
     decoder: BatchDecoder,
-    parquet: Option<ParquetFile>,
-    /// `ParquetFile::encoded_bytes` and `memory_bytes` as of the last batch written: they only
-    /// change then, so the per-record flush check reads these instead of asking the writer.
+    parquet: OverlappedFile,
+    /// `encoded_bytes` and `memory_bytes` of the file as of the last batch handed to it: they
+    /// only change then, so the per-record flush check reads these instead of asking the writer.
     encoded: u64,
     memory: u64,
     /// Avro bytes decoded into rows the decoder has not handed out yet.
@@ -126,6 +126,9 @@ pub struct PartitionBuffer {
     pub partition: i32,
     spec: Option<DecoderSpec>,
     group: Option<Group>,
+    /// `output.parallel_encode`: each file encodes on a helper thread while the next batch
+    /// decodes.
+    parallel_encode: bool,
     /// `kps_buffered_records` of this partition, kept equal to the open group's records.
     gauge: IntGauge,
     /// Offsets of the open group's range already sent to the dead-letter topic: a replay of the
@@ -164,6 +167,7 @@ impl PartitionBuffer {
             partition,
             spec: None,
             group: None,
+            parallel_encode: false,
             gauge,
             dead_lettered: Default::default(),
             replay_through: None,
@@ -171,6 +175,12 @@ impl PartitionBuffer {
             accounted: 0,
             pending_commit: None,
         }
+    }
+
+    /// Encode on a helper thread, overlapping decoding (`output.parallel_encode`).
+    pub fn with_parallel_encode(mut self, on: bool) -> Self {
+        self.parallel_encode = on;
+        self
     }
 
     /// The schema ids of the rows in the open group, if it has rows.
@@ -244,6 +254,7 @@ impl PartitionBuffer {
             true => None,
             false => self.spec.as_ref().map(DecoderSpec::build).transpose()?,
         };
+        let parallel = self.parallel_encode;
         let g = self.open(offset);
         let i = match (g.files.iter().position(|f| f.path.as_deref() == path), new_decoder) {
             (Some(i), _) => i,
@@ -255,7 +266,7 @@ impl PartitionBuffer {
                     start_offset,
                     end_offset: offset,
                     decoder,
-                    parquet: None,
+                    parquet: OverlappedFile::new(parallel),
                     encoded: 0,
                     memory: 0,
                     pending_avro_bytes: 0,
@@ -274,7 +285,7 @@ impl PartitionBuffer {
         let records = g.records;
         if let Some(batch) = batch {
             file.pending_avro_bytes = 0;
-            write_batch(file, &batch, props)?;
+            write_batch(file, batch, props)?;
         }
         self.gauge.set(records as i64);
         Ok(())
@@ -321,15 +332,14 @@ impl PartitionBuffer {
         let mut files = Vec::with_capacity(g.files.len());
         for mut f in g.files {
             if let Some(batch) = f.decoder.finish()? {
-                write_batch(&mut f, &batch, props)?;
+                write_batch(&mut f, batch, props)?;
             }
-            if let Some(p) = f.parquet.take() {
-                let rows = p.rows();
+            if let Some((rows, bytes)) = f.parquet.finish()? {
                 files.push(ClosedFile {
                     start_offset: f.start_offset,
                     end_offset: f.end_offset,
                     rows,
-                    bytes: p.finish()?,
+                    bytes,
                     times: f.times,
                     path: f.path,
                 });
@@ -346,14 +356,10 @@ impl Drop for PartitionBuffer {
     }
 }
 
-fn write_batch(file: &mut PathFile, batch: &arrow::array::RecordBatch, props: &WriterProperties) -> Result<(), SinkError> {
-    let parquet = match file.parquet.as_mut() {
-        Some(p) => p,
-        None => file.parquet.insert(ParquetFile::new(batch, props.clone())?),
-    };
-    parquet.write(batch)?;
-    file.times.extend_from(batch);
-    file.encoded = parquet.encoded_bytes();
-    file.memory = parquet.memory_bytes() + file.times.bytes();
+fn write_batch(file: &mut PathFile, batch: arrow::array::RecordBatch, props: &WriterProperties) -> Result<(), SinkError> {
+    file.times.extend_from(&batch);
+    file.parquet.write(batch, props)?;
+    file.encoded = file.parquet.encoded_bytes();
+    file.memory = file.parquet.memory_bytes() + file.times.bytes();
     Ok(())
 }

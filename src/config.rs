@@ -222,6 +222,9 @@ pub struct OutputConfig {
     /// With `partitioner = "field"`: value fields, dot-separated (`after.status`), one directory
     /// each.
     pub partition_fields: Vec<String>,
+    /// Encode a file's batches on a helper thread while the next batch decodes (a second core);
+    /// `false`: one thread does both.
+    pub parallel_encode: bool,
 }
 
 impl Default for OutputConfig {
@@ -238,6 +241,7 @@ impl Default for OutputConfig {
             timezone: "UTC".into(),
             timestamp_field: String::new(),
             partition_fields: Vec::new(),
+            parallel_encode: true,
         }
     }
 }

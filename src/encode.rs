@@ -76,6 +76,103 @@ impl ParquetFile {
     }
 }
 
+/// A file whose batches are encoded on a helper thread while the caller decodes the next one
+/// (`output.parallel_encode`): decode and encode overlap on two cores. At most one batch is in
+/// flight; the next write, the size figures and `finish` wait for it. Without parallelism the
+/// same type encodes inline.
+pub struct OverlappedFile {
+    parallel: bool,
+    state: State,
+    /// Figures as of the last completed write.
+    rows: u64,
+    encoded: u64,
+    memory: u64,
+    /// Arrow memory of the batch in flight.
+    in_flight: u64,
+}
+
+enum State {
+    Idle(Option<ParquetFile>),
+    Busy(std::thread::JoinHandle<Result<ParquetFile, EncodeError>>),
+}
+
+impl OverlappedFile {
+    pub fn new(parallel: bool) -> Self {
+        Self { parallel, state: State::Idle(None), rows: 0, encoded: 0, memory: 0, in_flight: 0 }
+    }
+
+    /// Encodes `batch` into the file (created with the first batch's schema), on the helper
+    /// thread when parallel. An error of the previous write surfaces here.
+    pub fn write(&mut self, batch: RecordBatch, props: &WriterProperties) -> Result<(), EncodeError> {
+        let file = self.wait()?;
+        let mut file = match file {
+            Some(f) => f,
+            None => ParquetFile::new(&batch, props.clone())?,
+        };
+        if !self.parallel {
+            file.write(&batch)?;
+            self.idle(file);
+            return Ok(());
+        }
+        self.in_flight = batch.get_array_memory_size() as u64;
+        let handle = std::thread::Builder::new()
+            .name("kps-encode".into())
+            .spawn(move || file.write(&batch).map(|()| file))
+            .map_err(|e| EncodeError(format!("cannot start an encoder thread: {e}")))?;
+        self.state = State::Busy(handle);
+        Ok(())
+    }
+
+    /// The file once no write is in flight (`None` before the first batch).
+    fn wait(&mut self) -> Result<Option<ParquetFile>, EncodeError> {
+        match std::mem::replace(&mut self.state, State::Idle(None)) {
+            State::Idle(f) => Ok(f),
+            State::Busy(h) => {
+                self.in_flight = 0;
+                let file = h.join().map_err(|_| EncodeError("the encoder thread panicked".into()))??;
+                self.rows = file.rows();
+                self.encoded = file.encoded_bytes();
+                self.memory = file.memory_bytes();
+                Ok(Some(file))
+            }
+        }
+    }
+
+    fn idle(&mut self, file: ParquetFile) {
+        self.rows = file.rows();
+        self.encoded = file.encoded_bytes();
+        self.memory = file.memory_bytes();
+        self.state = State::Idle(Some(file));
+    }
+
+    /// Rows written, as of the last completed write.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Encoded bytes as of the last completed write (one batch behind while one is in flight).
+    pub fn encoded_bytes(&self) -> u64 {
+        self.encoded
+    }
+
+    /// Memory held: the file as of the last completed write, and the batch in flight.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory + self.in_flight
+    }
+
+    /// Waits for the write in flight and closes the file: its rows and bytes, `None` if no
+    /// batch was written.
+    pub fn finish(mut self) -> Result<Option<(u64, Bytes)>, EncodeError> {
+        match self.wait()? {
+            Some(f) => {
+                let rows = f.rows();
+                Ok(Some((rows, f.finish()?)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +199,26 @@ mod tests {
                 assert_eq!(col.compression(), Compression::SNAPPY, "column {} not snappy", col.column_path());
             }
         }
+        Ok(())
+    }
+
+    /// The overlapped file gives the same bytes as the inline one, and its figures catch up
+    /// once the write in flight completes.
+    #[test]
+    fn overlapped_and_inline_files_are_identical() -> Result<(), Box<dyn std::error::Error>> {
+        let batch = RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from_iter_values(0..10_000)) as _)])?;
+        let props = writer_properties(&OutputConfig::default());
+        let mut out = Vec::new();
+        for parallel in [false, true] {
+            let mut f = OverlappedFile::new(parallel);
+            f.write(batch.clone(), &props)?;
+            f.write(batch.clone(), &props)?;
+            let (rows, bytes) = f.finish()?.ok_or("no file")?;
+            assert_eq!(rows, 20_000, "parallel={parallel}");
+            out.push(bytes);
+        }
+        assert_eq!(out[0], out[1], "parallel encoding changed the file");
+        assert!(OverlappedFile::new(true).finish()?.is_none(), "a file without batches has no bytes");
         Ok(())
     }
 }

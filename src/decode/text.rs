@@ -217,7 +217,8 @@ mod tests {
     #[test]
     fn zoned_timestamps_parse_as_arrow_does() -> Result<(), Box<dyn std::error::Error>> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let mut samples = vec!["1970-01-01T00:00:00Z".to_string(), "2000-02-29T23:59:59.999999999Z".into(), "1969-12-31T23:59:59.5Z".into()];
+        let mut samples =
+            vec!["1970-01-01T00:00:00Z".to_string(), "2000-02-29T23:59:59.999999999Z".into(), "1969-12-31T23:59:59.5Z".into()];
         for _ in 0..5_000 {
             let secs = rng.random_range(-62_000_000_000i64..253_000_000_000);
             let nanos = rng.random_range(0..1_000_000_000u32);
@@ -235,7 +236,9 @@ mod tests {
         for (i, s) in samples.iter().enumerate() {
             assert_eq!((fast.is_null(i), fast.value(i)), (arrow.is_null(i), arrow.value(i)), "{s:?}");
         }
-        for other in ["2026-11-23T23:23:02+01:00", "+12026-11-23T23:23:02Z", "2026-02-30T00:00:00Z", "2026-11-23 23:23:02Z", "2026-11-23T23:23:02.Z"] {
+        for other in
+            ["2026-11-23T23:23:02+01:00", "+12026-11-23T23:23:02Z", "2026-02-30T00:00:00Z", "2026-11-23 23:23:02Z", "2026-11-23T23:23:02.Z"]
+        {
             assert_eq!(zoned_micros(other), None, "{other}");
         }
         Ok(())

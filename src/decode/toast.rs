@@ -26,7 +26,9 @@ fn placeholder_mask(column: &ArrayRef) -> Result<Option<BooleanArray>, DecodeErr
     let maybe = match column.data_type() {
         DataType::Utf8 => has_len(column.as_string::<i32>().value_offsets()),
         DataType::Binary => has_len(column.as_binary::<i32>().value_offsets()),
-        DataType::List(item) if item.data_type() == &DataType::Utf8 => has_len(column.as_list::<i32>().values().as_string::<i32>().value_offsets()),
+        DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+            has_len(column.as_list::<i32>().values().as_string::<i32>().value_offsets())
+        }
         _ => return Ok(None),
     };
     if !maybe {

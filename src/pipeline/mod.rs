@@ -52,6 +52,8 @@ pub struct Pipeline {
     buffered: u64,
     /// `flush.max_open_files`: files (paths) one partition's open group may hold.
     max_open_files: usize,
+    /// `output.parallel_encode`.
+    parallel_encode: bool,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
@@ -88,6 +90,7 @@ impl Pipeline {
             max_buffered: config.flush.max_buffered_bytes,
             buffered: 0,
             max_open_files: config.flush.max_open_files,
+            parallel_encode: config.output.parallel_encode,
             partitions: HashMap::new(),
         })
     }
@@ -138,7 +141,7 @@ impl Pipeline {
                     for tp in tps {
                         self.metrics.health.assigned(&tp.0, tp.1);
                         let gauge = self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
-                        let buf = PartitionBuffer::new(&tp.0, tp.1, gauge);
+                        let buf = PartitionBuffer::new(&tp.0, tp.1, gauge).with_parallel_encode(self.parallel_encode);
                         self.partitions.insert(tp, buf);
                     }
                 }
