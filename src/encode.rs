@@ -23,14 +23,38 @@ impl EncodeError {
 /// Writer settings shared by every file: Snappy (parquet's default is no compression), bounded
 /// row groups and pages, page-level statistics.
 pub fn writer_properties(c: &OutputConfig) -> WriterProperties {
-    WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(c.row_group_rows))
         .set_data_page_size_limit(c.data_page_bytes)
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_created_by(concat!("kafka-parquet-sink ", env!("CARGO_PKG_VERSION")).to_string())
-        .build()
+        .set_created_by(concat!("kafka-parquet-sink ", env!("CARGO_PKG_VERSION")).to_string());
+    // Columns unique per record (offsets, event times, log positions) gain nothing from a
+    // dictionary and cost the most to intern: delta-encode them instead (they mostly ascend).
+    for path in UNIQUE_INT_COLUMNS {
+        let path = parquet::schema::types::ColumnPath::new(path.iter().map(|s| s.to_string()).collect());
+        b = b.set_column_dictionary_enabled(path.clone(), false).set_column_encoding(path, parquet::basic::Encoding::DELTA_BINARY_PACKED);
+    }
+    b.build()
 }
+
+/// Integer columns of the sink's own and Debezium's envelope, distinct in nearly every record.
+const UNIQUE_INT_COLUMNS: &[&[&str]] = &[
+    &["__kafka_offset"],
+    &["__kafka_timestamp"],
+    &["__ts_ms"],
+    &["ts_ms"],
+    &["ts_us"],
+    &["ts_ns"],
+    &["source", "ts_ms"],
+    &["source", "ts_us"],
+    &["source", "ts_ns"],
+    &["source", "lsn"],
+    &["__source_ts_ms"],
+    &["__source_lsn"],
+    &["transaction", "total_order"],
+    &["transaction", "data_collection_order"],
+];
 
 pub struct ParquetFile {
     writer: ArrowWriter<Vec<u8>>,
@@ -199,6 +223,24 @@ mod tests {
                 assert_eq!(col.compression(), Compression::SNAPPY, "column {} not snappy", col.column_path());
             }
         }
+        Ok(())
+    }
+
+    /// Offsets are delta-encoded without a dictionary; other columns keep the default.
+    #[test]
+    fn unique_columns_are_delta_encoded() -> Result<(), Box<dyn std::error::Error>> {
+        let batch = RecordBatch::try_from_iter([
+            ("__kafka_offset", Arc::new(Int64Array::from_iter_values(1000..6000)) as _),
+            ("s", Arc::new(StringArray::from_iter_values((0..5000).map(|i| ["c", "u", "d"][i % 3]))) as _),
+        ])?;
+        let mut f = ParquetFile::new(&batch, writer_properties(&OutputConfig::default()))?;
+        f.write(&batch)?;
+        let reader = SerializedFileReader::new(f.finish()?)?;
+        let rg = reader.metadata().row_group(0);
+        let enc = |i: usize| rg.column(i).encodings().collect::<Vec<_>>();
+        assert!(enc(0).contains(&parquet::basic::Encoding::DELTA_BINARY_PACKED), "offsets: {:?}", enc(0));
+        assert!(rg.column(0).dictionary_page_offset().is_none(), "offsets got a dictionary");
+        assert!(rg.column(1).dictionary_page_offset().is_some(), "a low-cardinality column lost its dictionary: {:?}", enc(1));
         Ok(())
     }
 
