@@ -36,7 +36,7 @@ if ! scripts/stack.sh status >/dev/null 2>&1; then
   scripts/stack.sh up
   started_stack=1
 fi
-cleanup() { [ -n "$started_stack" ] && scripts/stack.sh down; }
+cleanup() { if [ -n "$started_stack" ]; then scripts/stack.sh down; fi; }
 trap cleanup EXIT
 
 cargo build --release --quiet --bins

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parquet::file::properties::WriterProperties;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 
 use crate::config::Layout;
 use crate::decode::{BatchDecoder, DecodeError, SchemaIds};
@@ -131,6 +131,9 @@ pub struct PartitionBuffer {
     parallel_encode: bool,
     /// `kps_buffered_records` of this partition, kept equal to the open group's records.
     gauge: IntGauge,
+    /// `kps_records_consumed_total` and `kps_bytes_consumed_total` of the topic, looked up once
+    /// rather than per record.
+    pub consumed: Option<(IntCounter, IntCounter)>,
     /// Offsets of the open group's range already sent to the dead-letter topic: a replay of the
     /// range (after a corrupt record) skips them instead of sending them again.
     pub dead_lettered: std::collections::BTreeSet<i64>,
@@ -169,6 +172,7 @@ impl PartitionBuffer {
             group: None,
             parallel_encode: false,
             gauge,
+            consumed: None,
             dead_lettered: Default::default(),
             replay_through: None,
             failed: false,

@@ -201,6 +201,9 @@ pub struct OutputConfig {
     pub row_group_rows: usize,
     /// Target size of a Parquet data page.
     pub data_page_bytes: usize,
+    /// Size a column chunk's dictionary may reach before the column falls back to plain
+    /// encoding for the rest of the row group.
+    pub dictionary_page_bytes: usize,
     /// Column layout of Debezium envelopes.
     pub layout: Layout,
     /// What to do with Avro record keys.
@@ -233,6 +236,7 @@ impl Default for OutputConfig {
             prefix: "bronze/cdc/tasks".into(),
             row_group_rows: 128 * 1024,
             data_page_bytes: 1024 * 1024,
+            dictionary_page_bytes: 64 * 1024,
             layout: Layout::Envelope,
             key: KeyColumn::Struct,
             tombstones: Tombstones::Skip,
@@ -506,6 +510,9 @@ impl Config {
         }
         if o.data_page_bytes < 1024 {
             e.push("output.data_page_bytes: must be >= 1024".to_string());
+        }
+        if o.dictionary_page_bytes < 1024 {
+            e.push("output.dictionary_page_bytes: must be >= 1024".to_string());
         }
         let f = &self.flush;
         if f.max_records == 0 {

@@ -28,6 +28,7 @@ pub fn writer_properties(c: &OutputConfig) -> WriterProperties {
         .set_max_row_group_row_count(Some(c.row_group_rows))
         .set_data_page_size_limit(c.data_page_bytes)
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_page_size_limit(c.dictionary_page_bytes)
         .set_created_by(concat!("kafka-parquet-sink ", env!("CARGO_PKG_VERSION")).to_string());
     // Columns unique per record (offsets, event times, log positions) gain nothing from a
     // dictionary and cost the most to intern: delta-encode them instead (they mostly ascend).
@@ -116,7 +117,7 @@ pub struct OverlappedFile {
 }
 
 enum State {
-    Idle(Option<ParquetFile>),
+    Idle(Option<Box<ParquetFile>>),
     Busy(std::thread::JoinHandle<Result<ParquetFile, EncodeError>>),
 }
 
@@ -150,7 +151,7 @@ impl OverlappedFile {
     /// The file once no write is in flight (`None` before the first batch).
     fn wait(&mut self) -> Result<Option<ParquetFile>, EncodeError> {
         match std::mem::replace(&mut self.state, State::Idle(None)) {
-            State::Idle(f) => Ok(f),
+            State::Idle(f) => Ok(f.map(|f| *f)),
             State::Busy(h) => {
                 self.in_flight = 0;
                 let file = h.join().map_err(|_| EncodeError("the encoder thread panicked".into()))??;
@@ -166,7 +167,7 @@ impl OverlappedFile {
         self.rows = file.rows();
         self.encoded = file.encoded_bytes();
         self.memory = file.memory_bytes();
-        self.state = State::Idle(Some(file));
+        self.state = State::Idle(Some(Box::new(file)));
     }
 
     /// Rows written, as of the last completed write.

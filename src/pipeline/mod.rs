@@ -141,7 +141,11 @@ impl Pipeline {
                     for tp in tps {
                         self.metrics.health.assigned(&tp.0, tp.1);
                         let gauge = self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
-                        let buf = PartitionBuffer::new(&tp.0, tp.1, gauge).with_parallel_encode(self.parallel_encode);
+                        let mut buf = PartitionBuffer::new(&tp.0, tp.1, gauge).with_parallel_encode(self.parallel_encode);
+                        buf.consumed = Some((
+                            self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]),
+                            self.metrics.bytes_consumed.with_label_values(&[tp.0.as_str()]),
+                        ));
                         self.partitions.insert(tp, buf);
                     }
                 }
@@ -179,9 +183,11 @@ impl Pipeline {
             }
             buf.replay_through = None;
         }
-        self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]).inc();
         let size = m.payload_len() + m.key().map_or(0, <[u8]>::len);
-        self.metrics.bytes_consumed.with_label_values(&[tp.0.as_str()]).inc_by(size as u64);
+        if let Some((records, bytes)) = &buf.consumed {
+            records.inc();
+            bytes.inc_by(size as u64);
+        }
         if buf.dead_lettered.contains(&offset) {
             buf.push_skipped(offset);
             self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "dead_letter"]).inc();
