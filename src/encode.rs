@@ -116,6 +116,41 @@ pub struct OverlappedFile {
     in_flight: u64,
 }
 
+/// Encodes in flight across every file of the process: at most one per core beyond the one
+/// that decodes. More would only contend for the cores, and with many partitions each could
+/// hold a batch in flight at once.
+struct EncodePermit;
+
+static ENCODES: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl EncodePermit {
+    fn limit() -> usize {
+        static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *LIMIT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)))
+    }
+
+    /// Waits until fewer than `limit()` encodes are in flight. A poisoned lock (a panic while
+    /// holding it, which only counts) is taken over: the count stays right.
+    fn acquire() -> Self {
+        let (lock, freed) = &ENCODES;
+        let mut n = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= Self::limit() {
+            n = freed.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        EncodePermit
+    }
+}
+
+impl Drop for EncodePermit {
+    fn drop(&mut self) {
+        let (lock, freed) = &ENCODES;
+        let mut n = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        freed.notify_one();
+    }
+}
+
 enum State {
     Idle(Option<Box<ParquetFile>>),
     Busy(std::thread::JoinHandle<Result<ParquetFile, EncodeError>>),
@@ -140,9 +175,13 @@ impl OverlappedFile {
             return Ok(());
         }
         self.in_flight = batch.get_array_memory_size() as u64;
+        let permit = EncodePermit::acquire();
         let handle = std::thread::Builder::new()
             .name("kps-encode".into())
-            .spawn(move || file.write(&batch).map(|()| file))
+            .spawn(move || {
+                let _permit = permit; // released when the write is done, panic or not
+                file.write(&batch).map(|()| file)
+            })
             .map_err(|e| EncodeError(format!("cannot start an encoder thread: {e}")))?;
         self.state = State::Busy(handle);
         Ok(())
