@@ -20,6 +20,9 @@ COUNT=${COUNT:-1000000}
 PARTITIONS=${PARTITIONS:-4}
 FLUSH=${FLUSH:-100000}
 ROUNDS=${ROUNDS:-3}
+# PROFILE=debug runs the debug build (the smoke test in tests/bench_scripts.rs); figures are
+# only meaningful with release.
+PROFILE=${PROFILE:-release}
 OUT=${OUT:-$ROOT/target/bench-e2e}
 KAFKA=127.0.0.1:${KAFKA_PORT:-9092}
 REGISTRY=http://127.0.0.1:${REGISTRY_PORT:-8081}
@@ -39,14 +42,17 @@ fi
 cleanup() { if [ -n "$started_stack" ]; then scripts/stack.sh down; fi; }
 trap cleanup EXIT
 
-cargo build --release --quiet --bins
+if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
+BIN=target/$PROFILE
 run_id=$(date +%s)
 topic="bench-e2e-$run_id"
 log "producing $COUNT events to $topic ($PARTITIONS partitions)"
-target/release/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" \
+"$BIN"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" \
   --count "$COUNT" --seed 7 >"$OUT/produce.log"
 tombstones=$(grep -o '"tombstone": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
 log "$(head -1 "$OUT/produce.log")"
+# The generator may add the tombstone of a final delete: count what was produced.
+COUNT=$(head -1 "$OUT/produce.log" | awk '{print $2}')
 
 now() { date +%s.%N; }
 peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d", $2 / 1024}' "$1"; }
@@ -84,7 +90,7 @@ rotate_interval_ms = 2000
 listen = ""
 TOML
   local t0; t0=$(now)
-  /usr/bin/time -v target/release/kafka-parquet-sink run --config "$OUT/sink-$1.toml" 2>"$OUT/sink-$1.log" &
+  /usr/bin/time -v "$BIN"/kafka-parquet-sink run --config "$OUT/sink-$1.toml" 2>"$OUT/sink-$1.log" &
   local time_pid=$!
   wait_committed "$group"
   local t1; t1=$(now)
