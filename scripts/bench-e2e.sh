@@ -28,19 +28,11 @@ KAFKA=127.0.0.1:${KAFKA_PORT:-9092}
 REGISTRY=http://127.0.0.1:${REGISTRY_PORT:-8081}
 S3=http://127.0.0.1:${S3_PORT:-9000}
 export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
-# The Docker image's glibc settings (Dockerfile).
-export MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
 mkdir -p "$OUT"
 log() { printf '[bench-e2e] %s\n' "$*" >&2; }
 
-python3 -c "import confluent_kafka, fastavro, pyarrow" 2>/dev/null || pip install --quiet confluent-kafka fastavro pyarrow
-started_stack=""
-if ! scripts/stack.sh status >/dev/null 2>&1; then
-  scripts/stack.sh up
-  started_stack=1
-fi
-cleanup() { if [ -n "$started_stack" ]; then scripts/stack.sh down; fi; }
-trap cleanup EXIT
+python3 -c "import confluent_kafka, fastavro, pyarrow" 2>/dev/null || python3 -m pip install --quiet confluent-kafka fastavro pyarrow
+source scripts/bench-lib.sh
 
 if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
 BIN=target/$PROFILE

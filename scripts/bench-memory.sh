@@ -13,22 +13,11 @@ COUNT=${COUNT:-1000000}
 PARTITIONS=${PARTITIONS:-24}
 LIMIT_MIB=${LIMIT_MIB:-64}
 OUT=${OUT:-$ROOT/target/bench-memory}
-# glibc malloc settings of the Docker image (Dockerfile): fewer arenas, large blocks mmapped and
-# returned. Without them peak RSS is about 10 MiB higher. Set MALLOC_TUNING=off to compare.
-if [ "${MALLOC_TUNING:-on}" = on ]; then
-  export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-131072}
-fi
 mkdir -p "$OUT"
 
 log() { printf '[bench-memory] %s\n' "$*" >&2; }
 
-started_stack=""
-if ! scripts/stack.sh status >/dev/null 2>&1; then
-  scripts/stack.sh up
-  started_stack=1
-fi
-cleanup() { if [ -n "$started_stack" ]; then scripts/stack.sh down; fi; }
-trap cleanup EXIT
+source scripts/bench-lib.sh
 
 cargo build --release --quiet --bins
 run_id=$(date +%s)
