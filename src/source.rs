@@ -132,7 +132,10 @@ pub fn client_config(c: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &c.auto_offset_reset)
         .set("statistics.interval.ms", "5000")
-        .set("queued.max.messages.kbytes", DEFAULT_QUEUE_KBYTES);
+        .set("queued.max.messages.kbytes", DEFAULT_QUEUE_KBYTES)
+        // A topic created after start (Debezium creates it with the first change; a new table
+        // matching a pattern) is seen at the next metadata refresh: librdkafka's default is 5 min.
+        .set("topic.metadata.refresh.interval.ms", "10000");
     if !c.group_instance_id.is_empty() {
         cfg.set("group.instance.id", &c.group_instance_id);
     }

@@ -1,5 +1,7 @@
 //! `kafka.topics` entries starting with `^` are patterns: every matching topic is consumed and
-//! lands under its own `topics/<topic>/` path; a topic that does not match is left alone.
+//! lands under its own `topics/<topic>/` path; a topic that does not match is left alone. A topic
+//! created after the sink started (as Debezium creates its topic with the first change) is
+//! consumed within seconds, not at librdkafka's default metadata refresh of 5 minutes.
 
 mod common;
 
@@ -50,5 +52,19 @@ fn a_topic_pattern_consumes_every_matching_topic_under_its_own_path() -> TestRes
             produced[t].iter().filter(|(_, e)| e.op != Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
         assert_eq!(rows.get(t), Some(&expected), "rows of {t}");
     }
+    Ok(())
+}
+
+#[test]
+fn a_topic_created_after_start_is_consumed_within_seconds() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-late"), unique("it-group"), unique("it/late"));
+    let sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 30\nrotate_interval_ms = 1000").start()?;
+    wait_for(Duration::from_secs(30), "the sink to subscribe", || Ok(sink.log().contains("running").then_some(())))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let produced = produce(&stack, &topic, 1, 40, None, 9)?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    // Within the 10 s metadata refresh the sink sets, plus a flush.
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(40))?;
     Ok(())
 }
