@@ -4,6 +4,8 @@
 //!   cargo bench --bench pipeline                        1,000,000 records, median of 3 rounds
 //!   BENCH_RECORDS=200000 BENCH_ROUNDS=5 cargo bench --bench pipeline
 //!   BENCH_ONLY=pipeline cargo bench --bench pipeline    one row (for a profiler)
+//!   BENCH_PAGE_BYTES=65536 BENCH_DICTIONARY_BYTES=1048576 cargo bench --bench pipeline
+//!                                                       other writer settings
 //!
 //! Rows:
 //! * `avro decode alone`: arrow-avro's decoder on the bodies, nothing else (a lower bound of
@@ -166,7 +168,13 @@ fn main() -> R {
     let mb = input.avro_bytes as f64 / 1e6;
     println!("{n} Confluent-framed Debezium envelopes (c/u/d), {mb:.1} MB, {} B average; median of {rounds}", input.avro_bytes / n);
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    let default_props = writer_properties(&OutputConfig::default());
+    // BENCH_PAGE_BYTES / BENCH_DICTIONARY_BYTES: other data page or dictionary sizes to compare.
+    let output = OutputConfig {
+        data_page_bytes: env("BENCH_PAGE_BYTES", OutputConfig::default().data_page_bytes),
+        dictionary_page_bytes: env("BENCH_DICTIONARY_BYTES", OutputConfig::default().dictionary_page_bytes),
+        ..OutputConfig::default()
+    };
+    let default_props = writer_properties(&output);
     let no_dictionary = WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_max_row_group_row_count(Some(OutputConfig::default().row_group_rows))
