@@ -251,25 +251,30 @@ impl PartitionBuffer {
         props: &WriterProperties,
         push: impl FnOnce(&mut BatchDecoder) -> Result<Option<arrow::array::RecordBatch>, DecodeError>,
     ) -> Result<(), SinkError> {
-        let Some(ids) = self.spec.as_ref().map(DecoderSpec::ids) else {
+        let Some(spec) = self.spec.as_ref() else {
             return Err(DecodeError::Batch("no decoder for the partition".into()).into());
         };
-        let new_decoder = match self.group.as_ref().is_some_and(|g| g.files.iter().any(|f| f.path.as_deref() == path)) {
-            true => None,
-            false => self.spec.as_ref().map(DecoderSpec::build).transpose()?,
+        let ids = spec.ids();
+        // The row's file in the open group, or a decoder for a path new to it.
+        enum Slot {
+            Open(usize),
+            New(Box<BatchDecoder>),
+        }
+        let slot = match self.group.as_ref().and_then(|g| g.files.iter().position(|f| f.path.as_deref() == path)) {
+            Some(i) => Slot::Open(i),
+            None => Slot::New(Box::new(spec.build()?)),
         };
         let parallel = self.parallel_encode;
         let g = self.open(offset);
-        let i = match (g.files.iter().position(|f| f.path.as_deref() == path), new_decoder) {
-            (Some(i), _) => i,
-            (None, None) => return Err(DecodeError::Batch("no decoder for the partition".into()).into()),
-            (None, Some(decoder)) => {
+        let i = match slot {
+            Slot::Open(i) => i,
+            Slot::New(decoder) => {
                 let start_offset = if path.is_none() { g.start_offset } else { offset };
                 g.files.push(PathFile {
                     path: path.map(str::to_string),
                     start_offset,
                     end_offset: offset,
-                    decoder,
+                    decoder: *decoder,
                     parquet: OverlappedFile::new(parallel),
                     encoded: 0,
                     memory: 0,

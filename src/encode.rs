@@ -109,7 +109,6 @@ pub struct OverlappedFile {
     parallel: bool,
     state: State,
     /// Figures as of the last completed write.
-    rows: u64,
     encoded: u64,
     memory: u64,
     /// Arrow memory of the batch in flight.
@@ -158,7 +157,7 @@ enum State {
 
 impl OverlappedFile {
     pub fn new(parallel: bool) -> Self {
-        Self { parallel, state: State::Idle(None), rows: 0, encoded: 0, memory: 0, in_flight: 0 }
+        Self { parallel, state: State::Idle(None), encoded: 0, memory: 0, in_flight: 0 }
     }
 
     /// Encodes `batch` into the file (created with the first batch's schema), on the helper
@@ -194,7 +193,6 @@ impl OverlappedFile {
             State::Busy(h) => {
                 self.in_flight = 0;
                 let file = h.join().map_err(|_| EncodeError("the encoder thread panicked".into()))??;
-                self.rows = file.rows();
                 self.encoded = file.encoded_bytes();
                 self.memory = file.memory_bytes();
                 Ok(Some(file))
@@ -203,15 +201,9 @@ impl OverlappedFile {
     }
 
     fn idle(&mut self, file: ParquetFile) {
-        self.rows = file.rows();
         self.encoded = file.encoded_bytes();
         self.memory = file.memory_bytes();
         self.state = State::Idle(Some(Box::new(file)));
-    }
-
-    /// Rows written, as of the last completed write.
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 
     /// Encoded bytes as of the last completed write (one batch behind while one is in flight).

@@ -429,7 +429,7 @@ impl Pipeline {
         let (topic, partition) = (tp.0.as_str(), tp.1);
         if group.files.is_empty() && !self.paths.has_paths() {
             // Only skipped records: files starting in or after the range are an earlier owner's.
-            self.remove_stale(topic, None, partition, group.start_offset - 1).await?;
+            remove_stale(&self.store, topic, None, partition, group.start_offset - 1).await?;
         }
         for file in group.files {
             let key = self.store.key(topic, file.path.as_deref(), partition, file.start_offset);
@@ -452,7 +452,7 @@ impl Pipeline {
                 %reason,
                 "file uploaded"
             );
-            self.remove_stale(topic, file.path.as_deref(), partition, file.start_offset).await?;
+            remove_stale(&self.store, topic, file.path.as_deref(), partition, file.start_offset).await?;
         }
         if group.skipped > 0 {
             tracing::debug!(topic, partition, skipped = group.skipped, "skipped records committed with the group");
@@ -461,16 +461,15 @@ impl Pipeline {
         self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
+}
 
-    /// Deletes the files of a directory that start after `last_kept`: uploaded but never
-    /// committed by an earlier owner (or by us before a crash), their records are being written
-    /// again now.
-    async fn remove_stale(&mut self, topic: &str, path: Option<&str>, partition: i32, last_kept: i64) -> Result<(), SinkError> {
-        let stale = self.store.files_after(topic, path, partition, last_kept).await?;
-        if !stale.is_empty() {
-            self.store.delete_all(&stale).await?;
-            tracing::info!(topic, partition, after_offset = last_kept, files = ?stale, "removed files uploaded but never committed by an earlier owner");
-        }
-        Ok(())
+/// Deletes the files of a directory that start after `last_kept`: uploaded but never committed
+/// by an earlier owner (or by us before a crash), their records are being written again now.
+async fn remove_stale(store: &Store, topic: &str, path: Option<&str>, partition: i32, last_kept: i64) -> Result<(), SinkError> {
+    let stale = store.files_after(topic, path, partition, last_kept).await?;
+    if !stale.is_empty() {
+        store.delete_all(&stale).await?;
+        tracing::info!(topic, partition, after_offset = last_kept, files = ?stale, "removed files uploaded but never committed by an earlier owner");
     }
+    Ok(())
 }
