@@ -109,11 +109,19 @@ fn import_connector(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn new_metrics() -> Result<Metrics, ExitCode> {
-    Metrics::new().map_err(|e| {
-        eprintln!("cannot register metrics: {e}");
-        ExitCode::FAILURE
-    })
+/// Runs `job` with the service's metrics on a new runtime (`run` and `doctor`).
+fn with_metrics<F: std::future::Future<Output = ExitCode>>(job: impl FnOnce(Metrics) -> F) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match Metrics::new() {
+        Ok(metrics) => rt.block_on(job(metrics)),
+        Err(e) => {
+            eprintln!("cannot register metrics: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -145,15 +153,7 @@ fn status(url: &str) -> ExitCode {
 }
 
 fn doctor(config: Config) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async move {
-        let metrics = match new_metrics() {
-            Ok(m) => m,
-            Err(code) => return code,
-        };
+    with_metrics(|metrics| async move {
         let store = match Store::s3(&config.s3, &config.output.prefix, metrics) {
             Ok(s) => s,
             Err(e) => {
@@ -174,15 +174,7 @@ fn doctor(config: Config) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async move {
-        let metrics = match new_metrics() {
-            Ok(m) => m,
-            Err(code) => return code,
-        };
+    with_metrics(|metrics| async move {
         if let Ok(addr) = config.metrics.listen.parse() {
             if let Err(e) = metrics::serve(addr, metrics.clone()).await {
                 eprintln!("metrics.listen: cannot listen on {addr}: {e}");
