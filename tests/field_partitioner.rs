@@ -56,14 +56,7 @@ fn files_land_under_their_rows_field_values_exactly_once() -> TestResult {
                 return Err(format!("row {}/{} in {} has no prio/completed in its image", r.partition, r.offset, f.key).into());
             };
             let op = r.op.as_deref().unwrap_or_default();
-            let expected = format!("/topics/{topic}/prio={prio}/completed={completed}/op={op}/partition={}/", r.partition);
-            assert!(
-                f.key.contains(&expected),
-                "{} holds row {}/{} (prio {prio}, completed {completed}), expected under {expected}",
-                f.key,
-                r.partition,
-                r.offset
-            );
+            assert_row_under(f, r, &topic, &format!("prio={prio}/completed={completed}/op={op}"), "its field values");
             deletes += usize::from(r.op.as_deref() == Some("d"));
             dirs.insert((prio.to_string(), completed, op.to_string()));
         }

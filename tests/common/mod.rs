@@ -416,6 +416,13 @@ pub struct LakeRow {
     pub source_ts_ms: Option<i64>,
 }
 
+/// Asserts that `file` lies in the directory `dir` (between `topics/<topic>/` and
+/// `partition=<p>/`) for `row`, a row it holds; `why` says what put the row there.
+pub fn assert_row_under(file: &LakeFile, row: &LakeRow, topic: &str, dir: &str, why: &str) {
+    let expected = format!("/topics/{topic}/{dir}/partition={}/", row.partition);
+    assert!(file.key.contains(&expected), "{} holds row {}/{} ({why}), expected under {expected}", file.key, row.partition, row.offset);
+}
+
 /// Every Parquet file under `prefix`, read back by pyarrow through `scripts/lake.py`.
 pub fn read_lake(stack: &Stack, prefix: &str) -> TestResult<Vec<LakeFile>> {
     read_lake_with(&stack.s3, ("minioadmin", "minioadmin"), prefix)
