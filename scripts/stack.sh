@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# The local stack: a Kafka-protocol broker (tansu, in-memory), an S3 server (SeaweedFS
-# `weed mini`, bucket datalake, credentials minioadmin/minioadmin) and the project's test
-# Schema Registry. Each is installed when missing.
+# The local stack: Apache Kafka 4.4.0 in KRaft mode (scripts/kafka.sh: assembled from Maven
+# Central once, then started on its log directory), an S3 server (SeaweedFS `weed mini`, bucket
+# datalake, credentials minioadmin/minioadmin) and the project's test Schema Registry. Each is
+# installed when missing.
 #
 #   scripts/stack.sh up       install what is missing, start what is not running, wait until ready
-#   scripts/stack.sh down     stop everything this script started
+#   scripts/stack.sh down     stop everything this script started (the broker's log is kept)
+#   scripts/stack.sh wipe     down, then delete every service's data
 #   scripts/stack.sh status   one line per service
 #
-# Ports (override by environment): KAFKA_PORT=9092 S3_PORT=9000 REGISTRY_PORT=8081; SeaweedFS's
-# other listeners use WEED_PORT_BASE (19100) .. +13. State and logs: STACK_DIR (.stack/).
+# Ports (override by environment): KAFKA_PORT=9092 (its controller KAFKA_CONTROLLER_PORT=9093)
+# S3_PORT=9000 REGISTRY_PORT=8081; SeaweedFS's other listeners use WEED_PORT_BASE (19100) .. +13.
+# State and logs: STACK_DIR (.stack/).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STACK_DIR=${STACK_DIR:-$ROOT/.stack}
 KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 S3_PORT=${S3_PORT:-9000}
 REGISTRY_PORT=${REGISTRY_PORT:-8081}
 WEED_PORT_BASE=${WEED_PORT_BASE:-19100}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-minioadmin}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-minioadmin}
-TANSU_VERSION=0.6.0
-PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 
@@ -35,13 +37,6 @@ wait_port() { # name port seconds
   log "$1 did not open port $2 within $3 s; last log lines:"
   tail -n 20 "$STACK_DIR/$1.log" >&2 || true
   return 1
-}
-
-ensure_tansu() {
-  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then return; fi
-  log "installing tansu $TANSU_VERSION (cargo install, 10-20 minutes, once)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore >"$STACK_DIR/tansu-install.log" 2>&1 \
-    || { tail -n 30 "$STACK_DIR/tansu-install.log" >&2; exit 1; }
 }
 
 ensure_python() {
@@ -60,11 +55,11 @@ start() { # name port command...
 up() {
   mkdir -p "$STACK_DIR"
   ensure_python
-  ensure_tansu
-  start tansu "$KAFKA_PORT" tansu broker \
-    --storage-engine memory://tansu/ \
-    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT"
+  if port_open "$KAFKA_PORT"; then
+    log "kafka: port $KAFKA_PORT already open, assuming it is running"
+  else
+    "$ROOT/scripts/kafka.sh" start "$STACK_DIR/kafka" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
+  fi
   local b=$WEED_PORT_BASE
   mkdir -p "$STACK_DIR/weed"
   start weed "$S3_PORT" weed mini -dir="$STACK_DIR/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket=datalake \
@@ -73,7 +68,6 @@ up() {
     -admin.port=$((b + 8)) -admin.port.grpc=$((b + 9)) -metricsPort=$((b + 10)) -s3.port.iceberg=$((b + 11)) \
     -webdav=false
   start registry "$REGISTRY_PORT" python3 "$ROOT/scripts/schema_registry.py" --port "$REGISTRY_PORT" --data "$STACK_DIR/registry.json"
-  wait_port tansu "$KAFKA_PORT" 30
   wait_port registry "$REGISTRY_PORT" 15
   wait_port weed "$S3_PORT" 60
   # The S3 port opens before the bucket exists: wait for an authenticated list of it to answer.
@@ -83,12 +77,13 @@ up() {
     sleep 0.2
   done
   python3 "$ROOT/scripts/lake.py" --endpoint "http://127.0.0.1:$S3_PORT" ping
-  log "up: kafka 127.0.0.1:$KAFKA_PORT, s3 http://127.0.0.1:$S3_PORT (bucket datalake), registry http://127.0.0.1:$REGISTRY_PORT"
+  log "up: Apache Kafka 127.0.0.1:$KAFKA_PORT, s3 http://127.0.0.1:$S3_PORT (bucket datalake), registry http://127.0.0.1:$REGISTRY_PORT"
 }
 
 down() {
   local name pid
-  for name in tansu weed registry; do
+  "$ROOT/scripts/kafka.sh" stop "$STACK_DIR/kafka"
+  for name in weed registry; do
     [ -f "$STACK_DIR/$name.pid" ] || continue
     pid=$(cat "$STACK_DIR/$name.pid")
     if kill "$pid" 2>/dev/null; then
@@ -102,7 +97,7 @@ down() {
 
 status() {
   local name port
-  for pair in "tansu:$KAFKA_PORT" "weed:$S3_PORT" "registry:$REGISTRY_PORT"; do
+  for pair in "kafka:$KAFKA_PORT" "weed:$S3_PORT" "registry:$REGISTRY_PORT"; do
     name=${pair%%:*} port=${pair##*:}
     if port_open "$port"; then echo "$name up (port $port)"; else echo "$name down (port $port)"; fi
   done
@@ -111,6 +106,7 @@ status() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  wipe) down; rm -rf "$STACK_DIR/kafka" "$STACK_DIR/weed" "$STACK_DIR/registry.json"; log "data deleted" ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|wipe|status" >&2; exit 2 ;;
 esac

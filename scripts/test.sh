@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# All tests: unit tests, then integration tests on the real local stack and the real Debezium
-# harness, which this script starts (installing tansu, SeaweedFS, pyarrow and the Debezium jars
-# when missing) and stops again if it started them.
+# All tests: unit tests, then integration tests on the real local stack (Apache Kafka 4.4 in
+# KRaft mode, SeaweedFS, the test registry) and real Debezium (PostgreSQL 15 and a Kafka Connect
+# worker with the Debezium PostgreSQL connector), which this script starts, installing what is
+# missing (Kafka, Connect and Debezium from Maven Central, SeaweedFS, pyarrow, the AvroConverter
+# jars, PostgreSQL), and stops again if it started them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -20,8 +22,8 @@ cleanup() {
   if [ "$started" = 1 ]; then scripts/stack.sh down; fi
 }
 trap cleanup EXIT
-# Real Debezium (PostgreSQL + the embedded connector) for tests/debezium_e2e.rs.
-if scripts/debezium.sh psql -c 'select 1' >/dev/null 2>&1; then
+# Real Debezium (PostgreSQL + Kafka Connect) for tests/debezium_e2e.rs and tests/doctor.rs.
+if scripts/debezium.sh psql -c 'select 1' >/dev/null 2>&1 && scripts/debezium.sh status | grep -q '"state":"RUNNING"'; then
   echo "[test] using the running Debezium harness"
 else
   scripts/debezium.sh up
