@@ -128,6 +128,26 @@ def main():
     if "wal_level=logical" not in " ".join(services["postgres"].get("command", [])):
         problem("postgres does not run with wal_level=logical")
 
+    # 5. what users start is what the tests run: the broker of scripts/kafka.sh, and the Connect
+    # image's Debezium and AvroConverter versions those of scripts/debezium.sh
+    def read(*path):
+        with open(os.path.join(ROOT, *path)) as f:
+            return f.read()
+    kafka_version = re.search(r"<kafka.version>([^<]+)</kafka.version>", read("scripts", "kafka", "pom.xml")).group(1)
+    if services["kafka"].get("image") != f"apache/kafka:{kafka_version}":
+        problem(f"kafka image {services['kafka'].get('image')} is not apache/kafka:{kafka_version}, the broker the tests run (scripts/kafka/pom.xml)")
+    build = services.get("kafka-connect", {}).get("build")
+    if build != "./docker/connect":
+        problem(f"kafka-connect is not built from ./docker/connect (build: {build})")
+    dockerfile = read("docker", "connect", "Dockerfile")
+    arg = lambda name: (re.search(rf"^ARG {name}=(\S+)", dockerfile, re.M) or [None, None])[1]
+    debezium = re.search(r"debezium-connector-postgres</artifactId><version>([^<]+)<", read("scripts", "kafka", "debezium-pom.xml")).group(1)
+    if arg("DEBEZIUM_VERSION") != debezium:
+        problem(f"kafka-connect runs Debezium {arg('DEBEZIUM_VERSION')}, the tests {debezium} (scripts/kafka/debezium-pom.xml)")
+    converter = re.search(r"^AVRO_CONVERTER_VERSION=(\S+)", read("scripts", "debezium.sh"), re.M).group(1)
+    if arg("CONFLUENT_VERSION") != converter:
+        problem(f"kafka-connect has AvroConverter {arg('CONFLUENT_VERSION')}, the tests {converter} (scripts/debezium.sh)")
+
     # 4. dashboard metrics
     with open(os.path.join(ROOT, "README.md")) as f:
         documented = set(re.findall(r"^\| `(kps_[a-z_]+)` \|", f.read(), re.M))

@@ -147,6 +147,8 @@ pub struct PartitionBuffer {
     /// An offset whose commit failed after its files were uploaded (broker away, rebalance in
     /// progress): retried on every tick until it succeeds or a later flush commits past it.
     pub pending_commit: Option<i64>,
+    /// The last offset this member committed for the partition.
+    pub committed: Option<i64>,
 }
 
 /// Where a row comes from and where it goes.
@@ -178,6 +180,7 @@ impl PartitionBuffer {
             failed: false,
             accounted: 0,
             pending_commit: None,
+            committed: None,
         }
     }
 

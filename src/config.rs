@@ -22,6 +22,7 @@ pub struct Config {
     pub errors: ErrorsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub connect: ConnectConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -348,6 +349,17 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
+/// The Kafka Connect worker that runs Debezium, for `doctor`'s "Debezium connector RUNNING?"
+/// checkpoint. The sink itself never talks to it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectConfig {
+    /// REST URL of the worker (`http://kafka-connect:8083`); empty skips the checkpoint.
+    pub url: String,
+    /// The connector to check; empty checks every connector the worker has.
+    pub connector: String,
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self { listen: "0.0.0.0:9102".into() }
@@ -539,6 +551,9 @@ impl Config {
         }
         if k.topics.contains(&er.dead_letter_topic) {
             e.push("errors.dead_letter_topic: must not be one of kafka.topics".to_string());
+        }
+        if !self.connect.url.is_empty() && !self.connect.url.starts_with("http://") && !self.connect.url.starts_with("https://") {
+            e.push(format!("connect.url: must be an http:// or https:// URL, got {:?}", self.connect.url));
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             e.push(format!("metrics.listen: not a host:port socket address: {:?}", self.metrics.listen));

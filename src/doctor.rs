@@ -54,6 +54,13 @@ pub async fn run(config: &Config, store: &Store) -> Vec<Check> {
         Ok(Err(e)) => unreachable_kafka(&mut push, config, e),
         Err(e) => unreachable_kafka(&mut push, config, e.to_string()),
     };
+    if !config.connect.url.is_empty() {
+        let name = match config.connect.connector.as_str() {
+            "" => "Debezium connector RUNNING".to_string(),
+            c => format!("Debezium connector {c} RUNNING"),
+        };
+        push(&name, check_connector(&config.connect).await);
+    }
     // Configured names, and patterns resolved to the topics they match now.
     let mut topics: Vec<String> = Vec::new();
     for entry in &config.kafka.topics {
@@ -295,4 +302,94 @@ async fn check_files(store: &Store, topic: &str) -> Result<String, Failure> {
 fn parquet_rows(bytes: Bytes) -> Result<i64, parquet::errors::ParquetError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     Ok(SerializedFileReader::new(bytes)?.metadata().file_metadata().num_rows())
+}
+
+/// What the Connect REST API says of one connector (`GET /connectors/{name}/status`).
+#[derive(serde::Deserialize)]
+struct ConnectorStatus {
+    connector: StateOf,
+    #[serde(default)]
+    tasks: Vec<TaskState>,
+}
+
+#[derive(serde::Deserialize)]
+struct StateOf {
+    state: String,
+}
+
+#[derive(serde::Deserialize)]
+struct TaskState {
+    id: i32,
+    state: String,
+    #[serde(default)]
+    trace: String,
+}
+
+/// The seed's checkpoint "Debezium connector RUNNING?": the connector and every task of it
+/// RUNNING, as the Kafka Connect worker reports over REST.
+async fn check_connector(c: &crate::config::ConnectConfig) -> Result<String, Failure> {
+    let base = c.url.trim_end_matches('/');
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| fail(e.to_string(), "check connect.url"))?;
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let resp = client.get(&path).send().await.map_err(|e| {
+                fail(
+                    format!("no answer from {path}: {e}"),
+                    "check connect.url and that Kafka Connect is running (in compose: `docker compose ps kafka-connect`)",
+                )
+            })?;
+            let code = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            Ok::<_, Failure>((code, body))
+        }
+    };
+    let names: Vec<String> = if c.connector.is_empty() {
+        let (code, body) = get(format!("{base}/connectors")).await?;
+        if !code.is_success() {
+            return Err(fail(format!("GET /connectors answered {code}: {body}"), "check connect.url"));
+        }
+        let names: Vec<String> = serde_json::from_str(&body).map_err(|e| fail(format!("GET /connectors: {e}"), "check connect.url"))?;
+        if names.is_empty() {
+            return Err(fail(
+                format!("no connector is registered on {base}"),
+                format!("register it: curl -X PUT -H 'Content-Type: application/json' --data @docker/connect/debezium-postgres-cdc.json {base}/connectors/supabase-postgres-cdc/config"),
+            ));
+        }
+        names
+    } else {
+        vec![c.connector.clone()]
+    };
+    let mut running = Vec::new();
+    for name in names {
+        let (code, body) = get(format!("{base}/connectors/{name}/status")).await?;
+        if code == reqwest::StatusCode::NOT_FOUND {
+            return Err(fail(
+                format!("connector {name} is not registered on {base}"),
+                format!("register it: curl -X PUT -H 'Content-Type: application/json' --data @docker/connect/debezium-postgres-cdc.json {base}/connectors/{name}/config"),
+            ));
+        }
+        if !code.is_success() {
+            return Err(fail(format!("GET /connectors/{name}/status answered {code}: {body}"), "check the Kafka Connect worker's log"));
+        }
+        let status: ConnectorStatus =
+            serde_json::from_str(&body).map_err(|e| fail(format!("status of {name}: {e}"), "check connect.url points at Kafka Connect"))?;
+        let bad_task = status.tasks.iter().find(|t| t.state != "RUNNING");
+        if status.connector.state != "RUNNING" || bad_task.is_some() || status.tasks.is_empty() {
+            let detail = match bad_task {
+                Some(t) => format!(", task {} {}{}", t.id, t.state, t.trace.lines().next().map(|l| format!(": {l}")).unwrap_or_default()),
+                None if status.tasks.is_empty() => ", no task".to_string(),
+                None => String::new(),
+            };
+            return Err(fail(
+                format!("connector {name} is {}{detail}", status.connector.state),
+                format!(
+                    "read the worker's log (docker compose logs kafka-connect) and the trace in GET {base}/connectors/{name}/status; \
+                     fix the connector's config (docker/connect/debezium-postgres-cdc.json), then POST {base}/connectors/{name}/restart?includeTasks=true"
+                ),
+            ));
+        }
+        running.push(format!("{name} RUNNING ({} task(s) RUNNING)", status.tasks.len()));
+    }
+    Ok(running.join("; "))
 }

@@ -31,7 +31,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Retries of a store or registry request, by stage.
     pub retries: IntCounterVec,
-    /// Consumer lag per partition (high watermark − committed offset), from librdkafka statistics.
+    /// Consumer lag per assigned partition (last stable offset under read_committed, else high
+    /// watermark, − committed offset), from librdkafka statistics every 5 s.
     pub consumer_lag: IntGaugeVec,
     /// Rows + skipped records held in open files, per partition.
     pub buffered_records: IntGaugeVec,
@@ -108,7 +109,11 @@ impl Metrics {
             committed_offset: gauge("kps_committed_offset", "Last committed offset", &["topic", "partition"])?,
             errors: counter("kps_errors_total", "Errors by stage and kind", &["stage", "kind"])?,
             retries,
-            consumer_lag: gauge("kps_consumer_lag_records", "High watermark minus committed offset", &["topic", "partition"])?,
+            consumer_lag: gauge(
+                "kps_consumer_lag_records",
+                "Records not yet committed: last stable offset (high watermark under read_uncommitted) minus committed offset",
+                &["topic", "partition"],
+            )?,
             buffered_records: gauge("kps_buffered_records", "Records held in open files", &["topic", "partition"])?,
             flush_duration,
             file_size,

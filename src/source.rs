@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -37,10 +36,83 @@ pub enum RebalanceEvent {
     Revoked(Vec<TopicPartition>),
 }
 
+/// The isolation level unless `[kafka.properties]` sets it: records of aborted transactions
+/// (a transactional producer's, Debezium's with exactly-once source support) never reach the
+/// lake, and records of open transactions wait until they commit. librdkafka's default too, set
+/// here so it is visible in the effective configuration.
+pub const DEFAULT_ISOLATION_LEVEL: &str = "read_committed";
+
 /// Consumer context: queues rebalance events, turns librdkafka statistics into lag gauges.
 pub struct SinkContext {
     events: Mutex<Vec<RebalanceEvent>>,
     metrics: Metrics,
+    /// Where a partition without a committed offset starts: `kafka.auto_offset_reset` is
+    /// "earliest", so its lag counts from the low watermark; with "latest" it has none until the
+    /// first commit.
+    lag_from_low_watermark: bool,
+    /// `isolation.level` is read_committed: lag counts to the last stable offset.
+    read_committed: bool,
+}
+
+/// The part of librdkafka's statistics JSON the sink reads. Parsed on its own rather than
+/// through `rdkafka::statistics::Statistics`, whose every field must be present: a field that a
+/// librdkafka release renames or drops would fail the whole parse and silence the lag gauges.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Stats {
+    #[serde(default)]
+    brokers: std::collections::HashMap<String, BrokerStats>,
+    #[serde(default)]
+    topics: std::collections::HashMap<String, TopicStats>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct BrokerStats {
+    nodeid: i32,
+    state: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TopicStats {
+    #[serde(default)]
+    partitions: std::collections::HashMap<String, PartitionStats>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PartitionStats {
+    partition: i32,
+    /// Whether this member consumes the partition now (librdkafka reports others it knows of).
+    #[serde(default)]
+    fetch_state: String,
+    #[serde(default = "invalid_offset")]
+    committed_offset: i64,
+    #[serde(default = "invalid_offset")]
+    lo_offset: i64,
+    #[serde(default = "invalid_offset")]
+    hi_offset: i64,
+    #[serde(default = "invalid_offset")]
+    ls_offset: i64,
+}
+
+fn invalid_offset() -> i64 {
+    -1001
+}
+
+impl PartitionStats {
+    /// Records not yet committed: the end of what a read_committed consumer can read (the last
+    /// stable offset; the high watermark under read_uncommitted) minus the committed offset, or
+    /// the low watermark when nothing is committed yet and consumption starts there. `None`
+    /// while librdkafka knows neither end.
+    fn lag(&self, read_committed: bool, from_low_watermark: bool) -> Option<i64> {
+        let end = if read_committed && self.ls_offset >= 0 { self.ls_offset } else { self.hi_offset };
+        let start = if self.committed_offset >= 0 {
+            self.committed_offset
+        } else if from_low_watermark && self.lo_offset >= 0 {
+            self.lo_offset
+        } else {
+            return None;
+        };
+        (end >= 0).then(|| (end - start).max(0))
+    }
 }
 
 impl SinkContext {
@@ -57,6 +129,10 @@ impl SinkContext {
     pub fn revocation_pending(&self, tp: &TopicPartition) -> bool {
         let q = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         q.iter().any(|e| matches!(e, RebalanceEvent::Revoked(tps) if tps.contains(tp)))
+    }
+
+    fn read_committed(&self) -> bool {
+        self.read_committed
     }
 
     fn push(&self, e: RebalanceEvent) {
@@ -81,14 +157,25 @@ impl ClientContext for SinkContext {
         tracing::warn!(error = %error, reason, "kafka client error");
     }
 
-    fn stats(&self, stats: Statistics) {
+    fn stats_raw(&self, json: &[u8]) {
+        let stats: Stats = match serde_json::from_slice(json) {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.errors.with_label_values(&["source", "statistics"]).inc();
+                tracing::warn!(error = %e, "librdkafka statistics could not be read; lag gauges not updated");
+                return;
+            }
+        };
         if stats.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP") {
             self.metrics.health.up(Dependency::Kafka);
         }
         for (topic, t) in &stats.topics {
-            for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics.consumer_lag.with_label_values(&[topic.as_str(), &partition.to_string()]).set(p.consumer_lag);
+            for p in t.partitions.values() {
+                if p.partition < 0 || p.fetch_state == "none" || p.fetch_state.is_empty() {
+                    continue; // not consumed by this member
+                }
+                if let Some(lag) = p.lag(self.read_committed(), self.lag_from_low_watermark) {
+                    self.metrics.consumer_lag.with_label_values(&[topic.as_str(), &p.partition.to_string()]).set(lag);
                 }
             }
         }
@@ -131,6 +218,7 @@ pub fn client_config(c: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &c.auto_offset_reset)
+        .set("isolation.level", DEFAULT_ISOLATION_LEVEL)
         .set("statistics.interval.ms", "5000")
         .set("queued.max.messages.kbytes", DEFAULT_QUEUE_KBYTES)
         // A topic created after start (Debezium creates it with the first change; a new table
@@ -148,8 +236,14 @@ pub fn client_config(c: &KafkaConfig) -> ClientConfig {
 /// Creates the consumer and subscribes to the configured topics.
 pub fn subscribe(c: &KafkaConfig, metrics: Metrics) -> KafkaResult<Arc<Consumer>> {
     use rdkafka::consumer::Consumer as _;
-    let ctx = SinkContext { events: Mutex::new(Vec::new()), metrics };
-    let consumer: Consumer = client_config(c).create_with_context(ctx)?;
+    let cfg = client_config(c);
+    let ctx = SinkContext {
+        events: Mutex::new(Vec::new()),
+        metrics,
+        lag_from_low_watermark: c.auto_offset_reset == "earliest",
+        read_committed: cfg.get("isolation.level") != Some("read_uncommitted"),
+    };
+    let consumer: Consumer = cfg.create_with_context(ctx)?;
     let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(Arc::new(consumer))

@@ -1,5 +1,5 @@
-//! Records that can never be written, one class per partition, on the real local stack (tansu,
-//! SeaweedFS, the registry): with `errors.tolerance = "none"` each such partition stops FAILED
+//! Records that can never be written, one class per partition, on the real local stack (Apache
+//! Kafka, SeaweedFS, the registry): with `errors.tolerance = "none"` each such partition stops FAILED
 //! and the others go on; with `"all"` each record lands in the dead-letter topic with its key,
 //! value, headers and the error headers, and every partition goes on.
 

@@ -36,14 +36,26 @@ fn compose_checker_names_each_mistake() -> TestResult {
     }
     let compose = std::fs::read_to_string(root().join("docker-compose.yml"))?
         .replace("SCHEMA_REGISTRY_LISTENERS: http://0.0.0.0:8087", "SCHEMA_REGISTRY_LISTENERS: http://0.0.0.0:8081")
-        .replace("./docker/prometheus/prometheus.yml:", "./docker/prometheus/missing.yml:");
+        .replace("./docker/prometheus/prometheus.yml:", "./docker/prometheus/missing.yml:")
+        .replace("image: apache/kafka:4.4.0", "image: apache/kafka:3.9.1");
     std::fs::write(copy.join("docker-compose.yml"), compose)?;
     let dash = copy.join("docker/grafana/dashboards/kafka-parquet-sink.json");
     std::fs::write(&dash, std::fs::read_to_string(&dash)?.replace("kps_buffered_bytes", "kps_buffered_megabytes"))?;
+    let dockerfile = copy.join("docker/connect/Dockerfile");
+    std::fs::write(
+        &dockerfile,
+        std::fs::read_to_string(&dockerfile)?.replace("ARG DEBEZIUM_VERSION=3.6.1.Final", "ARG DEBEZIUM_VERSION=2.5.4.Final"),
+    )?;
     let out = Command::new("python3").arg(copy.join("scripts/check_compose.py")).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "the broken copy passed:\n{text}");
-    for expected in ["schema_registry.url", "mounted ./docker/prometheus/missing.yml missing", "kps_buffered_megabytes"] {
+    for expected in [
+        "schema_registry.url",
+        "mounted ./docker/prometheus/missing.yml missing",
+        "kps_buffered_megabytes",
+        "kafka image apache/kafka:3.9.1 is not apache/kafka:4.4.0",
+        "kafka-connect runs Debezium 2.5.4.Final, the tests 3.6.1.Final",
+    ] {
         assert!(text.contains(expected), "no problem naming {expected:?} in:\n{text}");
     }
     Ok(())

@@ -3,11 +3,9 @@
 //! each time, and at the end every produced offset is in the lake exactly once. Every other kill
 //! comes the moment an upload is logged, to land between an upload and its commit.
 //!
-//! Broker: librdkafka's mock cluster, in this test process, reached by the sink over TCP. A
-//! killed member never leaves the group; Kafka (and the mock cluster) hands its partitions to
-//! the next member once its session times out, which is the path under test. tansu 0.6.0's
-//! coordinator never reassigns a dead member's partitions, so it cannot run this test.
-//! Registry and S3: the local stack (`scripts/stack.sh up`).
+//! Broker: Apache Kafka, the local stack's (`scripts/stack.sh up`). A killed member never leaves
+//! the group; Kafka's group coordinator hands its partitions to the next member once its session
+//! times out, which is the path under test. Registry and S3: the local stack.
 //!
 //! `KPS_KILL_CYCLES` sets the number of kills (default 20).
 
@@ -23,12 +21,12 @@ fn random_kill9_under_load_loses_and_duplicates_nothing() -> TestResult {
     let cycles: usize = std::env::var("KPS_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let (topic, group, prefix) = (unique("it-kill"), unique("it-group"), unique("it/kill"));
     let partitions = 4;
-    let (_cluster, stack) = mock_broker_stack(&topic, partitions)?;
+    let stack = Stack::get()?;
     // Small files and a short rotation: flushes (size and time) happen all the time, so kills
     // land in every phase of one.
     let flush = "max_records = 150\nrotate_interval_ms = 700";
-    // The mock cluster refuses sessions under 6 s (Kafka's group.min.session.timeout.ms): a
-    // killed member's partitions move after that long.
+    // Kafka refuses sessions under 6 s (group.min.session.timeout.ms): a killed member's
+    // partitions move after that long.
     let spec = || {
         SinkSpec::new(&stack, &topic, &group, &prefix, flush)
             .env("KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")

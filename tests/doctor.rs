@@ -1,5 +1,7 @@
 //! `status` on a running sink, and `doctor` against the local stack: all checkpoints pass after a sink run, and each broken
 //! piece (broker, topic, messages, registry, bucket, files) fails its line with a fix, exit 1.
+//! The Debezium checkpoint against the real Kafka Connect worker of `scripts/debezium.sh`:
+//! RUNNING, FAILED and missing connectors.
 
 mod common;
 
@@ -37,9 +39,9 @@ type Setup = (Stack, String, String, String);
 fn doctor_passes_on_a_healthy_pipeline_and_names_each_broken_piece() -> TestResult {
     let stack = Stack::get()?;
     let (topic, group, prefix) = (unique("it-doctor"), unique("it-group"), unique("it/doctor"));
-    let produced = produce(&stack, &topic, 2, 100, None, 81)?;
+    produce(&stack, &topic, 2, 100, None, 81)?;
     let mut sink = SinkProcess::start(&stack, &topic, &group, &prefix, "max_records = 40\nrotate_interval_ms = 1000")?;
-    wait_committed(&stack, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(60))?;
+    wait_caught_up(&stack, &group, &topic, Duration::from_secs(60))?;
     // `status` prints the running sink's /status for a person.
     let out = Command::new(env!("CARGO_BIN_EXE_kafka-parquet-sink"))
         .args(["status", "--url", &format!("http://127.0.0.1:{}", sink.metrics_port)])
@@ -91,5 +93,97 @@ fn doctor_passes_on_a_healthy_pipeline_and_names_each_broken_piece() -> TestResu
     let (code, out) = doctor(&stack, &empty, &group, &prefix, &[])?;
     assert_eq!(code, 1, "empty topic:\n{out}");
     assert!(line(&out, "has messages").is_some_and(|l| l.starts_with("❌")), "empty topic:\n{out}");
+    Ok(())
+}
+
+fn connect_url() -> String {
+    format!("http://127.0.0.1:{}", std::env::var("CONNECT_PORT").unwrap_or_else(|_| "8083".into()))
+}
+
+fn curl(args: &[&str]) -> TestResult<String> {
+    let out = Command::new("curl").args(["-s", "--max-time", "30"]).args(args).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn doctor_reports_the_debezium_connector_running_failed_or_missing() -> TestResult {
+    let stack = Stack::get()?;
+    let url = connect_url();
+    curl(&[&format!("{url}/connectors")])
+        .ok()
+        .filter(|b| b.starts_with('['))
+        .ok_or_else(|| format!("no Kafka Connect worker at {url}: start it with `scripts/debezium.sh up`"))?;
+    let (topic, group, prefix) = (unique("it-doctor-connect"), unique("it-group"), unique("it/doctor-connect"));
+    let run = |connector: &str| {
+        doctor(&stack, &topic, &group, &prefix, &[("KPS__CONNECT__URL", url.as_str()), ("KPS__CONNECT__CONNECTOR", connector)])
+    };
+
+    // The harness's connector streams from PostgreSQL.
+    let (_, out) = run("supabase-postgres-cdc")?;
+    let l = line(&out, "Debezium connector").ok_or(format!("no Debezium line in\n{out}"))?;
+    assert!(l.starts_with("✅") && l.contains("supabase-postgres-cdc RUNNING (1 task(s) RUNNING)"), "running connector:\n{out}");
+
+    // Not registered.
+    let missing = unique("no-such-connector");
+    let (code, out) = run(&missing)?;
+    assert_eq!(code, 1, "missing connector: exit status\n{out}");
+    let l = line(&out, "Debezium connector").ok_or(format!("no Debezium line in\n{out}"))?;
+    assert!(l.starts_with("❌") && l.contains("is not registered"), "missing connector:\n{out}");
+
+    // The seed's "Publication not found": the task fails at start.
+    let name = unique("it-bad-connector");
+    let slot = format!("kps_{}", name.replace('-', "_"));
+    let config = serde_json::json!({
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "plugin.name": "pgoutput",
+        "publication.name": "no_such_publication",
+        "publication.autocreate.mode": "disabled",
+        "slot.name": slot,
+        "database.hostname": "127.0.0.1",
+        "database.port": std::env::var("PG_PORT").unwrap_or_else(|_| "55432".into()),
+        "database.user": "postgres",
+        "database.password": "postgres",
+        "database.dbname": "postgres",
+        "topic.prefix": name,
+        "table.include.list": "public.tasks",
+        "snapshot.mode": "no_data",
+    });
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &config.to_string(),
+        &format!("{url}/connectors/{name}/config"),
+    ])?;
+    let failed = wait_for(Duration::from_secs(60), "the bad connector's task to fail", || {
+        let (code, out) = run(&name)?;
+        Ok(line(&out, "Debezium connector").is_some_and(|l| l.contains("FAILED")).then_some((code, out)))
+    });
+    curl(&["-X", "DELETE", &format!("{url}/connectors/{name}")])?;
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &std::env::var("PG_PORT").unwrap_or_else(|_| "55432".into()),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg(format!("select pg_drop_replication_slot('{slot}') from pg_replication_slots where slot_name = '{slot}' and not active"))
+        .output();
+    let (code, out) = failed?;
+    assert_eq!(code, 1, "failed connector: exit status\n{out}");
+    let l = out.lines().position(|l| l.contains("Debezium connector")).ok_or("no Debezium line")?;
+    let text: Vec<&str> = out.lines().collect();
+    assert!(
+        text[l].starts_with("❌") && text[l].contains("task 0 FAILED") && text[l].contains("Publication autocreation is disabled"),
+        "failed connector:\n{out}"
+    );
+    assert!(text.get(l + 1).is_some_and(|f| f.trim_start().starts_with("fix: ")), "failed connector: no fix line\n{out}");
     Ok(())
 }

@@ -5,8 +5,8 @@
 //!
 //! S3 and registry: the local stack behind a TCP forwarder the test closes and reopens (the sink
 //! sees resets, then refused connections, as from a stopped server that comes back with its
-//! data). Broker: librdkafka's mock cluster, whose broker the test takes down and up (it keeps
-//! its log meanwhile, as a restarted Kafka broker does).
+//! data). Broker: an Apache Kafka broker of the test's own (`scripts/kafka.sh`, so that stopping
+//! it leaves the shared one to the other tests), stopped and started again on its log directory.
 
 mod common;
 
@@ -75,7 +75,7 @@ fn s3_outage_pauses_uploads_and_commits_then_catches_up() -> TestResult {
     let (topic, group, prefix) = (unique("it-s3out"), unique("it-group"), unique("it/s3out"));
     let mut produced = produce(&real, &topic, 2, 200, None, 41)?;
     let mut sink = spec(&stack, &topic, &group, &prefix).start()?;
-    wait_committed(&real, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(60))?;
+    wait_caught_up(&real, &group, &topic, Duration::from_secs(60))?;
 
     s3.down()?;
     let frozen = committed(&real.bootstrap, &group, &topic, 2)?;
@@ -115,7 +115,8 @@ fn registry_outage_waits_for_the_schema_then_catches_up() -> TestResult {
 #[test]
 fn broker_outage_is_ridden_out_and_nothing_is_lost() -> TestResult {
     let (topic, group, prefix) = (unique("it-kout"), unique("it-group"), unique("it/kout"));
-    let (cluster, stack) = mock_broker_stack(&topic, 2)?;
+    let broker = Broker::start()?;
+    let stack = Stack { bootstrap: broker.bootstrap(), ..Stack::get()? };
     let mut produced = produce(&stack, &topic, 2, 200, None, 44)?;
     // Long files: the broker goes away while they are open, and their time flush (upload, then
     // a commit that fails until the broker is back) falls in the outage.
@@ -126,10 +127,10 @@ fn broker_outage_is_ridden_out_and_nothing_is_lost() -> TestResult {
         Ok((sink.metric_sum("kps_records_consumed_total", &[]) as usize >= produced.len()).then_some(()))
     })?;
 
-    cluster.broker_down(1)?;
+    broker.stop()?;
     let frozen = BTreeMap::new();
     ride_out(&mut sink, &stack, (&group, &topic), &frozen, "kafka")?;
-    cluster.broker_up(1)?;
+    broker.start_again()?;
 
     recovered(&sink, "kafka")?;
     produced.extend(produce(&stack, &topic, 2, 200, None, 45)?);

@@ -1,10 +1,9 @@
 //! A second member joins while the first holds open files: the revoked partitions' open files
 //! are dropped, not uploaded, and the new owner replays them, so every record lands once.
 //!
-//! Broker: tansu is enough for this one. Its coordinator splits the partitions when a member
-//! joins (which is what is tested); it never hands a departed member's partitions to another
-//! (crash and leave tests need librdkafka's mock cluster, see issue 4), so both members stop
-//! together here, each flushing what it owns.
+//! Broker: Apache Kafka (the local stack). Its coordinator splits the partitions when a member
+//! joins, which is what is tested (leaving and crashing members: `scale_out.rs`); both members
+//! stop together here, each flushing what it owns.
 
 mod common;
 

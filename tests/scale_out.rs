@@ -1,12 +1,11 @@
-//! Three members in one group over six partitions, with cooperative-sticky assignment, joining
-//! and leaving under continuous produce: a member joins, one leaves cleanly (SIGTERM), one is
+//! Three members in one group over six partitions, under each group protocol (classic with
+//! cooperative-sticky assignment, and KIP-848's consumer protocol), joining and leaving under
+//! continuous produce: a member joins, one leaves cleanly (SIGTERM), one is
 //! killed (SIGKILL) and comes back. Nothing is lost or duplicated, and revoked partitions'
 //! open files are dropped, not uploaded (DESIGN.md, "Rebalances").
 //!
-//! Broker: librdkafka's mock cluster, in this test process, reached by the members over TCP. It
-//! expires a dead member after its session timeout and rebalances as Kafka does; tansu 0.6.0's
-//! coordinator never hands a departed member's partitions to another, so it cannot run this.
-//! Registry and S3: the local stack (`scripts/stack.sh up`).
+//! Broker: Apache Kafka, the local stack's (`scripts/stack.sh up`), whose group coordinator
+//! expires a dead member after its session timeout. Registry and S3: the local stack.
 
 mod common;
 
@@ -19,15 +18,37 @@ fn owned(m: &SinkProcess) -> f64 {
 }
 
 #[test]
-fn members_join_leave_and_crash_under_load_without_loss_or_duplicates() -> TestResult {
+fn classic_protocol_members_join_leave_and_crash_without_loss_or_duplicates() -> TestResult {
+    scale_out(Protocol::Classic)
+}
+
+#[test]
+fn consumer_protocol_members_join_leave_and_crash_without_loss_or_duplicates() -> TestResult {
+    scale_out(Protocol::Consumer)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Protocol {
+    /// `group.protocol = classic` with cooperative-sticky assignment, 6 s sessions.
+    Classic,
+    /// `group.protocol = consumer` (KIP-848): the broker assigns, and expires a dead member
+    /// after its `group.consumer.session.timeout.ms` (10 s in `scripts/kafka.sh`).
+    Consumer,
+}
+
+fn scale_out(protocol: Protocol) -> TestResult {
     let (topic, group, prefix) = (unique("it-scale"), unique("it-group"), unique("it/scale"));
     let partitions = 6;
-    let (_cluster, stack) = mock_broker_stack(&topic, partitions)?;
+    let stack = Stack::get()?;
     let spec = || {
-        SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 200\nrotate_interval_ms = 1500")
-            .env("KPS__KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "cooperative-sticky")
-            .env("KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
-            .env("KPS__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000")
+        let spec = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 200\nrotate_interval_ms = 1500");
+        match protocol {
+            Protocol::Classic => spec
+                .env("KPS__KAFKA__PROPERTIES__PARTITION_ASSIGNMENT_STRATEGY", "cooperative-sticky")
+                .env("KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+                .env("KPS__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000"),
+            Protocol::Consumer => spec.consumer_protocol(),
+        }
     };
     let producer = BackgroundProducer::start(&stack, &topic, partitions, 150, Duration::from_millis(50));
 
@@ -58,13 +79,13 @@ fn members_join_leave_and_crash_under_load_without_loss_or_duplicates() -> TestR
     std::thread::sleep(Duration::from_secs(2));
     let produced = producer.stop()?;
 
-    wait_committed(&stack, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(90))?;
+    wait_caught_up(&stack, &group, &topic, Duration::from_secs(90))?;
     let revoked_drops: usize = [&a2, &c].iter().map(|m| m.log().matches("revoked: open file discarded").count()).sum();
     for mut m in [a2, c] {
         assert!(m.terminate(Duration::from_secs(30))?.success(), "exit status after SIGTERM");
     }
     let audit = audit_lake(&stack, &prefix, &produced)?;
     audit.exactly_once()?;
-    eprintln!("scale-out: {partitions} partitions, {revoked_drops} open files dropped on revocation by the last members; {audit}");
+    eprintln!("scale-out ({protocol:?} protocol): {partitions} partitions, {revoked_drops} open files dropped on revocation by the last members; {audit}");
     Ok(())
 }

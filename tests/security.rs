@@ -4,8 +4,7 @@
 //!
 //! Needs: the local stack (broker, registry whose schemas are copied), `openssl`, and `weed`,
 //! which this test starts a second time with TLS and its own credentials. The broker part is
-//! passthrough only: tansu and librdkafka's mock cluster speak plaintext, so the SASL password
-//! rides along with `security.protocol = plaintext` and is checked for leaks, not used.
+//! passthrough only: the local Kafka listens in plaintext, so the SASL password rides along with `security.protocol = plaintext` and is checked for leaks, not used.
 
 mod common;
 

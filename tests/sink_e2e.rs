@@ -1,7 +1,6 @@
-//! End-to-end tests on the real local stack (`scripts/stack.sh up`): tansu as the broker,
+//! End-to-end tests on the real local stack (`scripts/stack.sh up`): Apache Kafka as the broker,
 //! SeaweedFS as S3, the project's registry, the sink binary as a child process, and the lake read
-//! back by pyarrow. tansu's group coordinator is enough here: one sink member per group, no
-//! member ever leaves while another waits for its partitions.
+//! back by pyarrow. One sink member per group.
 
 mod common;
 

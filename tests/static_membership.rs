@@ -1,12 +1,10 @@
 //! `kafka.group_instance_id` (static membership): a replica killed with SIGKILL and restarted
 //! with the same id gets its partitions back at once, and the lake holds every offset once.
 //!
-//! Broker: tansu (the local stack). Its coordinator returns a static member's partitions to the
-//! restarted member with the same `group.instance.id`, which is what is tested; it would never
-//! hand them to a new dynamic member (see `crash_loop.rs` for that path, on the mock cluster).
-//! Records are produced one per batch: tansu 0.6.0 answers a fetch from an offset inside a
-//! record batch with nothing (Kafka returns the batch and the client skips the earlier records),
-//! so resuming from a commit inside a batch would skip the rest of that batch.
+//! Broker: Apache Kafka (the local stack). Its coordinator returns a static member's partitions
+//! to the restarted member with the same `group.instance.id` without waiting for the session to
+//! expire, which is what is tested (`crash_loop.rs` tests the dynamic member's path). Records go
+//! out in ordinary batches, so the restart resumes from commits inside produce batches.
 
 mod common;
 
@@ -18,9 +16,7 @@ use common::*;
 fn a_restarted_static_member_gets_its_partitions_back_and_nothing_doubles() -> TestResult {
     let stack = Stack::get()?;
     let (topic, group, prefix) = (unique("it-static"), unique("it-group"), unique("it/static"));
-    // One record per batch: tansu 0.6.0 returns nothing for a fetch that starts inside a batch,
-    // and the restart resumes from a commit in the middle of what one produce call wrote.
-    let mut produced = produce_unbatched(&stack, &topic, 3, 600, 71)?;
+    let mut produced = produce(&stack, &topic, 3, 600, None, 71)?;
     let instance = unique("replica");
     let spec = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 50\nrotate_interval_ms = 800")
         .env("KPS__KAFKA__GROUP_INSTANCE_ID", &instance);
@@ -30,7 +26,7 @@ fn a_restarted_static_member_gets_its_partitions_back_and_nothing_doubles() -> T
         Ok((first.metric_sum("kps_files_uploaded_total", &[]) >= 3.0).then_some(()))
     })?;
     first.kill9()?;
-    produced.extend(produce_unbatched(&stack, &topic, 3, 300, 72)?);
+    produced.extend(produce(&stack, &topic, 3, 300, None, 72)?);
 
     let restarted_at = Instant::now();
     let mut second = spec.start()?;

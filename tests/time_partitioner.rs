@@ -2,8 +2,8 @@
 //! configured zone), a flush that spans an hour boundary writes a file per hour, and a crash in
 //! the middle still leaves every offset exactly once across all the hour directories.
 //!
-//! Broker: librdkafka's mock cluster (the restart after SIGKILL needs the dead member expired,
-//! which tansu 0.6.0 never does). Registry and S3: the local stack.
+//! Broker, registry and S3: the local stack (Apache Kafka, whose coordinator expires the killed
+//! member before the restart).
 
 mod common;
 
@@ -20,7 +20,7 @@ const OFFSET_MS: i64 = 2 * 3_600_000;
 #[test]
 fn files_land_under_their_records_hour_exactly_once_across_a_crash() -> TestResult {
     let (topic, group, prefix) = (unique("it-time"), unique("it-group"), unique("it/time"));
-    let (_cluster, stack) = mock_broker_stack(&topic, 2)?;
+    let stack = Stack::get()?;
     // 600 records, 15 s apart: two and a half hours, from 00:50 UTC (02:50 at +02:00).
     let produced = produce_stamped(&stack, &topic, 2, 600, 111, (FIRST_MS, STEP_MS))?;
     let spec = || {
@@ -58,7 +58,7 @@ fn files_land_under_their_records_hour_exactly_once_across_a_crash() -> TestResu
 #[test]
 fn the_time_can_come_from_source_ts_ms_in_a_named_zone() -> TestResult {
     let (topic, group, prefix) = (unique("it-time-field"), unique("it-group"), unique("it/timefield"));
-    let (_cluster, stack) = mock_broker_stack(&topic, 2)?;
+    let stack = Stack::get()?;
     let produced = produce(&stack, &topic, 2, 200, None, 5)?;
     let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 80\nrotate_interval_ms = 1000")
         .output("partitioner = \"time\"\ntimestamp_field = \"source.ts_ms\"\ntimezone = \"Europe/Berlin\"\npath_format = \"dt={YYYY}-{MM}-{DD}/hr={HH}\"")

@@ -49,7 +49,6 @@ async fn run(a: Args) -> Result<(), testkit::BoxError> {
         partitions: a.partitions,
         count: a.count,
         v2_after: a.v2_after,
-        max_batch_records: None,
         timestamps: None,
         seed: a.seed,
     };

@@ -124,6 +124,7 @@ impl Pipeline {
         for tp in open {
             self.flush(&tp, FlushReason::Shutdown).await?;
         }
+        self.commit_caught_up().await;
         consumer.unsubscribe();
         self.apply_rebalance_events();
         drop(self);
@@ -152,6 +153,8 @@ impl Pipeline {
                 RebalanceEvent::Revoked(tps) => {
                     for tp in tps {
                         self.metrics.health.revoked(&tp.0, tp.1);
+                        // Another member's to report now; a stale value here would never clear.
+                        let _ = self.metrics.consumer_lag.remove_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
                         if let Some(buf) = self.partitions.remove(&tp) {
                             self.buffered = self.buffered.saturating_sub(buf.accounted);
                             self.metrics.buffered_bytes.set(self.buffered as i64);
@@ -377,6 +380,7 @@ impl Pipeline {
                 self.metrics.health.flushed(topic, partition, Some(next));
                 if let Some(buf) = self.partitions.get_mut(tp) {
                     buf.pending_commit = None;
+                    buf.committed = Some(next);
                 }
             }
             Err(e) => {
@@ -407,7 +411,45 @@ impl Pipeline {
         for (tp, reason) in due {
             self.flush(&tp, reason).await?;
         }
+        self.commit_caught_up().await;
         Ok(())
+    }
+
+    /// Commits the consumer's position for each partition that holds nothing (no open group,
+    /// no commit to retry, not failed, not replaying) and whose position is past its last
+    /// commit. The offsets in between are not records this member was handed: transaction
+    /// markers (a transactional producer's, Debezium's with exactly-once source support),
+    /// records of aborted transactions under read_committed, offsets compacted away. Without
+    /// this the group's committed offset stops at the last record + 1, short of a trailing
+    /// marker, and its lag never reaches 0. The position only counts messages already handed to
+    /// this task, each of which is in a committed file or was skipped and committed with one.
+    async fn commit_caught_up(&mut self) {
+        if self.consumer.assignment_lost() {
+            return;
+        }
+        // Read into owned values first: the list holds librdkafka pointers, which may not live
+        // across an await.
+        let positions: Vec<(TopicPartition, i64)> = match self.consumer.position() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        for (tp, position) in positions {
+            let Some(buf) = self.partitions.get(&tp) else { continue };
+            let idle = buf.open_start().is_none() && buf.pending_commit.is_none() && !buf.failed && buf.replay_through.is_none();
+            // Nothing committed by this member yet: the position is where it started, or past
+            // non-records only, and committing it is safe too.
+            if idle && buf.committed.is_none_or(|c| c < position) && !self.consumer.context().revocation_pending(&tp) {
+                tracing::debug!(topic = %tp.0, partition = tp.1, position, "caught up: committing the position past non-record offsets");
+                self.commit(&tp, position).await;
+            }
+        }
     }
 
     /// Closes the partition's open group and uploads its files; after each, removes the files

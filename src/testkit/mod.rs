@@ -78,26 +78,48 @@ pub struct CdcProducer {
 
 impl CdcProducer {
     pub fn new(bootstrap: &str, topic: &str, key_schema_id: u32, value_schema_id: u32) -> Result<Self, BoxError> {
-        Self::with_batch_limit(bootstrap, topic, (key_schema_id, value_schema_id), None)
+        let producer: FutureProducer = Self::config(bootstrap).create()?;
+        Ok(Self { producer, topic: topic.to_string(), key_schema_id, value_schema_id })
     }
 
-    /// As [`CdcProducer::new`], with at most `max_batch_records` records per produce batch.
-    pub fn with_batch_limit(
+    /// As [`CdcProducer::new`], a transactional producer (`transactional.id`), as Debezium is
+    /// under a Connect worker with exactly-once source support: records go out between
+    /// [`CdcProducer::begin`] and [`CdcProducer::commit`] or [`CdcProducer::abort`], and each
+    /// transaction leaves a marker in every partition it wrote to.
+    pub fn transactional(
         bootstrap: &str,
         topic: &str,
         (key_schema_id, value_schema_id): (u32, u32),
-        max_batch_records: Option<usize>,
+        transactional_id: &str,
     ) -> Result<Self, BoxError> {
+        use rdkafka::producer::Producer as _;
+        let producer: FutureProducer = Self::config(bootstrap).set("transactional.id", transactional_id).create()?;
+        producer.init_transactions(Duration::from_secs(30))?;
+        Ok(Self { producer, topic: topic.to_string(), key_schema_id, value_schema_id })
+    }
+
+    fn config(bootstrap: &str) -> ClientConfig {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", bootstrap)
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000");
-        if let Some(n) = max_batch_records {
-            cfg.set("batch.num.messages", n.to_string());
-        }
-        let producer: FutureProducer = cfg.create()?;
-        Ok(Self { producer, topic: topic.to_string(), key_schema_id, value_schema_id })
+        cfg
+    }
+
+    pub fn begin(&self) -> Result<(), BoxError> {
+        use rdkafka::producer::Producer as _;
+        Ok(self.producer.begin_transaction()?)
+    }
+
+    pub fn commit(&self) -> Result<(), BoxError> {
+        use rdkafka::producer::Producer as _;
+        Ok(self.producer.commit_transaction(Duration::from_secs(30))?)
+    }
+
+    pub fn abort(&self) -> Result<(), BoxError> {
+        use rdkafka::producer::Producer as _;
+        Ok(self.producer.abort_transaction(Duration::from_secs(30))?)
     }
 
     pub fn set_value_schema_id(&mut self, id: u32) {
@@ -157,10 +179,6 @@ pub struct ProducePlan {
     pub count: usize,
     /// Switch to the v2 value schema after this many records.
     pub v2_after: Option<usize>,
-    /// At most this many records per produce batch (librdkafka's `batch.num.messages`). tansu
-    /// 0.6.0 answers a fetch from inside a batch with nothing: tests that resume from a commit
-    /// inside a produce call's records on tansu use 1.
-    pub max_batch_records: Option<usize>,
     /// Record timestamps `(first, step)` in Unix ms; `None`: the producer's clock.
     pub timestamps: Option<(i64, i64)>,
     pub seed: u64,
@@ -172,7 +190,7 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
     ensure_topic(&plan.bootstrap, &plan.topic, plan.partitions).await?;
     let key_id = register_schema(&plan.registry, &format!("{}-key", plan.topic), KEY_SCHEMA).await?;
     let v1_id = register_schema(&plan.registry, &format!("{}-value", plan.topic), VALUE_SCHEMA_V1).await?;
-    let mut producer = CdcProducer::with_batch_limit(&plan.bootstrap, &plan.topic, (key_id, v1_id), plan.max_batch_records)?;
+    let mut producer = CdcProducer::new(&plan.bootstrap, &plan.topic, key_id, v1_id)?;
     let mut generator = TasksGenerator::new(plan.seed, (plan.count / 10).min(100))?;
     let mut out = Vec::with_capacity(plan.count + 1);
     let mut switched = false;

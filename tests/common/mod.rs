@@ -39,20 +39,6 @@ impl Stack {
     }
 }
 
-/// librdkafka's mock cluster (one broker, in this process, reached over TCP) with `topic` of
-/// `partitions` partitions, and the local stack with the mock cluster as its broker: for tests
-/// that need a coordinator that expires dead members as Kafka does, which tansu 0.6.0 does not.
-pub fn mock_broker_stack(
-    topic: &str,
-    partitions: i32,
-) -> TestResult<(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, Stack)> {
-    let real = Stack::get()?;
-    let cluster = rdkafka::mocking::MockCluster::new(1)?;
-    cluster.create_topic(topic, partitions, 1)?;
-    let stack = Stack { bootstrap: cluster.bootstrap_servers(), ..real };
-    Ok((cluster, stack))
-}
-
 /// Produces `count` Debezium events of the tasks table (v2 schema after `v2_after` records);
 /// returns each with where it landed.
 pub fn produce(
@@ -63,7 +49,7 @@ pub fn produce(
     v2_after: Option<usize>,
     seed: u64,
 ) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    produce_batched(stack, topic, (partitions, count, v2_after, seed), None, None)
+    produce_batched(stack, topic, (partitions, count, v2_after, seed), None)
 }
 
 /// As [`produce`], the records stamped `first + i * step` (Unix ms).
@@ -75,20 +61,13 @@ pub fn produce_stamped(
     seed: u64,
     (first, step): (i64, i64),
 ) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    produce_batched(stack, topic, (partitions, count, None, seed), None, Some((first, step)))
-}
-
-/// As [`produce`], one record per produce batch: on tansu, whose fetch from inside a batch
-/// returns nothing, a member may then resume from any committed offset.
-pub fn produce_unbatched(stack: &Stack, topic: &str, partitions: i32, count: usize, seed: u64) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    produce_batched(stack, topic, (partitions, count, None, seed), Some(1), None)
+    produce_batched(stack, topic, (partitions, count, None, seed), Some((first, step)))
 }
 
 fn produce_batched(
     stack: &Stack,
     topic: &str,
     (partitions, count, v2_after, seed): (i32, usize, Option<usize>, u64),
-    max_batch_records: Option<usize>,
     timestamps: Option<(i64, i64)>,
 ) -> TestResult<Vec<(Produced, TaskEvent)>> {
     let plan = ProducePlan {
@@ -98,7 +77,6 @@ fn produce_batched(
         partitions,
         count,
         v2_after,
-        max_batch_records,
         timestamps,
         seed,
     };
@@ -133,11 +111,20 @@ pub struct SinkSpec<'a> {
     pub tables: String,
     /// Environment variables (`KPS__...` overrides the file).
     pub env: Vec<(String, String)>,
+    /// `group.protocol = "consumer"` (KIP-848): the session timeout is the broker's then, and
+    /// librdkafka refuses `session.timeout.ms`.
+    pub consumer_protocol: bool,
 }
 
 impl<'a> SinkSpec<'a> {
     pub fn new(stack: &'a Stack, topic: &'a str, group: &'a str, prefix: &'a str, flush: &'a str) -> Self {
-        Self { stack, topic, group, prefix, flush, output: "", tables: String::new(), env: Vec::new() }
+        Self { stack, topic, group, prefix, flush, output: "", tables: String::new(), env: Vec::new(), consumer_protocol: false }
+    }
+
+    /// Joins with the consumer group protocol of KIP-848 instead of the classic one.
+    pub fn consumer_protocol(mut self) -> Self {
+        self.consumer_protocol = true;
+        self
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -198,7 +185,7 @@ bootstrap_servers = "{bootstrap}"
 group_id = "{group}"
 topics = ["{topic}"]
 [kafka.properties]
-"session.timeout.ms" = "10000"
+{group_properties}
 [schema_registry]
 url = "{registry}"
 [s3]
@@ -216,6 +203,8 @@ listen = "127.0.0.1:{metrics_port}"
 {tables}
 "#,
             bootstrap = stack.bootstrap,
+            group_properties =
+                if spec.consumer_protocol { r#""group.protocol" = "consumer""# } else { r#""session.timeout.ms" = "10000""# },
             registry = stack.registry,
             s3 = stack.s3,
             output_toml = spec.output,
@@ -357,9 +346,7 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> TestRes
     }
 }
 
-/// Waits until each partition's committed offset equals `ends[p]` (its last produced offset + 1).
-/// The ends come from the producer's delivery reports: tansu 0.6.0's ListOffsets answers the
-/// last batch's base offset + 1 as the high watermark, not the log end.
+/// Waits until each partition's committed offset equals `ends[p]`.
 pub fn wait_committed(stack: &Stack, group: &str, topic: &str, ends: &BTreeMap<i32, i64>, timeout: Duration) -> TestResult<()> {
     let partitions = ends.keys().max().map_or(0, |p| p + 1);
     let mut last = BTreeMap::new();
@@ -368,6 +355,35 @@ pub fn wait_committed(stack: &Stack, group: &str, topic: &str, ends: &BTreeMap<i
         Ok(ends.iter().all(|(p, end)| last.get(p).copied().flatten() == Some(*end)).then_some(()))
     })
     .map_err(|e| format!("{e}; last committed: {last:?}").into())
+}
+
+/// Low and high watermark of each partition of `topic`, as the broker answers ListOffsets.
+pub fn watermarks(bootstrap: &str, topic: &str) -> TestResult<BTreeMap<i32, (i64, i64)>> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md.topics().iter().find(|t| t.name() == topic).ok_or(format!("topic {topic} not in the metadata"))?;
+    let mut out = BTreeMap::new();
+    for p in t.partitions() {
+        out.insert(p.id(), c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?);
+    }
+    Ok(out)
+}
+
+/// Waits until the group has caught up on `topic`: on every partition that holds anything, the
+/// committed offset equals the high watermark, which lies past transaction markers, aborted
+/// records and compacted-away offsets as well as records (the lag a user's monitoring reads).
+/// Returns the high watermarks.
+pub fn wait_caught_up(stack: &Stack, group: &str, topic: &str, timeout: Duration) -> TestResult<BTreeMap<i32, i64>> {
+    let mut last = (BTreeMap::new(), BTreeMap::new());
+    wait_for(timeout, &format!("group {group} to reach the high watermarks of {topic}"), || {
+        let ends: BTreeMap<i32, i64> = watermarks(&stack.bootstrap, topic)?.into_iter().map(|(p, (_, high))| (p, high)).collect();
+        let partitions = ends.keys().max().map_or(0, |p| p + 1);
+        let now = committed(&stack.bootstrap, group, topic, partitions)?;
+        let done = ends.iter().all(|(p, end)| *end == 0 || now.get(p).copied().flatten() == Some(*end));
+        last = (ends.clone(), now);
+        Ok(done.then_some(ends))
+    })
+    .map_err(|e| format!("{e}; high watermarks {:?}, committed {:?}", last.0, last.1).into())
 }
 
 /// Last offset + 1 of each partition that received records.
@@ -509,7 +525,13 @@ pub fn drain_and_audit(
     produced: &[(Produced, TaskEvent)],
 ) -> TestResult<LakeAudit> {
     let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
-    wait_committed(stack, group, topic, &ends, Duration::from_secs(90))?;
+    let high = wait_caught_up(stack, group, topic, Duration::from_secs(90))?;
+    for (p, end) in &ends {
+        let h = high.get(p).copied().unwrap_or(0);
+        if h < *end {
+            return Err(format!("partition {p}: high watermark {h} is below the last produced offset + 1, {end}").into());
+        }
+    }
     let status = sink.terminate(Duration::from_secs(30))?;
     if !status.success() {
         return Err(format!("sink exit status after SIGTERM: {status}").into());
@@ -522,6 +544,12 @@ pub fn drain_and_audit(
 pub fn audit_lake(stack: &Stack, prefix: &str, produced: &[(Produced, TaskEvent)]) -> TestResult<LakeAudit> {
     let expected: std::collections::BTreeSet<(i32, i64)> =
         produced.iter().filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
+    audit_offsets(stack, prefix, &expected)
+}
+
+/// As [`audit_lake`], against a set of (partition, offset) pairs that must each be in the lake
+/// once, and nothing else.
+pub fn audit_offsets(stack: &Stack, prefix: &str, expected: &std::collections::BTreeSet<(i32, i64)>) -> TestResult<LakeAudit> {
     let files = read_lake(stack, prefix)?;
     let mut seen: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for f in &files {
@@ -530,7 +558,10 @@ pub fn audit_lake(stack: &Stack, prefix: &str, produced: &[(Produced, TaskEvent)
         }
     }
     if let Some(stray) = seen.keys().find(|k| !expected.contains(k)) {
-        return Err(format!("the lake has a row for {stray:?}, which was never produced as a change event").into());
+        return Err(format!(
+            "the lake has a row for {stray:?}, which is not an expected change event (never produced, aborted, or compacted away)"
+        )
+        .into());
     }
     Ok(LakeAudit {
         records: expected.len(),
@@ -590,5 +621,51 @@ impl Proxy {
             let _ = self.rt.block_on(task);
         }
         Ok(())
+    }
+}
+
+/// An Apache Kafka broker of the test's own (`scripts/kafka.sh`, on free ports, in a temporary
+/// log directory), for tests that stop and restart the broker without taking the shared one
+/// from the other tests. Stopped when dropped.
+pub struct Broker {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    controller_port: u16,
+}
+
+impl Broker {
+    pub fn start() -> TestResult<Broker> {
+        let b = Broker { dir: tempfile::tempdir()?, port: free_port()?, controller_port: free_port()? };
+        b.start_again()?;
+        Ok(b)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, args: &[&str]) -> TestResult {
+        let out = Command::new("bash").arg(root().join("scripts/kafka.sh")).args(args).output()?;
+        if !out.status.success() {
+            return Err(format!("scripts/kafka.sh {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// Starts the broker on its log directory (formatted on the first start).
+    pub fn start_again(&self) -> TestResult {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        self.script(&["start", &dir, &self.port.to_string(), &self.controller_port.to_string()])
+    }
+
+    /// Stops the broker (SIGTERM, a controlled shutdown); its log stays for [`Broker::start_again`].
+    pub fn stop(&self) -> TestResult {
+        self.script(&["stop", &self.dir.path().to_string_lossy()])
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.script(&["stop", &self.dir.path().to_string_lossy(), "--kill"]);
     }
 }
