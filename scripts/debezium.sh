@@ -39,6 +39,8 @@ CONNECTOR=supabase-postgres-cdc
 CONNECT_URL=http://127.0.0.1:$CONNECT_PORT
 
 log() { printf '[debezium] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib-jvm.sh
+source "$ROOT/scripts/lib-jvm.sh"
 
 # PostgreSQL refuses to run as root: run its tools as the postgres user when we are root.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -133,18 +135,9 @@ up_worker() {
     -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" -cp "$CONNECT_LIBS/*" \
     org.apache.kafka.connect.cli.ConnectDistributed "$CONNECT_DIR/worker.properties" >"$CONNECT_DIR/connect.log" 2>&1 &
   echo $! >"$CONNECT_DIR/connect.pid"
-  local i
-  for ((i = 0; i < 1200; i++)); do
-    if connect_get /connector-plugins 2>/dev/null | grep -q PostgresConnector; then
-      log "Connect worker on $CONNECT_URL (log: $CONNECT_DIR/connect.log)"
-      return
-    fi
-    kill -0 "$(cat "$CONNECT_DIR/connect.pid")" 2>/dev/null || { tail -n 40 "$CONNECT_DIR/connect.log" >&2; log "the worker exited"; exit 1; }
-    sleep 0.1
-  done
-  tail -n 40 "$CONNECT_DIR/connect.log" >&2
-  log "the Connect worker did not serve the PostgreSQL connector plugin within 120 s"
-  exit 1
+  serves_postgres() { connect_get /connector-plugins 2>/dev/null | grep -q PostgresConnector; }
+  wait_ready "the Connect worker" "$CONNECT_DIR/connect.pid" "$CONNECT_DIR/connect.log" 120 serves_postgres
+  log "Connect worker on $CONNECT_URL (log: $CONNECT_DIR/connect.log)"
 }
 
 # docker/connect/debezium-postgres-cdc.json with this machine's hosts and ports.

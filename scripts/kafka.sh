@@ -20,6 +20,8 @@ KPS_CACHE=${KPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-parquet-sink}
 LIBS=$KPS_CACHE/kafka-$KAFKA_VERSION/libs
 
 log() { printf '[kafka] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib-jvm.sh
+source "$ROOT/scripts/lib-jvm.sh"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -101,18 +103,9 @@ start() { # dir port controller_port
   fi
   java_cmd kafka.Kafka "$dir/server.properties" >>"$dir/kafka.log" 2>&1 &
   echo $! >"$dir/kafka.pid"
-  local i
-  for ((i = 0; i < 600; i++)); do
-    if grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null && port_open "$port"; then
-      log "Apache Kafka $KAFKA_VERSION on 127.0.0.1:$port (log dirs $dir/data)"
-      return
-    fi
-    kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null || { tail -n 40 "$dir/kafka.log" >&2; log "the broker exited"; exit 1; }
-    sleep 0.1
-  done
-  tail -n 40 "$dir/kafka.log" >&2
-  log "the broker did not start within 60 s"
-  exit 1
+  started() { grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null && port_open "$port"; }
+  wait_ready "the broker" "$dir/kafka.pid" "$dir/kafka.log" 60 started
+  log "Apache Kafka $KAFKA_VERSION on 127.0.0.1:$port (log dirs $dir/data)"
 }
 
 stop() { # dir [--kill]
