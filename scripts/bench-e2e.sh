@@ -120,7 +120,7 @@ peer_lake=$(lake "$peer_prefix")
 rate() { echo "$COUNT / $1" | bc; }
 row() { printf '%-34s %8.1f %10d %8.1f %12d %8s\n' "$1" "$2" "$(rate "$2")" "$3" "$(rate "$3")" "$4 MiB"; }
 {
-  echo "broker=tansu records=$COUNT partitions=$PARTITIONS flush=$FLUSH rounds=$ROUNDS (medians) tombstones=$tombstones machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%d GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "broker=Apache Kafka 4.4.0 (same machine) records=$COUNT partitions=$PARTITIONS flush=$FLUSH rounds=$ROUNDS (medians) tombstones=$tombstones machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%d GiB", $2 / 1048576}' /proc/meminfo)"
   printf '%-34s %8s %10s %8s %12s %8s\n' "" "wall s" "records/s" "CPU s" "records/CPU s" "peak RSS"
   row "broker ceiling (null consumer)" "$null_s" "$null_cpu" "$null_mib"
   row "kafka-parquet-sink" "$sink_s" "$sink_cpu" "$sink_mib"

@@ -5,7 +5,7 @@ if [ "${MALLOC_TUNING:-on}" = on ]; then
   export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-131072}
 fi
 started_stack=""
-if ! scripts/stack.sh status >/dev/null 2>&1; then
+if scripts/stack.sh status | grep -q down; then
   scripts/stack.sh up
   started_stack=1
 fi
