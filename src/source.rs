@@ -20,6 +20,13 @@ pub const RESERVED_PROPERTIES: &[&str] =
 /// default (64 MiB) would count against the memory bound on top of `flush.max_buffered_bytes`.
 pub const DEFAULT_QUEUE_KBYTES: &str = "16384";
 
+/// How long librdkafka waits to fetch again once that queue is full, unless `[kafka.properties]`
+/// sets it. Its default, 1000 ms, idles the consumer for a second each time the queue fills,
+/// which with the queue capped above happens all through a catch-up: measured on Apache Kafka
+/// 4.4 (1M Debezium records, 4 partitions), 17.8 s with the default against 6.5 s with 10 ms,
+/// for the same 5 CPU seconds (README, "Performance").
+pub const DEFAULT_FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// Whether a `[kafka.properties]` entry is about the connection (security, sockets, client id)
 /// and so applies to the dead-letter producer too.
 pub fn is_client_property(key: &str) -> bool {
@@ -221,6 +228,7 @@ pub fn client_config(c: &KafkaConfig) -> ClientConfig {
         .set("isolation.level", DEFAULT_ISOLATION_LEVEL)
         .set("statistics.interval.ms", "5000")
         .set("queued.max.messages.kbytes", DEFAULT_QUEUE_KBYTES)
+        .set("fetch.queue.backoff.ms", DEFAULT_FETCH_QUEUE_BACKOFF_MS)
         // A topic created after start (Debezium creates it with the first change; a new table
         // matching a pattern) is seen at the next metadata refresh: librdkafka's default is 5 min.
         .set("topic.metadata.refresh.interval.ms", "10000");
