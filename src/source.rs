@@ -138,10 +138,6 @@ impl SinkContext {
         q.iter().any(|e| matches!(e, RebalanceEvent::Revoked(tps) if tps.contains(tp)))
     }
 
-    fn read_committed(&self) -> bool {
-        self.read_committed
-    }
-
     fn push(&self, e: RebalanceEvent) {
         match self.events.lock() {
             Ok(mut q) => q.push(e),
@@ -181,7 +177,7 @@ impl ClientContext for SinkContext {
                 if p.partition < 0 || p.fetch_state == "none" || p.fetch_state.is_empty() {
                     continue; // not consumed by this member
                 }
-                if let Some(lag) = p.lag(self.read_committed(), self.lag_from_low_watermark) {
+                if let Some(lag) = p.lag(self.read_committed, self.lag_from_low_watermark) {
                     self.metrics.consumer_lag.with_label_values(&[topic.as_str(), &p.partition.to_string()]).set(lag);
                 }
             }
@@ -255,4 +251,36 @@ pub fn subscribe(c: &KafkaConfig, metrics: Metrics) -> KafkaResult<Arc<Consumer>
     let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(Arc::new(consumer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(json: &str) -> Result<PartitionStats, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn lag_counts_to_the_stable_offset_from_the_commit_or_the_low_watermark() -> Result<(), serde_json::Error> {
+        // An open transaction: the last stable offset (90) lags the high watermark (100).
+        let p = partition(
+            r#"{"partition": 0, "fetch_state": "active", "committed_offset": 40, "lo_offset": 0, "hi_offset": 100, "ls_offset": 90, "unknown_field": 1}"#,
+        )?;
+        assert_eq!(p.lag(true, true), Some(50), "read_committed: to the last stable offset");
+        assert_eq!(p.lag(false, true), Some(60), "read_uncommitted: to the high watermark");
+        // Nothing committed yet: from the low watermark when consumption starts there, else none.
+        let fresh = partition(
+            r#"{"partition": 1, "fetch_state": "active", "committed_offset": -1001, "lo_offset": 10, "hi_offset": 25, "ls_offset": 25}"#,
+        )?;
+        assert_eq!(fresh.lag(true, true), Some(15), "earliest: the whole backlog");
+        assert_eq!(fresh.lag(true, false), None, "latest: no lag before the first commit");
+        // Watermarks not known yet.
+        let unknown = partition(r#"{"partition": 2, "committed_offset": 5}"#)?;
+        assert_eq!(unknown.lag(true, true), None);
+        // The whole document, with the fields the sink does not read and a missing `topics`.
+        let stats: Stats = serde_json::from_str(r#"{"name": "c", "brokers": {"b1": {"nodeid": 1, "state": "UP", "rtt": {}}}}"#)?;
+        assert!(stats.topics.is_empty() && stats.brokers.values().all(|b| b.nodeid == 1 && b.state == "UP"));
+        Ok(())
+    }
 }
