@@ -41,7 +41,7 @@ impl std::fmt::Display for Check {
 }
 
 /// Runs every checkpoint in order; a failed one skips those that depend on it.
-pub async fn run(config: &Config, store: &Store) -> Vec<Check> {
+pub async fn run(config: &Config, store: &mut Store) -> Vec<Check> {
     let mut out = Vec::new();
     let mut push = |name: &str, outcome| out.push(Check { name: name.to_string(), outcome });
     let k = config.kafka.clone();

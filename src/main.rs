@@ -154,14 +154,14 @@ fn status(url: &str) -> ExitCode {
 
 fn doctor(config: Config) -> ExitCode {
     with_metrics(|metrics| async move {
-        let store = match Store::s3(&config.s3, &config.output.prefix, metrics) {
+        let mut store = match Store::s3(&config.s3, &config.output.prefix, metrics) {
             Ok(s) => s,
             Err(e) => {
                 println!("❌ s3 configuration: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let checks = kafka_parquet_sink::doctor::run(&config, &store).await;
+        let checks = kafka_parquet_sink::doctor::run(&config, &mut store).await;
         for c in &checks {
             println!("{c}");
         }
@@ -182,14 +182,14 @@ fn run(config: Config) -> ExitCode {
             }
             tracing::info!(%addr, "metrics on /metrics");
         }
-        let store = match Store::s3(&config.s3, &config.output.prefix, metrics.clone()) {
+        let mut store = match Store::s3(&config.s3, &config.output.prefix, metrics.clone()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("cannot start: s3: {e}");
                 return ExitCode::from(2);
             }
         };
-        let problems = preflight::check(&config, &store).await;
+        let problems = preflight::check(&config, &mut store).await;
         if !problems.is_empty() {
             eprintln!("cannot start:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"));
             return ExitCode::from(2);

@@ -12,7 +12,7 @@ use crate::store::{Store, StoreError};
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every problem found, one line each naming the key (empty: all reachable).
-pub async fn check(config: &Config, store: &Store) -> Vec<String> {
+pub async fn check(config: &Config, store: &mut Store) -> Vec<String> {
     let mut problems = Vec::new();
     problems.extend(check_kafka(config).await);
     if let Err(e) = check_registry(config).await {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig};
 
 use crate::backoff::Backoff;
 use crate::config::S3Config;
@@ -41,6 +41,8 @@ impl StoreError {
                 | object_store::Error::NotSupported { .. }
                 | object_store::Error::InvalidPath { .. }
                 | object_store::Error::NotImplemented { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
         )
     }
 }
@@ -76,9 +78,22 @@ pub fn start_offset_of(key: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
+/// What a data file's upload found at its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uploaded {
+    /// The object is ours, with the ETag the store gave it (none after a multipart upload).
+    Created { e_tag: Option<String> },
+    /// Another object had the key and a conditional put left it in place.
+    Exists,
+}
+
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
+    /// Data files are written with `If-None-Match: *` (`PutMode::Create`): the store refuses
+    /// to replace an object that exists. Off until [`Store::probe`] finds the store keeps to it
+    /// (S3, MinIO, SeaweedFS and object_store's in-memory store do).
+    conditional: bool,
     part_bytes: usize,
     backoff: Backoff,
     max_attempts: u32,
@@ -110,7 +125,7 @@ impl Store {
 
     /// Start-up check: writes and deletes a small object under the prefix, once, without the
     /// retry loop (an outage at start-up is reported, not waited out).
-    pub async fn probe(&self) -> Result<(), StoreError> {
+    pub async fn probe(&mut self) -> Result<(), StoreError> {
         let key = if self.prefix.is_empty() { PROBE.to_string() } else { format!("{}/{PROBE}", self.prefix) };
         let path = parse_path(&key)?;
         let fail = |op, source| StoreError { op, key: key.clone(), source };
@@ -118,8 +133,24 @@ impl Store {
         let dir = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
         self.inner.list_with_delimiter(dir.as_ref()).await.map_err(|e| fail("list", e))?;
         self.inner.put(&path, PutPayload::from_static(b"kafka-parquet-sink write probe")).await.map_err(|e| fail("put", e))?;
+        // A conditional put of the key that now exists must be refused: then data files are
+        // written with it. A store that overwrites, or does not implement it, gets plain puts.
+        let second = self.inner.put_opts(&path, PutPayload::from_static(b"second"), PutMode::Create.into()).await;
+        self.conditional = matches!(second, Err(object_store::Error::AlreadyExists { .. }));
+        if !self.conditional {
+            let answer = match &second {
+                Ok(_) => "the object was replaced".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(answer, "the object store does not refuse a conditional put (If-None-Match) of an existing key: data files are written with plain puts, and a member that lost its partitions could replace a file of the new owner (DESIGN.md, \"Fencing\")");
+        }
         self.inner.delete(&path).await.map_err(|e| fail("delete", e))?;
         Ok(())
+    }
+
+    /// Whether data files are written with conditional puts (see [`Store::probe`]).
+    pub fn conditional(&self) -> bool {
+        self.conditional
     }
 
     /// `<prefix>/topics/<topic>`
@@ -177,6 +208,7 @@ impl Store {
         Self {
             inner,
             prefix: prefix.to_string(),
+            conditional: false,
             part_bytes: c.multipart_part_bytes,
             backoff: Backoff {
                 initial: Duration::from_millis(c.retry_initial_backoff_ms),
@@ -194,13 +226,47 @@ impl Store {
     /// Uploads one file, overwriting any object at the same key.
     pub async fn upload(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = parse_path(key)?;
-        self.retrying("put", key, || self.put_once(&path, bytes.clone())).await
+        self.retrying("put", key, || self.put_once(&path, bytes.clone(), PutMode::Overwrite)).await.map(|_| ())
     }
 
-    async fn put_once(&self, path: &Path, bytes: Bytes) -> Result<(), object_store::Error> {
+    /// Uploads a data file without replacing an object at its key, where the store supports
+    /// conditional puts (single puts; a file of `multipart_part_bytes` or more goes multipart,
+    /// which object_store cannot make conditional, and overwrites).
+    pub async fn upload_new(&self, key: &str, bytes: Bytes) -> Result<Uploaded, StoreError> {
+        let path = parse_path(key)?;
+        let mode = if self.conditional { PutMode::Create } else { PutMode::Overwrite };
+        match self.retrying("put", key, || self.put_once(&path, bytes.clone(), mode.clone())).await {
+            Ok(e_tag) => Ok(Uploaded::Created { e_tag }),
+            Err(StoreError { source: object_store::Error::AlreadyExists { .. }, .. }) => Ok(Uploaded::Exists),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `key` if it is still the object we created (its ETag is `e_tag`): another
+    /// owner may have replaced it meanwhile. Without an ETag to compare, deletes nothing.
+    pub async fn delete_if_ours(&self, key: &str, e_tag: Option<&str>) -> Result<bool, StoreError> {
+        let Some(ours) = e_tag else { return Ok(false) };
+        let path = parse_path(key)?;
+        let meta = match self.retrying("head", key, || self.inner.head(&path)).await {
+            Ok(m) => m,
+            Err(StoreError { source: object_store::Error::NotFound { .. }, .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if meta.e_tag.as_deref() != Some(ours) {
+            return Ok(false);
+        }
+        self.retrying("delete", key, || self.inner.delete(&path)).await?;
+        Ok(true)
+    }
+
+    /// Deletes one object (retrying).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.delete_all(&[key.to_string()]).await
+    }
+
+    async fn put_once(&self, path: &Path, bytes: Bytes, mode: PutMode) -> Result<Option<String>, object_store::Error> {
         if bytes.len() < self.part_bytes {
-            self.inner.put(path, PutPayload::from(bytes)).await?;
-            return Ok(());
+            return Ok(self.inner.put_opts(path, PutPayload::from(bytes), mode.into()).await?.e_tag);
         }
         let mut upload = self.inner.put_multipart(path).await?;
         let mut rest = bytes;
@@ -213,7 +279,7 @@ impl Store {
         }
         .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(done) => Ok(done.e_tag),
             Err(e) => {
                 if let Err(abort) = upload.abort().await {
                     tracing::warn!(key = %path, error = %abort, "could not abort a failed multipart upload");
@@ -307,6 +373,31 @@ mod tests {
         let left: Vec<String> = mem.list(None).map_ok(|m| m.location.to_string()).try_collect().await?;
         assert_eq!(left.len(), 5, "left {left:?}");
         assert_eq!(store.files_after("t", Some("dt=2026-11-24"), 1, 19).await?.len(), 1, "the path's own listing");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn conditional_puts_never_replace_and_only_our_own_object_is_deleted() -> Result<(), Box<dyn std::error::Error>> {
+        let mem = Arc::new(InMemory::new());
+        let mut store = Store::new(mem.clone(), "pre", &S3Config::default(), Metrics::new()?);
+        assert!(!store.conditional(), "off until probed");
+        store.probe().await?;
+        assert!(store.conditional(), "the in-memory store refuses a second conditional put");
+        let key = store.key("t", None, 0, 500);
+        let Uploaded::Created { e_tag: ours } = store.upload_new(&key, Bytes::from_static(b"zombie")).await? else {
+            return Err("the first put of a new key must create it".into());
+        };
+        assert_eq!(store.upload_new(&key, Bytes::from_static(b"other")).await?, Uploaded::Exists);
+        let back = mem.get(&Path::parse(&key)?).await?.bytes().await?;
+        assert_eq!(back, Bytes::from_static(b"zombie"), "a refused put left the object as it was");
+        // Another owner replaced it: its ETag differs, so ours is not deleted.
+        store.upload(&key, Bytes::from_static(b"new owner")).await?;
+        assert!(!store.delete_if_ours(&key, ours.as_deref()).await?, "deleted an object that is no longer ours");
+        let Uploaded::Created { e_tag: theirs } = store.upload_new(&store.key("t", None, 0, 900), Bytes::from_static(b"x")).await? else {
+            return Err("a new key".into());
+        };
+        assert!(store.delete_if_ours(&store.key("t", None, 0, 900), theirs.as_deref()).await?, "our own object, unchanged");
+        assert!(mem.head(&Path::parse(store.key("t", None, 0, 900))?).await.is_err(), "it is gone");
         Ok(())
     }
 

@@ -82,7 +82,9 @@ async fn pipeline_writes_each_offset_once_and_commits_after_upload() -> TestResu
     config.validate()?;
     let memory = Arc::new(InMemory::new());
     let metrics = Metrics::new()?;
-    let store = Store::new(memory.clone(), &config.output.prefix, &config.s3, metrics.clone());
+    let mut store = Store::new(memory.clone(), &config.output.prefix, &config.s3, metrics.clone());
+    store.probe().await?;
+    assert!(store.conditional(), "the in-memory store refuses a conditional put of an existing key");
     let pipeline = Pipeline::with_store(&config, metrics.clone(), store)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(pipeline.run(async move {
