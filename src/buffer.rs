@@ -149,6 +149,11 @@ pub struct PartitionBuffer {
     pub pending_commit: Option<i64>,
     /// The last offset this member committed for the partition.
     pub committed: Option<i64>,
+    /// A flush found the partition no longer ours (lost while a file uploaded, or its key taken
+    /// by a file another owner committed): nothing more is buffered, flushed or committed until
+    /// the revocation replaces this buffer. Its consumer position is past records that are in
+    /// no committed file, so committing it would skip them.
+    pub fenced: bool,
 }
 
 /// Where a row comes from and where it goes.
@@ -181,6 +186,7 @@ impl PartitionBuffer {
             accounted: 0,
             pending_commit: None,
             committed: None,
+            fenced: false,
         }
     }
 

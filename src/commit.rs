@@ -34,3 +34,20 @@ pub async fn commit(consumer: Arc<source::Consumer>, topic: &str, partition: i32
         .map_err(|e| err(format!("commit task failed: {e}")))?
         .map_err(|e| err(e.to_string()))
 }
+
+/// The group's committed offset of one partition as the broker reports it now (`None`: nothing
+/// committed). A member that has left the group still reads it: it is the group's, not the
+/// member's. On a blocking thread.
+pub async fn broker_committed(consumer: Arc<source::Consumer>, topic: &str, partition: i32) -> Result<Option<i64>, CommitError> {
+    let err = |reason: String| CommitError { topic: topic.to_string(), partition, offset: -1, reason };
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    tpl.add_partition(topic, partition);
+    let got = tokio::task::spawn_blocking(move || consumer.committed_offsets(tpl, std::time::Duration::from_secs(10)))
+        .await
+        .map_err(|e| err(format!("committed-offset task failed: {e}")))?
+        .map_err(|e| err(format!("reading the committed offset: {e}")))?;
+    Ok(got.elements().first().and_then(|e| match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }))
+}

@@ -26,7 +26,7 @@ use crate::flush::{FlushPolicy, FlushReason};
 use crate::metrics::Metrics;
 use crate::partition::PathScheme;
 use crate::source::{self, Consumer, RebalanceEvent, TopicPartition};
-use crate::store::Store;
+use crate::store::{Store, Uploaded};
 
 /// Rows per decoded Arrow batch (at most; a file's last batch is smaller).
 const DECODE_BATCH_ROWS: u64 = 8192;
@@ -102,9 +102,19 @@ impl Pipeline {
         let tick_every = (self.policy.rotate_interval / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The ticker (time rotation of idle partitions, commit retries, caught-up commits) runs
+        // on schedule by construction: a due tick is served before the next message, whatever
+        // the consumer's queue holds. Waiting, the select below prefers messages; a broker that
+        // serves faster than we consume would otherwise keep the queue full and starve it.
+        let mut next_tick = Instant::now() + tick_every;
         tokio::pin!(shutdown);
         loop {
             self.apply_rebalance_events();
+            if Instant::now() >= next_tick {
+                self.rotate_expired().await?;
+                next_tick = Instant::now() + tick_every;
+                tick.reset();
+            }
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -115,7 +125,10 @@ impl Pipeline {
                         tracing::warn!(error = %e, "kafka poll error");
                     }
                 },
-                _ = tick.tick() => self.rotate_expired().await?,
+                _ = tick.tick() => {
+                    self.rotate_expired().await?;
+                    next_tick = Instant::now() + tick_every;
+                }
             }
         }
         tracing::info!("shutting down: flushing open files");
@@ -177,8 +190,8 @@ impl Pipeline {
             tracing::debug!(topic = %tp.0, partition = tp.1, offset, "message of a partition not assigned to us, ignored");
             return Ok(());
         };
-        if buf.failed {
-            return Ok(()); // fetched before the partition was paused
+        if buf.failed || buf.fenced {
+            return Ok(()); // fetched before the partition was paused, or no longer ours
         }
         if let Some(through) = buf.replay_through {
             if offset > through {
@@ -442,7 +455,8 @@ impl Pipeline {
         };
         for (tp, position) in positions {
             let Some(buf) = self.partitions.get(&tp) else { continue };
-            let idle = buf.open_start().is_none() && buf.pending_commit.is_none() && !buf.failed && buf.replay_through.is_none();
+            let idle =
+                buf.open_start().is_none() && buf.pending_commit.is_none() && !buf.failed && !buf.fenced && buf.replay_through.is_none();
             // Nothing committed by this member yet: the position is where it started, or past
             // non-records only, and committing it is safe too.
             if idle && buf.committed.is_none_or(|c| c < position) && !self.consumer.context().revocation_pending(&tp) {
@@ -452,11 +466,34 @@ impl Pipeline {
         }
     }
 
+    /// Whether this member still owns the partition: in the assignment the loop applied, no
+    /// revocation queued, and the assignment not lost (session timed out, max poll interval
+    /// exceeded: librdkafka sets that from its own thread while this task waits on a store).
+    fn owns(&self, tp: &TopicPartition) -> bool {
+        self.partitions.get(tp).is_some_and(|b| !b.fenced)
+            && !self.consumer.assignment_lost()
+            && !self.consumer.context().revocation_pending(tp)
+    }
+
+    /// Marks the partition fenced (see [`PartitionBuffer::fenced`]): its pending commit is
+    /// dropped too.
+    fn fence(&mut self, tp: &TopicPartition) {
+        if let Some(buf) = self.partitions.get_mut(tp) {
+            buf.fenced = true;
+            buf.pending_commit = None;
+            buf.discard();
+        }
+        self.remeasure(tp);
+    }
+
     /// Closes the partition's open group and uploads its files; after each, removes the files
     /// of its directory that start after it (left by an earlier owner: see DESIGN.md); then
-    /// commits the offset after the group.
+    /// commits the offset after the group. Fenced (DESIGN.md, "Fencing"): after every upload
+    /// and before any delete or commit it checks that the partition is still ours, files are
+    /// created with conditional puts where the store has them, and nothing that starts below the
+    /// group's committed offset, as the broker reports it, is ever deleted.
     async fn flush(&mut self, tp: &TopicPartition, reason: FlushReason) -> Result<(), SinkError> {
-        if self.consumer.context().revocation_pending(tp) || self.consumer.assignment_lost() {
+        if !self.owns(tp) {
             return Ok(()); // no longer ours: the open group is dropped when the revocation is applied
         }
         let Some(buf) = self.partitions.get_mut(tp) else {
@@ -471,12 +508,15 @@ impl Pipeline {
         let (topic, partition) = (tp.0.as_str(), tp.1);
         if group.files.is_empty() && !self.paths.has_paths() {
             // Only skipped records: files starting in or after the range are an earlier owner's.
-            remove_stale(&self.store, topic, None, partition, group.start_offset - 1).await?;
+            self.remove_stale(tp, None, group.start_offset - 1).await?;
         }
         for file in group.files {
             let key = self.store.key(topic, file.path.as_deref(), partition, file.start_offset);
             let size = file.bytes.len();
-            self.store.upload(&key, file.bytes).await?;
+            if !self.upload_fenced(tp, &key, file.start_offset, file.bytes).await? {
+                self.fence(tp); // lost the partition, or fenced by a committed file: the next owner replays
+                return Ok(());
+            }
             self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
             self.metrics.bytes_uploaded.with_label_values(&[topic]).inc_by(size as u64);
             self.metrics.file_size.with_label_values(&[topic]).observe(size as f64);
@@ -494,24 +534,98 @@ impl Pipeline {
                 %reason,
                 "file uploaded"
             );
-            remove_stale(&self.store, topic, file.path.as_deref(), partition, file.start_offset).await?;
+            self.remove_stale(tp, file.path.as_deref(), file.start_offset).await?;
         }
         if group.skipped > 0 {
             tracing::debug!(topic, partition, skipped = group.skipped, "skipped records committed with the group");
+        }
+        if !self.owns(tp) {
+            self.fence(tp);
+            return Ok(());
         }
         self.commit(tp, group.end_offset + 1).await;
         self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
+
+    /// Uploads one file of the partition's group; `false` when the group must be abandoned
+    /// uncommitted:
+    /// - the partition was lost while the upload was in flight: the object we just created is
+    ///   removed again if it is still ours (its ETag), since the next owner may already have
+    ///   committed past its offsets;
+    /// - another object has the key (a conditional put refused): if it starts below the
+    ///   group's committed offset it is a committed file of another owner, and we are behind:
+    ///   fenced; otherwise it is a leftover nobody committed (a crashed owner's), replaced.
+    async fn upload_fenced(&mut self, tp: &TopicPartition, key: &str, start: i64, bytes: bytes::Bytes) -> Result<bool, SinkError> {
+        for _ in 0..2 {
+            match self.store.upload_new(key, bytes.clone()).await? {
+                Uploaded::Created { e_tag } => {
+                    if self.owns(tp) {
+                        return Ok(true);
+                    }
+                    let removed = self.store.delete_if_ours(key, e_tag.as_deref()).await?;
+                    tracing::warn!(topic = %tp.0, partition = tp.1, key, removed, "partition lost while the file uploaded: removed it again (if still ours), nothing committed");
+                    return Ok(false);
+                }
+                Uploaded::Exists => {
+                    if !self.owns(tp) {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, key, "partition lost while the file uploaded, and the key was taken meanwhile: nothing written, nothing committed");
+                        return Ok(false);
+                    }
+                    let committed = broker_committed(&self.consumer, &self.metrics, tp).await?;
+                    if start < committed {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, key, committed, "fenced: the key holds a file committed by another owner; the group is dropped");
+                        return Ok(false);
+                    }
+                    tracing::info!(topic = %tp.0, partition = tp.1, key, committed, "replacing a file uploaded but never committed by an earlier owner");
+                    self.store.delete(key).await?;
+                }
+            }
+        }
+        tracing::warn!(topic = %tp.0, partition = tp.1, key, "the key was taken again while replacing it; the group is dropped, the next flush replays it");
+        Ok(false)
+    }
+
+    /// Deletes the files of a directory that start after `last_kept`: uploaded but never
+    /// committed by an earlier owner (or by us before a crash), their records are being written
+    /// again now. Only while the partition is ours, and never a file that starts below the
+    /// group's committed offset as the broker reports it (read only when there is something to
+    /// delete).
+    async fn remove_stale(&mut self, tp: &TopicPartition, path: Option<&str>, last_kept: i64) -> Result<(), SinkError> {
+        let (topic, partition) = (tp.0.as_str(), tp.1);
+        let stale = self.store.files_after(topic, path, partition, last_kept).await?;
+        if stale.is_empty() || !self.owns(tp) {
+            return Ok(());
+        }
+        let committed = broker_committed(&self.consumer, &self.metrics, tp).await?;
+        let (doomed, kept): (Vec<String>, Vec<String>) =
+            stale.into_iter().partition(|k| crate::store::start_offset_of(k).is_some_and(|s| s >= committed));
+        if !kept.is_empty() {
+            tracing::warn!(topic, partition, committed, files = ?kept, "files past ours but below the committed offset are another owner's: kept");
+        }
+        if !doomed.is_empty() && self.owns(tp) {
+            self.store.delete_all(&doomed).await?;
+            tracing::info!(topic, partition, after_offset = last_kept, files = ?doomed, "removed files uploaded but never committed by an earlier owner");
+        }
+        Ok(())
+    }
 }
 
-/// Deletes the files of a directory that start after `last_kept`: uploaded but never committed
-/// by an earlier owner (or by us before a crash), their records are being written again now.
-async fn remove_stale(store: &Store, topic: &str, path: Option<&str>, partition: i32, last_kept: i64) -> Result<(), SinkError> {
-    let stale = store.files_after(topic, path, partition, last_kept).await?;
-    if !stale.is_empty() {
-        store.delete_all(&stale).await?;
-        tracing::info!(topic, partition, after_offset = last_kept, files = ?stale, "removed files uploaded but never committed by an earlier owner");
+/// The group's committed offset as the broker has it now (0 when nothing is committed),
+/// retried while the broker is away. A free function: the flush future must not hold a shared
+/// borrow of the pipeline, which is not `Sync`, across an await.
+async fn broker_committed(consumer: &Arc<Consumer>, metrics: &Metrics, tp: &TopicPartition) -> Result<i64, SinkError> {
+    let mut attempt = 1;
+    loop {
+        match commit::broker_committed(consumer.clone(), &tp.0, tp.1).await {
+            Ok(o) => return Ok(o.unwrap_or(0)),
+            Err(e) if attempt < 30 => {
+                tracing::warn!(error = %e, attempt, "reading the committed offset failed, retrying");
+                metrics.retries.with_label_values(&["commit"]).inc();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(())
 }

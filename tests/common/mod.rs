@@ -579,6 +579,9 @@ pub struct Proxy {
     target: String,
     rt: tokio::runtime::Runtime,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// While set, bytes are held in both directions: requests in flight hang, as on a store
+    /// that stopped answering, and go on when it is cleared.
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -588,6 +591,7 @@ impl Proxy {
             target: target.trim_start_matches("http://").to_string(),
             rt: tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?,
             task: std::sync::Mutex::new(None),
+            paused: Default::default(),
         };
         p.up()?;
         Ok(p)
@@ -599,20 +603,32 @@ impl Proxy {
 
     pub fn up(&self) -> TestResult {
         let listener = self.rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))?;
-        let target = self.target.clone();
+        let (target, paused) = (self.target.clone(), self.paused.clone());
         let task = self.rt.spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (target, paused) = (target.clone(), paused.clone());
                 conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::join!(relay(in_read, out_write, paused.clone()), relay(out_read, in_write, paused));
                     }
                 });
             }
         });
         *self.task.lock().map_err(|_| "proxy lock poisoned")? = Some(task);
         Ok(())
+    }
+
+    /// Holds every byte from now on (see `paused`).
+    pub fn pause(&self) {
+        self.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets the held bytes and everything after them through again.
+    pub fn resume(&self) {
+        self.paused.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn down(&self) -> TestResult {
@@ -668,4 +684,27 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.script(&["stop", &self.dir.path().to_string_lossy(), "--kill"]);
     }
+}
+
+/// Copies one direction of a proxied connection, holding the bytes while `paused` is set.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while paused.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
