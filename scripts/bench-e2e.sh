@@ -27,12 +27,24 @@ OUT=${OUT:-$ROOT/target/bench-e2e}
 KAFKA=127.0.0.1:${KAFKA_PORT:-9092}
 REGISTRY=http://127.0.0.1:${REGISTRY_PORT:-8081}
 S3=http://127.0.0.1:${S3_PORT:-9000}
+# S3_DELAY_MS > 0 puts scripts/delay_proxy.py between both sinks and S3: every response comes
+# that much later, as from an object store across a network (40 ms: an ordinary S3 round trip).
+S3_DELAY_MS=${S3_DELAY_MS:-0}
+SINK_S3=$S3
 export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
 mkdir -p "$OUT"
 log() { printf '[bench-e2e] %s\n' "$*" >&2; }
 
 python3 -c "import confluent_kafka, fastavro, pyarrow" 2>/dev/null || python3 -m pip install --quiet confluent-kafka fastavro pyarrow
 source scripts/bench-lib.sh
+if [ "$S3_DELAY_MS" != 0 ]; then
+  proxy_port=${S3_PROXY_PORT:-19400}
+  python3 scripts/delay_proxy.py --listen "$proxy_port" --target "127.0.0.1:${S3_PORT:-9000}" --delay-ms "$S3_DELAY_MS" &
+  proxy_pid=$!
+  trap 'kill $proxy_pid 2>/dev/null || true; bench_cleanup' EXIT
+  SINK_S3=http://127.0.0.1:$proxy_port
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break; sleep 0.1; done
+fi
 
 if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
 BIN=target/$PROFILE
@@ -71,13 +83,13 @@ topics = ["$topic"]
 [schema_registry]
 url = "$REGISTRY"
 [s3]
-endpoint = "$S3"
+endpoint = "$SINK_S3"
 allow_http = true
 [output]
 prefix = "$prefix"
 [flush]
 max_records = $FLUSH
-rotate_interval_ms = 2000
+rotate_interval_ms = ${ROTATE_MS:-2000}
 [metrics]
 listen = ""
 TOML
@@ -95,7 +107,7 @@ run_peer() { # round
   local group="bench-peer-$run_id-$1" prefix="bench/e2e-$run_id/peer-$1"
   local t0; t0=$(now)
   /usr/bin/time -v python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" \
-    --group "$group" --s3 "$S3" --prefix "$prefix" --flush "$FLUSH" --expect "$COUNT" >"$OUT/peer-$1.out" 2>"$OUT/peer-$1.time"
+    --group "$group" --s3 "$SINK_S3" --prefix "$prefix" --flush "$FLUSH" --expect "$COUNT" >"$OUT/peer-$1.out" 2>"$OUT/peer-$1.time"
   echo "$(echo "$(now) - $t0" | bc) $(peak_mib "$OUT/peer-$1.time") $(cpu_s "$OUT/peer-$1.time") $prefix"
 }
 
@@ -120,7 +132,7 @@ peer_lake=$(lake "$peer_prefix")
 rate() { echo "$COUNT / $1" | bc; }
 row() { printf '%-34s %8.1f %10d %8.1f %12d %8s\n' "$1" "$2" "$(rate "$2")" "$3" "$(rate "$3")" "$4 MiB"; }
 {
-  echo "broker=Apache Kafka 4.4.0 (same machine) records=$COUNT partitions=$PARTITIONS flush=$FLUSH rounds=$ROUNDS (medians) tombstones=$tombstones machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%d GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "broker=Apache Kafka 4.4.0 (same machine) s3_delay_ms=$S3_DELAY_MS records=$COUNT partitions=$PARTITIONS flush=$FLUSH rounds=$ROUNDS (medians) tombstones=$tombstones machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%d GiB", $2 / 1048576}' /proc/meminfo)"
   printf '%-34s %8s %10s %8s %12s %8s\n' "" "wall s" "records/s" "CPU s" "records/CPU s" "peak RSS"
   row "broker ceiling (null consumer)" "$null_s" "$null_cpu" "$null_mib"
   row "kafka-parquet-sink" "$sink_s" "$sink_cpu" "$sink_mib"

@@ -303,6 +303,10 @@ pub struct FlushConfig {
     /// With a time or field partitioner: paths (open files) one partition may fill at once; a
     /// record of one more path flushes them first (flush reason `path`).
     pub max_open_files: usize,
+    /// Closed files uploading at once, across partitions and successive files of one
+    /// partition; at the limit a flush waits for one to finish. Their bytes count toward
+    /// `max_buffered_bytes`.
+    pub max_uploads_in_flight: usize,
 }
 
 impl Default for FlushConfig {
@@ -313,6 +317,7 @@ impl Default for FlushConfig {
             max_file_bytes: 128 * 1024 * 1024,
             max_buffered_bytes: 256 * 1024 * 1024,
             max_open_files: 32,
+            max_uploads_in_flight: 8,
         }
     }
 }
@@ -535,6 +540,9 @@ impl Config {
         }
         if f.max_file_bytes < 1024 {
             e.push("flush.max_file_bytes: must be >= 1024".to_string());
+        }
+        if f.max_uploads_in_flight == 0 {
+            e.push("flush.max_uploads_in_flight: must be > 0".to_string());
         }
         if f.max_open_files == 0 {
             e.push("flush.max_open_files: must be > 0".to_string());

@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::buffer::{DecoderSpec, PartitionBuffer, RowAt};
 use crate::commit;
+use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
 use crate::config::{Config, KeyColumn, Layout, Tolerance, Tombstones};
 use crate::deadletter::DeadLetter;
 use crate::decode::registry::Registry;
@@ -26,7 +27,7 @@ use crate::flush::{FlushPolicy, FlushReason};
 use crate::metrics::Metrics;
 use crate::partition::PathScheme;
 use crate::source::{self, Consumer, RebalanceEvent, TopicPartition};
-use crate::store::{Store, Uploaded};
+use crate::store::Store;
 
 /// Rows per decoded Arrow batch (at most; a file's last batch is smaller).
 const DECODE_BATCH_ROWS: u64 = 8192;
@@ -34,7 +35,10 @@ const DECODE_BATCH_ROWS: u64 = 8192;
 pub struct Pipeline {
     consumer: Arc<Consumer>,
     registry: Registry,
-    store: Store,
+    /// The upload stage: closed groups upload as tasks of their own while the loop consumes.
+    uploads: Uploads,
+    /// This member's ownership of each assigned partition, shared with its upload tasks.
+    owners: HashMap<TopicPartition, Ownership>,
     policy: FlushPolicy,
     props: WriterProperties,
     metrics: Metrics,
@@ -75,9 +79,10 @@ impl Pipeline {
         };
         let consumer = source::subscribe(&config.kafka, metrics.clone())?;
         Ok(Self {
+            uploads: Uploads::new(Arc::new(store), consumer.clone(), metrics.clone(), config.flush.max_uploads_in_flight),
+            owners: HashMap::new(),
             consumer,
             registry,
-            store,
             policy: FlushPolicy::from_config(&config.flush),
             props: encode::writer_properties(&config.output),
             metrics,
@@ -129,6 +134,7 @@ impl Pipeline {
                     self.rotate_expired().await?;
                     next_tick = Instant::now() + tick_every;
                 }
+                Some(done) = self.uploads.next_finished(), if self.uploads.in_flight() > 0 => self.finished(done).await?,
             }
         }
         tracing::info!("shutting down: flushing open files");
@@ -136,6 +142,9 @@ impl Pipeline {
         let open: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
         for tp in open {
             self.flush(&tp, FlushReason::Shutdown).await?;
+        }
+        while let Some(done) = self.uploads.next_finished().await {
+            self.finished(done).await?;
         }
         self.commit_caught_up().await;
         consumer.unsubscribe();
@@ -154,6 +163,10 @@ impl Pipeline {
                     self.metrics.health.joined();
                     for tp in tps {
                         self.metrics.health.assigned(&tp.0, tp.1);
+                        if let Some(old) = self.owners.insert(tp.clone(), Ownership::new(tp.clone(), self.consumer.clone())) {
+                            old.release();
+                        }
+                        self.uploads.forget(&tp);
                         let gauge = self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
                         let mut buf = PartitionBuffer::new(&tp.0, tp.1, gauge).with_parallel_encode(self.parallel_encode);
                         buf.consumed = Some((
@@ -168,6 +181,10 @@ impl Pipeline {
                         self.metrics.health.revoked(&tp.0, tp.1);
                         // Another member's to report now; a stale value here would never clear.
                         let _ = self.metrics.consumer_lag.remove_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
+                        if let Some(owner) = self.owners.remove(&tp) {
+                            owner.release(); // its uploads in flight find it gone and commit nothing
+                        }
+                        self.uploads.forget(&tp);
                         if let Some(buf) = self.partitions.remove(&tp) {
                             self.buffered = self.buffered.saturating_sub(buf.accounted);
                             self.metrics.buffered_bytes.set(self.buffered as i64);
@@ -250,16 +267,23 @@ impl Pipeline {
         }
     }
 
-    /// While all open files together hold more than `flush.max_buffered_bytes`, flushes the
-    /// largest. Each flush uploads before returning, so the memory is free when it returns.
+    /// While all open files and the uploads in flight together hold more than
+    /// `flush.max_buffered_bytes`: waits for an upload when the uploads hold at least as much
+    /// as the open files (the back-pressure on consumption), else flushes the largest open file.
     async fn enforce_memory_bound(&mut self) -> Result<(), SinkError> {
-        while self.buffered > self.max_buffered {
+        while self.buffered + self.uploads.bytes_in_flight() > self.max_buffered {
+            if self.uploads.in_flight() > 0 && self.uploads.bytes_in_flight() >= self.buffered {
+                if let Some(done) = self.uploads.next_finished().await {
+                    self.finished(done).await?;
+                }
+                continue;
+            }
             let largest =
                 self.partitions.iter().filter(|(_, b)| b.accounted > 0).max_by_key(|(_, b)| b.accounted).map(|(tp, _)| tp.clone());
             let Some(tp) = largest else { break };
             let before = self.buffered;
             self.flush(&tp, FlushReason::Memory).await?;
-            if self.buffered >= before {
+            if self.buffered >= before && self.uploads.in_flight() == 0 {
                 break; // nothing freed (the flush was skipped): do not spin
             }
         }
@@ -455,8 +479,12 @@ impl Pipeline {
         };
         for (tp, position) in positions {
             let Some(buf) = self.partitions.get(&tp) else { continue };
-            let idle =
-                buf.open_start().is_none() && buf.pending_commit.is_none() && !buf.failed && !buf.fenced && buf.replay_through.is_none();
+            let idle = buf.open_start().is_none()
+                && buf.pending_commit.is_none()
+                && !buf.failed
+                && !buf.fenced
+                && buf.replay_through.is_none()
+                && !self.uploads.busy(&tp);
             // Nothing committed by this member yet: the position is where it started, or past
             // non-records only, and committing it is safe too.
             if idle && buf.committed.is_none_or(|c| c < position) && !self.consumer.context().revocation_pending(&tp) {
@@ -470,14 +498,16 @@ impl Pipeline {
     /// revocation queued, and the assignment not lost (session timed out, max poll interval
     /// exceeded: librdkafka sets that from its own thread while this task waits on a store).
     fn owns(&self, tp: &TopicPartition) -> bool {
-        self.partitions.get(tp).is_some_and(|b| !b.fenced)
-            && !self.consumer.assignment_lost()
-            && !self.consumer.context().revocation_pending(tp)
+        self.partitions.get(tp).is_some_and(|b| !b.fenced) && self.owners.get(tp).is_some_and(Ownership::owns)
     }
 
     /// Marks the partition fenced (see [`PartitionBuffer::fenced`]): its pending commit is
     /// dropped too.
     fn fence(&mut self, tp: &TopicPartition) {
+        if let Some(owner) = self.owners.get(tp) {
+            owner.release();
+        }
+        self.uploads.forget(tp);
         if let Some(buf) = self.partitions.get_mut(tp) {
             buf.fenced = true;
             buf.pending_commit = None;
@@ -486,12 +516,9 @@ impl Pipeline {
         self.remeasure(tp);
     }
 
-    /// Closes the partition's open group and uploads its files; after each, removes the files
-    /// of its directory that start after it (left by an earlier owner: see DESIGN.md); then
-    /// commits the offset after the group. Fenced (DESIGN.md, "Fencing"): after every upload
-    /// and before any delete or commit it checks that the partition is still ours, files are
-    /// created with conditional puts where the store has them, and nothing that starts below the
-    /// group's committed offset, as the broker reports it, is ever deleted.
+    /// Closes the partition's open group and hands it to the upload stage; consumption goes on
+    /// while it uploads (waiting first while `flush.max_uploads_in_flight` uploads run). The
+    /// stage fences and cleans up (DESIGN.md, "Fencing"); [`Pipeline::finished`] commits.
     async fn flush(&mut self, tp: &TopicPartition, reason: FlushReason) -> Result<(), SinkError> {
         if !self.owns(tp) {
             return Ok(()); // no longer ours: the open group is dropped when the revocation is applied
@@ -499,133 +526,69 @@ impl Pipeline {
         let Some(buf) = self.partitions.get_mut(tp) else {
             return Ok(());
         };
-        let started = Instant::now();
         let closed = buf.close(&self.props);
         self.remeasure(tp);
         let Some(group) = closed? else {
             return Ok(());
         };
-        let (topic, partition) = (tp.0.as_str(), tp.1);
-        if group.files.is_empty() && !self.paths.has_paths() {
-            // Only skipped records: files starting in or after the range are an earlier owner's.
-            self.remove_stale(tp, None, group.start_offset - 1).await?;
-        }
-        for file in group.files {
-            let key = self.store.key(topic, file.path.as_deref(), partition, file.start_offset);
-            let size = file.bytes.len();
-            if !self.upload_fenced(tp, &key, file.start_offset, file.bytes).await? {
-                self.fence(tp); // lost the partition, or fenced by a committed file: the next owner replays
-                return Ok(());
+        while self.uploads.is_full() {
+            match self.uploads.next_finished().await {
+                Some(done) => self.finished(done).await?,
+                None => break,
             }
-            self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
-            self.metrics.bytes_uploaded.with_label_values(&[topic]).inc_by(size as u64);
-            self.metrics.file_size.with_label_values(&[topic]).observe(size as f64);
-            self.metrics.records_written.with_label_values(&[topic]).inc_by(file.rows);
-            self.observe_time_to_lake(topic, &file.times);
-            tracing::info!(
-                topic,
-                partition,
-                key,
-                first_offset = file.start_offset,
-                last_offset = file.end_offset,
-                rows = file.rows,
-                bytes = size,
-                duration_ms = started.elapsed().as_millis() as u64,
-                %reason,
-                "file uploaded"
-            );
-            self.remove_stale(tp, file.path.as_deref(), file.start_offset).await?;
         }
+        let Some(owner) = self.owners.get(tp).filter(|_| self.partitions.get(tp).is_some_and(|b| !b.fenced)) else {
+            return Ok(()); // revoked or fenced while waiting for room
+        };
         if group.skipped > 0 {
-            tracing::debug!(topic, partition, skipped = group.skipped, "skipped records committed with the group");
+            tracing::debug!(topic = %tp.0, partition = tp.1, skipped = group.skipped, "skipped records committed with the group");
         }
-        if !self.owns(tp) {
-            self.fence(tp);
-            return Ok(());
-        }
-        self.commit(tp, group.end_offset + 1).await;
-        self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+        self.uploads.submit(tp, group, owner, reason, self.paths.has_paths());
         Ok(())
     }
 
-    /// Uploads one file of the partition's group; `false` when the group must be abandoned
-    /// uncommitted:
-    /// - the partition was lost while the upload was in flight: the object we just created is
-    ///   removed again if it is still ours (its ETag), since the next owner may already have
-    ///   committed past its offsets;
-    /// - another object has the key (a conditional put refused): if it starts below the
-    ///   group's committed offset it is a committed file of another owner, and we are behind:
-    ///   fenced; otherwise it is a leftover nobody committed (a crashed owner's), replaced.
-    async fn upload_fenced(&mut self, tp: &TopicPartition, key: &str, start: i64, bytes: bytes::Bytes) -> Result<bool, SinkError> {
-        for _ in 0..2 {
-            match self.store.upload_new(key, bytes.clone()).await? {
-                Uploaded::Created { e_tag } => {
-                    if self.owns(tp) {
-                        return Ok(true);
-                    }
-                    let removed = self.store.delete_if_ours(key, e_tag.as_deref()).await?;
-                    tracing::warn!(topic = %tp.0, partition = tp.1, key, removed, "partition lost while the file uploaded: removed it again (if still ours), nothing committed");
-                    return Ok(false);
+    /// An upload finished: its files are counted and logged, then the partition's durable
+    /// prefix is committed, in offset order; a fenced group fences its partition; an error is
+    /// fatal (the store's retries are exhausted or it refused for good).
+    async fn finished(&mut self, done: Finished) -> Result<(), SinkError> {
+        let Finished { tp, epoch, reason, outcome, .. } = done;
+        let outcome = outcome?;
+        if self.owners.get(&tp).is_none_or(|o| o.epoch != epoch) {
+            return Ok(()); // an earlier assignment's upload
+        }
+        match outcome {
+            Outcome::Fenced => self.fence(&tp),
+            Outcome::Durable(files) => {
+                let topic = tp.0.as_str();
+                for f in files {
+                    self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
+                    self.metrics.bytes_uploaded.with_label_values(&[topic]).inc_by(f.bytes as u64);
+                    self.metrics.file_size.with_label_values(&[topic]).observe(f.bytes as f64);
+                    self.metrics.records_written.with_label_values(&[topic]).inc_by(f.rows);
+                    self.metrics.flush_duration.observe(f.millis as f64 / 1000.0);
+                    self.observe_time_to_lake(topic, &f.times);
+                    tracing::info!(
+                        topic,
+                        partition = tp.1,
+                        key = f.key,
+                        first_offset = f.start_offset,
+                        last_offset = f.end_offset,
+                        rows = f.rows,
+                        bytes = f.bytes,
+                        duration_ms = f.millis,
+                        %reason,
+                        "file uploaded"
+                    );
                 }
-                Uploaded::Exists => {
-                    if !self.owns(tp) {
-                        tracing::warn!(topic = %tp.0, partition = tp.1, key, "partition lost while the file uploaded, and the key was taken meanwhile: nothing written, nothing committed");
-                        return Ok(false);
+                if let Some(next) = self.uploads.take_committable(&tp) {
+                    if self.owns(&tp) {
+                        self.commit(&tp, next).await;
+                    } else {
+                        self.fence(&tp);
                     }
-                    let committed = broker_committed(&self.consumer, &self.metrics, tp).await?;
-                    if start < committed {
-                        tracing::warn!(topic = %tp.0, partition = tp.1, key, committed, "fenced: the key holds a file committed by another owner; the group is dropped");
-                        return Ok(false);
-                    }
-                    tracing::info!(topic = %tp.0, partition = tp.1, key, committed, "replacing a file uploaded but never committed by an earlier owner");
-                    self.store.delete(key).await?;
                 }
             }
-        }
-        tracing::warn!(topic = %tp.0, partition = tp.1, key, "the key was taken again while replacing it; the group is dropped, the next flush replays it");
-        Ok(false)
-    }
-
-    /// Deletes the files of a directory that start after `last_kept`: uploaded but never
-    /// committed by an earlier owner (or by us before a crash), their records are being written
-    /// again now. Only while the partition is ours, and never a file that starts below the
-    /// group's committed offset as the broker reports it (read only when there is something to
-    /// delete).
-    async fn remove_stale(&mut self, tp: &TopicPartition, path: Option<&str>, last_kept: i64) -> Result<(), SinkError> {
-        let (topic, partition) = (tp.0.as_str(), tp.1);
-        let stale = self.store.files_after(topic, path, partition, last_kept).await?;
-        if stale.is_empty() || !self.owns(tp) {
-            return Ok(());
-        }
-        let committed = broker_committed(&self.consumer, &self.metrics, tp).await?;
-        let (doomed, kept): (Vec<String>, Vec<String>) =
-            stale.into_iter().partition(|k| crate::store::start_offset_of(k).is_some_and(|s| s >= committed));
-        if !kept.is_empty() {
-            tracing::warn!(topic, partition, committed, files = ?kept, "files past ours but below the committed offset are another owner's: kept");
-        }
-        if !doomed.is_empty() && self.owns(tp) {
-            self.store.delete_all(&doomed).await?;
-            tracing::info!(topic, partition, after_offset = last_kept, files = ?doomed, "removed files uploaded but never committed by an earlier owner");
         }
         Ok(())
-    }
-}
-
-/// The group's committed offset as the broker has it now (0 when nothing is committed),
-/// retried while the broker is away. A free function: the flush future must not hold a shared
-/// borrow of the pipeline, which is not `Sync`, across an await.
-async fn broker_committed(consumer: &Arc<Consumer>, metrics: &Metrics, tp: &TopicPartition) -> Result<i64, SinkError> {
-    let mut attempt = 1;
-    loop {
-        match commit::broker_committed(consumer.clone(), &tp.0, tp.1).await {
-            Ok(o) => return Ok(o.unwrap_or(0)),
-            Err(e) if attempt < 30 => {
-                tracing::warn!(error = %e, attempt, "reading the committed offset failed, retrying");
-                metrics.retries.with_label_values(&["commit"]).inc();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
     }
 }

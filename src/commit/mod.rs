@@ -1,4 +1,8 @@
-//! Commit stage: after a file is in the object store, commit the offset after its last record.
+//! Commit stage: the offset protocol. [`uploads`] runs each closed group's upload, fencing and
+//! clean-up as a task of its own while consumption goes on, and says, per partition and in
+//! offset order, which offset is durable; this module commits it to the group.
+
+pub mod uploads;
 
 use std::sync::Arc;
 

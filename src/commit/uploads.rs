@@ -1,0 +1,383 @@
+//! The upload stage: each closed group of a partition is uploaded by a task of its own, at most
+//! `flush.max_uploads_in_flight` at once, while the pipeline goes on consuming. A task creates
+//! the group's files (conditional puts), checks after each that the partition is still ours,
+//! removes leftovers of earlier owners past each file, and reports the group durable, or fenced.
+//! [`Uploads`] keeps each partition's groups in offset order and hands out the offset after the
+//! longest durable prefix, which is all the pipeline may commit (DESIGN.md, "Offset protocol").
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::buffer::{ClosedFile, ClosedGroup, RowTimes};
+use crate::error::SinkError;
+use crate::flush::FlushReason;
+use crate::metrics::Metrics;
+use crate::source::{Consumer, TopicPartition};
+use crate::store::{start_offset_of, Store, Uploaded};
+
+/// Whether this member still owns a partition, as an upload task can see it: the pipeline's
+/// flag for this assignment of the partition (cleared on revocation and fencing), librdkafka's
+/// lost-assignment flag, and a queued revocation.
+#[derive(Clone)]
+pub struct Ownership {
+    tp: TopicPartition,
+    /// Which assignment of the partition this is: results of an earlier one are ignored.
+    pub epoch: u64,
+    owned: Arc<AtomicBool>,
+    consumer: Arc<Consumer>,
+}
+
+static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Ownership {
+    pub fn new(tp: TopicPartition, consumer: Arc<Consumer>) -> Self {
+        Self { tp, epoch: EPOCHS.fetch_add(1, Ordering::Relaxed), owned: Arc::new(AtomicBool::new(true)), consumer }
+    }
+
+    pub fn owns(&self) -> bool {
+        use rdkafka::consumer::Consumer as _;
+        self.owned.load(Ordering::SeqCst) && !self.consumer.assignment_lost() && !self.consumer.context().revocation_pending(&self.tp)
+    }
+
+    /// Revoked or fenced: every task of this assignment sees it at its next check.
+    pub fn release(&self) {
+        self.owned.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What one finished upload task reports.
+pub struct Finished {
+    pub tp: TopicPartition,
+    /// The assignment it was uploaded under ([`Ownership::epoch`]).
+    pub epoch: u64,
+    pub reason: FlushReason,
+    /// The group's first offset: its place in the partition's queue.
+    pub start_offset: i64,
+    pub outcome: Result<Outcome, SinkError>,
+}
+
+pub enum Outcome {
+    /// Every file of the group is in the store and the leftovers past them are gone.
+    Durable(Vec<Landed>),
+    /// The partition is no longer ours (or a file another owner committed holds a key): the
+    /// group must not be committed.
+    Fenced,
+}
+
+/// A file that landed: what the pipeline logs and counts.
+pub struct Landed {
+    pub key: String,
+    pub start_offset: i64,
+    pub end_offset: i64,
+    pub rows: u64,
+    pub bytes: usize,
+    pub times: RowTimes,
+    pub millis: u64,
+}
+
+struct Queued {
+    epoch: u64,
+    start_offset: i64,
+    end_offset: i64,
+    bytes: u64,
+    durable: bool,
+}
+
+/// One partition's groups in flight, oldest first, the keys this assignment created, and the
+/// directories whose leftovers it has removed.
+#[derive(Default)]
+struct PartitionQueue {
+    groups: VecDeque<Queued>,
+    created: Arc<Mutex<HashSet<String>>>,
+    cleaned: Arc<Mutex<HashSet<Option<String>>>>,
+}
+
+/// The upload stage of the pipeline.
+pub struct Uploads {
+    store: Arc<Store>,
+    consumer: Arc<Consumer>,
+    metrics: Metrics,
+    limit: usize,
+    tasks: tokio::task::JoinSet<Finished>,
+    queues: HashMap<TopicPartition, PartitionQueue>,
+    bytes_in_flight: u64,
+}
+
+impl Uploads {
+    pub fn new(store: Arc<Store>, consumer: Arc<Consumer>, metrics: Metrics, limit: usize) -> Self {
+        Self {
+            store,
+            consumer,
+            metrics,
+            limit: limit.max(1),
+            tasks: tokio::task::JoinSet::new(),
+            queues: HashMap::new(),
+            bytes_in_flight: 0,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Encoded bytes of the groups not yet durable (they count toward the memory bound).
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.bytes_in_flight
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.tasks.len() >= self.limit
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the partition has groups not yet committed.
+    pub fn busy(&self, tp: &TopicPartition) -> bool {
+        self.queues.get(tp).is_some_and(|q| !q.groups.is_empty())
+    }
+
+    /// Starts the upload of a closed group (the caller waits first while [`Uploads::is_full`]).
+    pub fn submit(&mut self, tp: &TopicPartition, group: ClosedGroup, owner: &Ownership, reason: FlushReason, has_paths: bool) {
+        let bytes: u64 = group.files.iter().map(|f| f.bytes.len() as u64).sum();
+        let queue = self.queues.entry(tp.clone()).or_default();
+        queue.groups.push_back(Queued {
+            epoch: owner.epoch,
+            start_offset: group.start_offset,
+            end_offset: group.end_offset,
+            bytes,
+            durable: false,
+        });
+        self.bytes_in_flight += bytes;
+        let job = Job {
+            tp: tp.clone(),
+            store: self.store.clone(),
+            consumer: self.consumer.clone(),
+            metrics: self.metrics.clone(),
+            owner: owner.clone(),
+            created: queue.created.clone(),
+            cleaned: queue.cleaned.clone(),
+            reason,
+            has_paths,
+        };
+        self.tasks.spawn(job.run(group));
+    }
+
+    /// The next finished upload; `None` when none is in flight.
+    pub async fn next_finished(&mut self) -> Option<Finished> {
+        loop {
+            match self.tasks.join_next().await? {
+                Ok(f) => return Some(self.record(f)),
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => {
+                    // A panicking upload task: nothing of it is durable; treat it as an error.
+                    return Some(Finished {
+                        tp: (String::new(), -1),
+                        epoch: 0,
+                        reason: FlushReason::Shutdown,
+                        start_offset: -1,
+                        outcome: Err(SinkError::Store(crate::store::StoreError {
+                            op: "upload task",
+                            key: String::new(),
+                            source: object_store::Error::JoinError { source: e },
+                        })),
+                    });
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, f: Finished) -> Finished {
+        if let Some(q) = self.queues.get_mut(&f.tp) {
+            if let Some(g) = q.groups.iter_mut().find(|g| g.epoch == f.epoch && g.start_offset == f.start_offset) {
+                self.bytes_in_flight = self.bytes_in_flight.saturating_sub(g.bytes);
+                g.bytes = 0;
+                g.durable = matches!(f.outcome, Ok(Outcome::Durable(_)));
+            }
+        }
+        f
+    }
+
+    /// The offset after the longest prefix of the partition's groups that is durable, removing
+    /// that prefix: what may be committed now, in offset order.
+    pub fn take_committable(&mut self, tp: &TopicPartition) -> Option<i64> {
+        let q = self.queues.get_mut(tp)?;
+        let mut next = None;
+        while q.groups.front().is_some_and(|g| g.durable) {
+            next = q.groups.pop_front().map(|g| g.end_offset + 1);
+        }
+        if let Some(n) = next {
+            // Keys below what is committed can no longer be mistaken for leftovers.
+            if let Ok(mut created) = q.created.lock() {
+                created.retain(|k| start_offset_of(k).is_some_and(|s| s >= n));
+            }
+        }
+        next
+    }
+
+    /// Forgets the partition (revoked or fenced): its tasks finish on their own, find it no
+    /// longer owned, and nothing of it is committed.
+    pub fn forget(&mut self, tp: &TopicPartition) {
+        if let Some(q) = self.queues.remove(tp) {
+            let pending: u64 = q.groups.iter().map(|g| g.bytes).sum();
+            self.bytes_in_flight = self.bytes_in_flight.saturating_sub(pending);
+        }
+    }
+}
+
+/// One group's upload, as a task.
+struct Job {
+    tp: TopicPartition,
+    store: Arc<Store>,
+    consumer: Arc<Consumer>,
+    metrics: Metrics,
+    owner: Ownership,
+    created: Arc<Mutex<HashSet<String>>>,
+    cleaned: Arc<Mutex<HashSet<Option<String>>>>,
+    reason: FlushReason,
+    has_paths: bool,
+}
+
+impl Job {
+    async fn run(self, group: ClosedGroup) -> Finished {
+        let (tp, start_offset, epoch, reason) = (self.tp.clone(), group.start_offset, self.owner.epoch, self.reason);
+        let outcome = self.upload(group).await;
+        Finished { tp, epoch, reason, start_offset, outcome }
+    }
+
+    async fn upload(&self, group: ClosedGroup) -> Result<Outcome, SinkError> {
+        let started = Instant::now();
+        if group.files.is_empty() && !self.has_paths && self.first_in(None) {
+            // Only skipped records: files starting in or after the range are an earlier owner's.
+            if !self.remove_stale(None, group.start_offset - 1).await? {
+                return Ok(Outcome::Fenced);
+            }
+        }
+        let mut landed = Vec::with_capacity(group.files.len());
+        for file in group.files {
+            let key = self.store.key(&self.tp.0, file.path.as_deref(), self.tp.1, file.start_offset);
+            if let Ok(mut created) = self.created.lock() {
+                created.insert(key.clone());
+            }
+            let path = file.path.clone();
+            let Some(l) = self.upload_file(key, file, started).await? else {
+                return Ok(Outcome::Fenced);
+            };
+            if self.first_in(path.clone()) && !self.remove_stale(path.as_deref(), l.start_offset).await? {
+                return Ok(Outcome::Fenced);
+            }
+            landed.push(l);
+        }
+        Ok(if self.owner.owns() { Outcome::Durable(landed) } else { Outcome::Fenced })
+    }
+
+    /// Creates one file; `None` when the group must be abandoned uncommitted:
+    /// - the partition was lost while the upload was in flight: the object we just created is
+    ///   removed again if it is still ours (its ETag), since the next owner may already have
+    ///   committed past its offsets;
+    /// - another object has the key (a conditional put refused): if it starts below the
+    ///   group's committed offset it is a committed file of another owner, and we are behind:
+    ///   fenced; otherwise it is a leftover nobody committed (a crashed owner's), replaced.
+    async fn upload_file(&self, key: String, file: ClosedFile, started: Instant) -> Result<Option<Landed>, SinkError> {
+        let (tp, start) = (&self.tp, file.start_offset);
+        for _ in 0..2 {
+            match self.store.upload_new(&key, file.bytes.clone()).await? {
+                Uploaded::Created { e_tag } => {
+                    if self.owner.owns() {
+                        return Ok(Some(Landed {
+                            key,
+                            start_offset: file.start_offset,
+                            end_offset: file.end_offset,
+                            rows: file.rows,
+                            bytes: file.bytes.len(),
+                            times: file.times,
+                            millis: started.elapsed().as_millis() as u64,
+                        }));
+                    }
+                    let removed = self.store.delete_if_ours(&key, e_tag.as_deref()).await?;
+                    tracing::warn!(topic = %tp.0, partition = tp.1, key, removed, reason = %self.reason, "partition lost while the file uploaded: removed it again (if still ours), nothing committed");
+                    return Ok(None);
+                }
+                Uploaded::Exists => {
+                    if !self.owner.owns() {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, key, "partition lost while the file uploaded, and the key was taken meanwhile: nothing written, nothing committed");
+                        return Ok(None);
+                    }
+                    let committed = broker_committed(&self.consumer, &self.metrics, tp).await?;
+                    if start < committed {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, key, committed, "fenced: the key holds a file committed by another owner; the group is dropped");
+                        return Ok(None);
+                    }
+                    tracing::info!(topic = %tp.0, partition = tp.1, key, committed, "replacing a file uploaded but never committed by an earlier owner");
+                    self.store.delete(&key).await?;
+                }
+            }
+        }
+        tracing::warn!(topic = %tp.0, partition = tp.1, key, "the key was taken again while replacing it; the group is dropped, the next owner replays it");
+        Ok(None)
+    }
+
+    /// Whether this is the assignment's first file in the directory, which alone lists it for
+    /// leftovers: every leftover there was uploaded before this assignment began (a crashed
+    /// owner's) and starts at or past the committed offset, so at or past this file's start;
+    /// a fenced zombie removes its own late files. Later groups of the directory are committed
+    /// only after this one is durable, so after its clean-up.
+    fn first_in(&self, dir: Option<String>) -> bool {
+        self.cleaned.lock().map(|mut c| c.insert(dir)).unwrap_or(true)
+    }
+
+    /// Deletes the files of a directory that start after `last_kept`: uploaded but never
+    /// committed by an earlier owner (or by us before a crash), their records are being written
+    /// again now. Never a file this assignment created (a later group of ours may be in flight),
+    /// only while the partition is ours, and never a file that starts below the group's
+    /// committed offset as the broker reports it (read only when there is something to delete).
+    /// `false`: the partition is no longer ours.
+    async fn remove_stale(&self, path: Option<&str>, last_kept: i64) -> Result<bool, SinkError> {
+        let (topic, partition) = (self.tp.0.as_str(), self.tp.1);
+        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
+        let stale: Vec<String> =
+            self.store.files_after(topic, path, partition, last_kept).await?.into_iter().filter(|k| !created.contains(k)).collect();
+        if !self.owner.owns() {
+            return Ok(false);
+        }
+        if stale.is_empty() {
+            return Ok(true);
+        }
+        let committed = broker_committed(&self.consumer, &self.metrics, &self.tp).await?;
+        let (doomed, kept): (Vec<String>, Vec<String>) =
+            stale.into_iter().partition(|k| start_offset_of(k).is_some_and(|s| s >= committed));
+        if !kept.is_empty() {
+            tracing::warn!(topic, partition, committed, files = ?kept, "files past ours but below the committed offset are another owner's: kept");
+        }
+        if doomed.is_empty() {
+            return Ok(true);
+        }
+        if !self.owner.owns() {
+            return Ok(false);
+        }
+        self.store.delete_all(&doomed).await?;
+        tracing::info!(topic, partition, after_offset = last_kept, files = ?doomed, "removed files uploaded but never committed by an earlier owner");
+        Ok(true)
+    }
+}
+
+/// The group's committed offset as the broker has it now (0 when nothing is committed),
+/// retried while the broker is away.
+async fn broker_committed(consumer: &Arc<Consumer>, metrics: &Metrics, tp: &TopicPartition) -> Result<i64, SinkError> {
+    let mut attempt = 1;
+    loop {
+        match super::broker_committed(consumer.clone(), &tp.0, tp.1).await {
+            Ok(o) => return Ok(o.unwrap_or(0)),
+            Err(e) if attempt < 30 => {
+                tracing::warn!(error = %e, attempt, "reading the committed offset failed, retrying");
+                metrics.retries.with_label_values(&["commit"]).inc();
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
