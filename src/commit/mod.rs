@@ -55,3 +55,27 @@ pub async fn broker_committed(consumer: Arc<source::Consumer>, topic: &str, part
         _ => None,
     }))
 }
+
+/// What the upload stage asks of the consumer group: whether this member has lost a partition,
+/// and the group's committed offset as the broker reports it. [`KafkaGroup`] is the consumer's
+/// answer; the stage's unit tests give their own.
+pub trait Group: Send + Sync + 'static {
+    /// The assignment is lost (session or max poll interval), or a revocation of `tp` is queued.
+    fn lost(&self, tp: &source::TopicPartition) -> bool;
+    /// The group's committed offset of `tp` now (`None`: nothing committed).
+    fn committed(&self, tp: &source::TopicPartition) -> futures::future::BoxFuture<'static, Result<Option<i64>, CommitError>>;
+}
+
+/// The Kafka consumer as the upload stage's [`Group`].
+pub struct KafkaGroup(pub Arc<source::Consumer>);
+
+impl Group for KafkaGroup {
+    fn lost(&self, tp: &source::TopicPartition) -> bool {
+        self.0.assignment_lost() || self.0.context().revocation_pending(tp)
+    }
+
+    fn committed(&self, tp: &source::TopicPartition) -> futures::future::BoxFuture<'static, Result<Option<i64>, CommitError>> {
+        let (consumer, tp) = (self.0.clone(), tp.clone());
+        Box::pin(async move { broker_committed(consumer, &tp.0, tp.1).await })
+    }
+}

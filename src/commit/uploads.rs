@@ -14,7 +14,9 @@ use crate::buffer::{ClosedFile, ClosedGroup, RowTimes};
 use crate::error::SinkError;
 use crate::flush::FlushReason;
 use crate::metrics::Metrics;
-use crate::source::{Consumer, TopicPartition};
+use crate::source::TopicPartition;
+
+use super::Group;
 use crate::store::{start_offset_of, Store, Uploaded};
 
 /// Whether this member still owns a partition, as an upload task can see it: the pipeline's
@@ -26,19 +28,18 @@ pub struct Ownership {
     /// Which assignment of the partition this is: results of an earlier one are ignored.
     pub epoch: u64,
     owned: Arc<AtomicBool>,
-    consumer: Arc<Consumer>,
+    group: Arc<dyn Group>,
 }
 
 static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Ownership {
-    pub fn new(tp: TopicPartition, consumer: Arc<Consumer>) -> Self {
-        Self { tp, epoch: EPOCHS.fetch_add(1, Ordering::Relaxed), owned: Arc::new(AtomicBool::new(true)), consumer }
+    pub fn new(tp: TopicPartition, group: Arc<dyn Group>) -> Self {
+        Self { tp, epoch: EPOCHS.fetch_add(1, Ordering::Relaxed), owned: Arc::new(AtomicBool::new(true)), group }
     }
 
     pub fn owns(&self) -> bool {
-        use rdkafka::consumer::Consumer as _;
-        self.owned.load(Ordering::SeqCst) && !self.consumer.assignment_lost() && !self.consumer.context().revocation_pending(&self.tp)
+        self.owned.load(Ordering::SeqCst) && !self.group.lost(&self.tp)
     }
 
     /// Revoked or fenced: every task of this assignment sees it at its next check.
@@ -97,7 +98,7 @@ struct PartitionQueue {
 /// The upload stage of the pipeline.
 pub struct Uploads {
     store: Arc<Store>,
-    consumer: Arc<Consumer>,
+    group: Arc<dyn Group>,
     metrics: Metrics,
     limit: usize,
     tasks: tokio::task::JoinSet<Finished>,
@@ -106,20 +107,8 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    pub fn new(store: Arc<Store>, consumer: Arc<Consumer>, metrics: Metrics, limit: usize) -> Self {
-        Self {
-            store,
-            consumer,
-            metrics,
-            limit: limit.max(1),
-            tasks: tokio::task::JoinSet::new(),
-            queues: HashMap::new(),
-            bytes_in_flight: 0,
-        }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn new(store: Arc<Store>, group: Arc<dyn Group>, metrics: Metrics, limit: usize) -> Self {
+        Self { store, group, metrics, limit: limit.max(1), tasks: tokio::task::JoinSet::new(), queues: HashMap::new(), bytes_in_flight: 0 }
     }
 
     /// Encoded bytes of the groups not yet durable (they count toward the memory bound).
@@ -155,7 +144,7 @@ impl Uploads {
         let job = Job {
             tp: tp.clone(),
             store: self.store.clone(),
-            consumer: self.consumer.clone(),
+            group: self.group.clone(),
             metrics: self.metrics.clone(),
             owner: owner.clone(),
             created: queue.created.clone(),
@@ -232,7 +221,7 @@ impl Uploads {
 struct Job {
     tp: TopicPartition,
     store: Arc<Store>,
-    consumer: Arc<Consumer>,
+    group: Arc<dyn Group>,
     metrics: Metrics,
     owner: Ownership,
     created: Arc<Mutex<HashSet<String>>>,
@@ -306,7 +295,7 @@ impl Job {
                         tracing::warn!(topic = %tp.0, partition = tp.1, key, "partition lost while the file uploaded, and the key was taken meanwhile: nothing written, nothing committed");
                         return Ok(None);
                     }
-                    let committed = broker_committed(&self.consumer, &self.metrics, tp).await?;
+                    let committed = broker_committed(self.group.as_ref(), &self.metrics, tp).await?;
                     if start < committed {
                         tracing::warn!(topic = %tp.0, partition = tp.1, key, committed, "fenced: the key holds a file committed by another owner; the group is dropped");
                         return Ok(None);
@@ -346,7 +335,7 @@ impl Job {
         if stale.is_empty() {
             return Ok(true);
         }
-        let committed = broker_committed(&self.consumer, &self.metrics, &self.tp).await?;
+        let committed = broker_committed(self.group.as_ref(), &self.metrics, &self.tp).await?;
         let (doomed, kept): (Vec<String>, Vec<String>) =
             stale.into_iter().partition(|k| start_offset_of(k).is_some_and(|s| s >= committed));
         if !kept.is_empty() {
@@ -366,10 +355,10 @@ impl Job {
 
 /// The group's committed offset as the broker has it now (0 when nothing is committed),
 /// retried while the broker is away.
-async fn broker_committed(consumer: &Arc<Consumer>, metrics: &Metrics, tp: &TopicPartition) -> Result<i64, SinkError> {
+async fn broker_committed(group: &dyn Group, metrics: &Metrics, tp: &TopicPartition) -> Result<i64, SinkError> {
     let mut attempt = 1;
     loop {
-        match super::broker_committed(consumer.clone(), &tp.0, tp.1).await {
+        match group.committed(tp).await {
             Ok(o) => return Ok(o.unwrap_or(0)),
             Err(e) if attempt < 30 => {
                 tracing::warn!(error = %e, attempt, "reading the committed offset failed, retrying");
@@ -379,5 +368,149 @@ async fn broker_committed(consumer: &Arc<Consumer>, metrics: &Metrics, tp: &Topi
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::ClosedFile;
+    use crate::commit::CommitError;
+    use crate::config::S3Config;
+    use bytes::Bytes;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// The group as a test sets it: a committed offset, and whether the assignment is lost.
+    #[derive(Default)]
+    struct FakeGroup {
+        lost: AtomicBool,
+        committed: Mutex<Option<i64>>,
+    }
+
+    impl Group for FakeGroup {
+        fn lost(&self, _: &TopicPartition) -> bool {
+            self.lost.load(Ordering::SeqCst)
+        }
+        fn committed(&self, _: &TopicPartition) -> futures::future::BoxFuture<'static, Result<Option<i64>, CommitError>> {
+            let c = self.committed.lock().map(|c| *c).unwrap_or(None);
+            Box::pin(async move { Ok(c) })
+        }
+    }
+
+    struct Setup {
+        mem: Arc<InMemory>,
+        store: Arc<Store>,
+        group: Arc<FakeGroup>,
+        uploads: Uploads,
+        tp: TopicPartition,
+        owner: Ownership,
+    }
+
+    async fn setup(committed: Option<i64>) -> Result<Setup, Box<dyn std::error::Error>> {
+        let mem = Arc::new(InMemory::new());
+        let metrics = Metrics::new()?;
+        let mut store = Store::new(mem.clone(), "pre", &S3Config::default(), metrics.clone());
+        store.probe().await?;
+        let store = Arc::new(store);
+        let group = Arc::new(FakeGroup { committed: Mutex::new(committed), ..FakeGroup::default() });
+        let tp: TopicPartition = ("t".into(), 0);
+        let owner = Ownership::new(tp.clone(), group.clone());
+        let uploads = Uploads::new(store.clone(), group.clone(), metrics, 4);
+        Ok(Setup { mem, store, group, uploads, tp, owner })
+    }
+
+    fn group(start: i64, end: i64) -> ClosedGroup {
+        let file = ClosedFile {
+            start_offset: start,
+            end_offset: end,
+            rows: (end - start + 1) as u64,
+            bytes: Bytes::from(format!("rows {start}..={end}")),
+            times: RowTimes::default(),
+            path: None,
+        };
+        ClosedGroup { start_offset: start, end_offset: end, skipped: 0, files: vec![file] }
+    }
+
+    async fn content(s: &Setup, start: i64) -> Result<Option<Bytes>, Box<dyn std::error::Error>> {
+        match s.mem.get(&Path::parse(s.store.key("t", None, 0, start))?).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put(s: &Setup, start: i64, body: &'static str) -> TestResult {
+        s.store.upload(&s.store.key("t", None, 0, start), Bytes::from_static(body.as_bytes())).await?;
+        Ok(())
+    }
+
+    async fn outcome(s: &mut Setup) -> Result<&'static str, Box<dyn std::error::Error>> {
+        let f = s.uploads.next_finished().await.ok_or("nothing in flight")?;
+        Ok(match f.outcome? {
+            Outcome::Durable(_) => "durable",
+            Outcome::Fenced => "fenced",
+        })
+    }
+
+    #[tokio::test]
+    async fn commits_follow_offset_order_and_only_leftovers_are_removed() -> TestResult {
+        let mut s = setup(Some(100)).await?;
+        put(&s, 50, "another owner's committed file").await?;
+        put(&s, 150, "a crashed owner's leftover").await?;
+        put(&s, 260, "another leftover").await?;
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false);
+        s.uploads.submit(&s.tp, group(200, 299), &s.owner, FlushReason::Size, false);
+        let mut committable = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(outcome(&mut s).await?, "durable");
+            committable.extend(s.uploads.take_committable(&s.tp));
+        }
+        assert_eq!(committable.last(), Some(&300), "the durable prefix ends after the second group: {committable:?}");
+        assert!(committable.iter().all(|c| *c == 200 || *c == 300), "only group boundaries, in order: {committable:?}");
+        assert_eq!(s.uploads.bytes_in_flight(), 0);
+        assert!(!s.uploads.busy(&s.tp));
+        assert!(content(&s, 50).await?.is_some(), "a file below the committed offset is never deleted");
+        assert!(content(&s, 150).await?.is_none() && content(&s, 260).await?.is_none(), "leftovers past our first file are removed");
+        assert_eq!(content(&s, 200).await?, Some(Bytes::from_static(b"rows 200..=299")), "our second file is not a leftover");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_key_taken_by_a_committed_file_fences_and_a_leftover_is_replaced() -> TestResult {
+        // Another owner committed past 100: its file at 100 stays, the group is fenced.
+        let mut s = setup(Some(150)).await?;
+        put(&s, 100, "committed by another owner").await?;
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false);
+        assert_eq!(outcome(&mut s).await?, "fenced");
+        assert_eq!(s.uploads.take_committable(&s.tp), None);
+        assert_eq!(content(&s, 100).await?, Some(Bytes::from_static(b"committed by another owner")));
+        // Nobody committed past 100: the object there is a leftover, replaced by ours.
+        let mut s = setup(Some(100)).await?;
+        put(&s, 100, "a crashed owner's leftover").await?;
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false);
+        assert_eq!(outcome(&mut s).await?, "durable");
+        assert_eq!(s.uploads.take_committable(&s.tp), Some(200));
+        assert_eq!(content(&s, 100).await?, Some(Bytes::from_static(b"rows 100..=199")));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_partition_lost_during_the_upload_is_fenced_and_its_file_removed() -> TestResult {
+        let mut s = setup(Some(100)).await?;
+        s.group.lost.store(true, Ordering::SeqCst);
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Time, false);
+        assert_eq!(outcome(&mut s).await?, "fenced");
+        assert_eq!(s.uploads.take_committable(&s.tp), None);
+        assert!(content(&s, 100).await?.is_none(), "the file it created is removed again");
+        // A released ownership (revoked) fences the same way.
+        let mut s = setup(Some(100)).await?;
+        s.owner.release();
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Time, false);
+        assert_eq!(outcome(&mut s).await?, "fenced");
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use crate::buffer::{DecoderSpec, PartitionBuffer, RowAt};
 use crate::commit;
 use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
+use crate::commit::{Group, KafkaGroup};
 use crate::config::{Config, KeyColumn, Layout, Tolerance, Tombstones};
 use crate::deadletter::DeadLetter;
 use crate::decode::registry::Registry;
@@ -39,6 +40,8 @@ pub struct Pipeline {
     uploads: Uploads,
     /// This member's ownership of each assigned partition, shared with its upload tasks.
     owners: HashMap<TopicPartition, Ownership>,
+    /// The consumer group as the upload stage sees it.
+    group: Arc<dyn Group>,
     policy: FlushPolicy,
     props: WriterProperties,
     metrics: Metrics,
@@ -78,9 +81,11 @@ impl Pipeline {
             Tolerance::None => None,
         };
         let consumer = source::subscribe(&config.kafka, metrics.clone())?;
+        let group: Arc<dyn Group> = Arc::new(KafkaGroup(consumer.clone()));
         Ok(Self {
-            uploads: Uploads::new(Arc::new(store), consumer.clone(), metrics.clone(), config.flush.max_uploads_in_flight),
+            uploads: Uploads::new(Arc::new(store), group.clone(), metrics.clone(), config.flush.max_uploads_in_flight),
             owners: HashMap::new(),
+            group,
             consumer,
             registry,
             policy: FlushPolicy::from_config(&config.flush),
@@ -163,7 +168,7 @@ impl Pipeline {
                     self.metrics.health.joined();
                     for tp in tps {
                         self.metrics.health.assigned(&tp.0, tp.1);
-                        if let Some(old) = self.owners.insert(tp.clone(), Ownership::new(tp.clone(), self.consumer.clone())) {
+                        if let Some(old) = self.owners.insert(tp.clone(), Ownership::new(tp.clone(), self.group.clone())) {
                             old.release();
                         }
                         self.uploads.forget(&tp);
