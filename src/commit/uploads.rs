@@ -380,7 +380,7 @@ mod tests {
     use bytes::Bytes;
     use object_store::memory::InMemory;
     use object_store::path::Path;
-    use object_store::{ObjectStore, ObjectStoreExt};
+    use object_store::ObjectStoreExt;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
