@@ -1,6 +1,8 @@
-//! The loop that drives the stages: poll → decode → buffer → (flush: encode → store → commit).
-//! One task owns every partition's state, so no upload is ever in flight while the consumer is
-//! polled, and rebalance events are applied before any message or flush that follows them.
+//! The loop that drives the stages: poll → decode → buffer → flush (close the group, hand it to
+//! the upload stage of `commit::uploads`) → commit the durable prefix when an upload finishes.
+//! One task owns every partition's state and applies rebalance events before any message or
+//! flush that follows them; uploads run as tasks of their own while it consumes, and ask for
+//! ownership through the partition's `Ownership`, which revocation and fencing clear.
 //! Records that can never be written are routed in `bad_records`.
 
 mod bad_records;
