@@ -86,13 +86,15 @@ struct Queued {
     durable: bool,
 }
 
-/// One partition's groups in flight, oldest first, the keys this assignment created, and the
-/// directories whose leftovers it has removed.
+/// One partition's groups in flight, oldest first; the keys this assignment created; the
+/// directories whose leftovers a group of it removes; and the lock that keeps puts out of the way
+/// while one does (clean-ups hold it for writing, puts for reading).
 #[derive(Default)]
 struct PartitionQueue {
     groups: VecDeque<Queued>,
     created: Arc<Mutex<HashSet<String>>>,
-    cleaned: Arc<Mutex<HashSet<Option<String>>>>,
+    cleaned: HashSet<Option<String>>,
+    lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// The upload stage of the pipeline.
@@ -133,6 +135,14 @@ impl Uploads {
     pub fn submit(&mut self, tp: &TopicPartition, group: ClosedGroup, owner: &Ownership, reason: FlushReason, has_paths: bool) {
         let bytes: u64 = group.files.iter().map(|f| f.bytes.len() as u64).sum();
         let queue = self.queues.entry(tp.clone()).or_default();
+        // The first group submitted in a directory (offset order: here, not in the tasks) removes
+        // its leftovers, before any put of it; commits follow offset order, so nothing of the
+        // directory is committed before that.
+        let mut dirs: Vec<Option<String>> = group.files.iter().map(|f| f.path.clone()).collect();
+        if group.files.is_empty() && !has_paths {
+            dirs.push(None);
+        }
+        let clean: Vec<Option<String>> = dirs.into_iter().filter(|d| queue.cleaned.insert(d.clone())).collect();
         queue.groups.push_back(Queued {
             epoch: owner.epoch,
             start_offset: group.start_offset,
@@ -148,9 +158,9 @@ impl Uploads {
             metrics: self.metrics.clone(),
             owner: owner.clone(),
             created: queue.created.clone(),
-            cleaned: queue.cleaned.clone(),
+            lock: queue.lock.clone(),
+            clean,
             reason,
-            has_paths,
         };
         self.tasks.spawn(job.run(group));
     }
@@ -225,9 +235,10 @@ struct Job {
     metrics: Metrics,
     owner: Ownership,
     created: Arc<Mutex<HashSet<String>>>,
-    cleaned: Arc<Mutex<HashSet<Option<String>>>>,
+    lock: Arc<tokio::sync::RwLock<()>>,
+    /// Directories whose leftovers this group removes, before its puts.
+    clean: Vec<Option<String>>,
     reason: FlushReason,
-    has_paths: bool,
 }
 
 impl Job {
@@ -239,25 +250,24 @@ impl Job {
 
     async fn upload(&self, group: ClosedGroup) -> Result<Outcome, SinkError> {
         let started = Instant::now();
-        if group.files.is_empty() && !self.has_paths && self.first_in(None) {
-            // Only skipped records: files starting in or after the range are an earlier owner's.
-            if !self.remove_stale(None, group.start_offset - 1).await? {
-                return Ok(Outcome::Fenced);
+        if !self.clean.is_empty() {
+            let _no_puts = self.lock.write().await;
+            for dir in &self.clean {
+                if !self.remove_stale(dir.as_deref()).await? {
+                    return Ok(Outcome::Fenced);
+                }
             }
         }
         let mut landed = Vec::with_capacity(group.files.len());
         for file in group.files {
             let key = self.store.key(&self.tp.0, file.path.as_deref(), self.tp.1, file.start_offset);
             if let Ok(mut created) = self.created.lock() {
-                created.insert(key.clone());
+                created.insert(key.clone()); // before the put: a listing that shows the file finds it here
             }
-            let path = file.path.clone();
+            let _putting = self.lock.read().await;
             let Some(l) = self.upload_file(key, file, started).await? else {
                 return Ok(Outcome::Fenced);
             };
-            if self.first_in(path.clone()) && !self.remove_stale(path.as_deref(), l.start_offset).await? {
-                return Ok(Outcome::Fenced);
-            }
             landed.push(l);
         }
         Ok(if self.owner.owns() { Outcome::Durable(landed) } else { Outcome::Fenced })
@@ -309,46 +319,25 @@ impl Job {
         Ok(None)
     }
 
-    /// Whether this is the assignment's first file in the directory, which alone lists it for
-    /// leftovers: every leftover there was uploaded before this assignment began (a crashed
-    /// owner's) and starts at or past the committed offset, so at or past this file's start;
-    /// a fenced zombie removes its own late files. Later groups of the directory are committed
-    /// only after this one is durable, so after its clean-up.
-    fn first_in(&self, dir: Option<String>) -> bool {
-        self.cleaned.lock().map(|mut c| c.insert(dir)).unwrap_or(true)
-    }
-
-    /// Deletes the files of a directory that start after `last_kept`: uploaded but never
-    /// committed by an earlier owner (or by us before a crash), their records are being written
-    /// again now. Never a file this assignment created (a later group of ours may be in flight),
-    /// only while the partition is ours, and never a file that starts below the group's
-    /// committed offset as the broker reports it (read only when there is something to delete).
-    /// `false`: the partition is no longer ours.
-    async fn remove_stale(&self, path: Option<&str>, last_kept: i64) -> Result<bool, SinkError> {
+    /// Deletes the leftovers of a directory: files that start at or past the group's committed
+    /// offset as the broker reports it, uploaded but never committed by an earlier owner (or by
+    /// us before a crash), whose records are being written again now. Never a key this
+    /// assignment created (read after the listing: a key is recorded before its put, so a
+    /// listed file of ours is found), and only while the partition is ours. Runs with puts of
+    /// the partition held off. `false`: the partition is no longer ours.
+    async fn remove_stale(&self, path: Option<&str>) -> Result<bool, SinkError> {
         let (topic, partition) = (self.tp.0.as_str(), self.tp.1);
-        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
-        let stale: Vec<String> =
-            self.store.files_after(topic, path, partition, last_kept).await?.into_iter().filter(|k| !created.contains(k)).collect();
-        if !self.owner.owns() {
-            return Ok(false);
-        }
-        if stale.is_empty() {
-            return Ok(true);
-        }
         let committed = broker_committed(self.group.as_ref(), &self.metrics, &self.tp).await?;
-        let (doomed, kept): (Vec<String>, Vec<String>) =
-            stale.into_iter().partition(|k| start_offset_of(k).is_some_and(|s| s >= committed));
-        if !kept.is_empty() {
-            tracing::warn!(topic, partition, committed, files = ?kept, "files past ours but below the committed offset are another owner's: kept");
-        }
-        if doomed.is_empty() {
-            return Ok(true);
-        }
+        let listed = self.store.files_after(topic, path, partition, committed - 1).await?;
+        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
+        let doomed: Vec<String> = listed.into_iter().filter(|k| !created.contains(k)).collect();
         if !self.owner.owns() {
             return Ok(false);
         }
-        self.store.delete_all(&doomed).await?;
-        tracing::info!(topic, partition, after_offset = last_kept, files = ?doomed, "removed files uploaded but never committed by an earlier owner");
+        if !doomed.is_empty() {
+            self.store.delete_all(&doomed).await?;
+            tracing::info!(topic, partition, from_offset = committed, files = ?doomed, "removed files uploaded but never committed by an earlier owner");
+        }
         Ok(true)
     }
 }
