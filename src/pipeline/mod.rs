@@ -445,7 +445,7 @@ impl Pipeline {
         let pending: Vec<(TopicPartition, i64)> =
             self.partitions.iter().filter_map(|(tp, b)| b.pending_commit.map(|o| (tp.clone(), o))).collect();
         for (tp, next) in pending {
-            if !self.consumer.context().revocation_pending(&tp) {
+            if self.owns(&tp) {
                 self.commit(&tp, next).await;
             }
         }
@@ -468,9 +468,6 @@ impl Pipeline {
     /// marker, and its lag never reaches 0. The position only counts messages already handed to
     /// this task, each of which is in a committed file or was skipped and committed with one.
     async fn commit_caught_up(&mut self) {
-        if self.consumer.assignment_lost() {
-            return;
-        }
         // Read into owned values first: the list holds librdkafka pointers, which may not live
         // across an await.
         let positions: Vec<(TopicPartition, i64)> = match self.consumer.position() {
@@ -489,21 +486,20 @@ impl Pipeline {
             let idle = buf.open_start().is_none()
                 && buf.pending_commit.is_none()
                 && !buf.failed
-                && !buf.fenced
                 && buf.replay_through.is_none()
                 && !self.uploads.busy(&tp);
             // Nothing committed by this member yet: the position is where it started, or past
             // non-records only, and committing it is safe too.
-            if idle && buf.committed.is_none_or(|c| c < position) && !self.consumer.context().revocation_pending(&tp) {
+            if idle && buf.committed.is_none_or(|c| c < position) && self.owns(&tp) {
                 tracing::debug!(topic = %tp.0, partition = tp.1, position, "caught up: committing the position past non-record offsets");
                 self.commit(&tp, position).await;
             }
         }
     }
 
-    /// Whether this member still owns the partition: in the assignment the loop applied, no
-    /// revocation queued, and the assignment not lost (session timed out, max poll interval
-    /// exceeded: librdkafka sets that from its own thread while this task waits on a store).
+    /// Whether this member still owns the partition: in the assignment the loop applied, not
+    /// fenced, no revocation queued, and the assignment not lost (session timed out, max poll
+    /// interval exceeded). The one check before every flush, commit and commit retry.
     fn owns(&self, tp: &TopicPartition) -> bool {
         self.partitions.get(tp).is_some_and(|b| !b.fenced) && self.owners.get(tp).is_some_and(Ownership::owns)
     }
@@ -544,9 +540,10 @@ impl Pipeline {
                 None => break,
             }
         }
-        let Some(owner) = self.owners.get(tp).filter(|_| self.partitions.get(tp).is_some_and(|b| !b.fenced)) else {
-            return Ok(()); // revoked or fenced while waiting for room
-        };
+        if !self.owns(tp) {
+            return Ok(()); // revoked, lost or fenced while waiting for room
+        }
+        let Some(owner) = self.owners.get(tp) else { return Ok(()) };
         if group.skipped > 0 {
             tracing::debug!(topic = %tp.0, partition = tp.1, skipped = group.skipped, "skipped records committed with the group");
         }
