@@ -111,7 +111,10 @@ pub async fn run(config: &Config, store: &mut Store) -> Vec<Check> {
     push(
         "bucket exists and is writable",
         match store.probe().await {
-            Ok(()) => Ok(format!("s3://{}/{} (probe written and deleted)", config.s3.bucket, config.output.prefix)),
+            Ok(()) => Ok(match store.credentials() {
+                Some(c) => format!("{} (probe written and deleted; credentials: {c})", store.location()),
+                None => format!("{} (probe written and deleted)", store.location()),
+            }),
             Err(e) => Err(fail(e.to_string(), "create the bucket, or fix s3.endpoint, s3.bucket and the credentials")),
         },
     );

@@ -71,6 +71,13 @@ pub struct DependencyStatus {
     pub last_error: Option<String>,
 }
 
+/// Where files go and where the credentials come from (never a secret).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStatus {
+    pub location: String,
+    pub credentials: Option<String>,
+}
+
 /// The `/status` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -79,6 +86,7 @@ pub struct Status {
     pub state: &'static str,
     pub partitions: Vec<PartitionStatus>,
     pub dependencies: Vec<DependencyStatus>,
+    pub object_store: StoreStatus,
 }
 
 #[derive(Default)]
@@ -86,6 +94,7 @@ struct Board {
     joined: bool,
     partitions: BTreeMap<(String, i32), PartitionStatus>,
     down: BTreeMap<Dependency, String>,
+    store: StoreStatus,
 }
 
 #[derive(Clone)]
@@ -165,6 +174,10 @@ impl Health {
         }
     }
 
+    pub fn object_store(&self, location: &str, credentials: Option<String>) {
+        self.board().store = StoreStatus { location: location.to_string(), credentials };
+    }
+
     pub fn down(&self, d: Dependency, error: impl ToString) {
         self.board().down.insert(d, error.to_string());
         self.up_gauge.with_label_values(&[d.as_str()]).set(0);
@@ -194,6 +207,7 @@ impl Health {
                 .iter()
                 .map(|d| DependencyStatus { dependency: *d, up: !b.down.contains_key(d), last_error: b.down.get(d).cloned() })
                 .collect(),
+            object_store: b.store.clone(),
         }
     }
 

@@ -79,8 +79,23 @@ fn main() -> ExitCode {
     init_logging(&config.log);
     match cli.command {
         Command::Check { .. } => {
-            print!("{}", config.to_redacted_toml());
-            ExitCode::SUCCESS
+            // Opening the store reaches nothing: it names the location and the credentials'
+            // source (or what stops them being found).
+            let store = kafka_parquet_sink::metrics::Metrics::new().map_err(|e| e.to_string()).and_then(|m| Store::open(&config, m).map_err(|e| e.to_string()));
+            match store {
+                Ok(store) => {
+                    println!("# object store: {}", store.location());
+                    if let Some(c) = store.credentials() {
+                        println!("# credentials: {c}");
+                    }
+                    print!("{}", config.to_redacted_toml());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("invalid configuration:\n  - {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Run { .. } => run(config),
         Command::Doctor { .. } => doctor(config),
@@ -154,7 +169,7 @@ fn status(url: &str) -> ExitCode {
 
 fn doctor(config: Config) -> ExitCode {
     with_metrics(|metrics| async move {
-        let mut store = match Store::s3(&config.s3, &config.output.prefix, metrics) {
+        let mut store = match Store::open(&config, metrics) {
             Ok(s) => s,
             Err(e) => {
                 println!("❌ s3 configuration: {e}");
@@ -182,7 +197,7 @@ fn run(config: Config) -> ExitCode {
             }
             tracing::info!(%addr, "metrics on /metrics");
         }
-        let mut store = match Store::s3(&config.s3, &config.output.prefix, metrics.clone()) {
+        let mut store = match Store::open(&config, metrics.clone()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("cannot start: s3: {e}");

@@ -19,7 +19,7 @@ pub async fn check(config: &Config, store: &mut Store) -> Vec<String> {
         problems.push(e);
     }
     if let Err(e) = store.probe().await {
-        problems.push(store_problem(config, &e));
+        problems.push(store_problem(config, store, &e));
     }
     problems
 }
@@ -76,9 +76,13 @@ async fn check_registry(config: &Config) -> Result<(), String> {
     }
 }
 
-fn store_problem(config: &Config, e: &StoreError) -> String {
+fn store_problem(config: &Config, store: &Store, e: &StoreError) -> String {
     let s3 = &config.s3;
     let endpoint = if s3.endpoint.is_empty() { "AWS" } else { s3.endpoint.as_str() };
+    if !matches!(config.location(), Ok(crate::config::Location::S3 { .. })) {
+        return format!("output.url: cannot write to {} ({})", store.location(), e.source);
+    }
+    let by = store.credentials().map(|c| format!(" (credentials: {c})")).unwrap_or_default();
     let text = e.source.to_string();
     // Checked in this order: a typed refusal, then a missing bucket, then a refusal the server
     // only spelt out in its message.
@@ -88,7 +92,7 @@ fn store_problem(config: &Config, e: &StoreError) -> String {
     let worded_refusal = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"].iter().any(|w| text.contains(w));
     if typed_refusal || (!missing && worded_refusal) {
         format!(
-            "s3.access_key_id: {endpoint} refused the credentials for bucket {:?} ({text}): check the key pair and its rights",
+            "s3.access_key_id: {endpoint} refused the credentials for bucket {:?}{by} ({text}): check the key pair and its rights",
             s3.bucket
         )
     } else if missing {

@@ -38,6 +38,13 @@ pub fn render(doc: &Value) -> String {
         })
         .unwrap_or_default();
     out.push_str(&format!("dependencies: {}\n", deps.join(", ")));
+    if let Some(location) = doc["object_store"]["location"].as_str().filter(|l| !l.is_empty()) {
+        out.push_str(&format!("object store: {location}"));
+        if let Some(c) = doc["object_store"]["credentials"].as_str() {
+            out.push_str(&format!(", credentials: {c}"));
+        }
+        out.push('\n');
+    }
     let rows: Vec<[String; 6]> = doc["partitions"]
         .as_array()
         .map(|ps| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use kafka_parquet_sink::config::S3Config;
+use kafka_parquet_sink::config::{Config, OutputConfig, S3Config};
 use kafka_parquet_sink::metrics::Metrics;
 use kafka_parquet_sink::store::{object_key, Store};
 use kafka_parquet_sink::testkit::{Op, Produced, TaskEvent};
@@ -22,7 +22,12 @@ fn s3_store(stack: &Stack, prefix: &str) -> TestResult<Store> {
         allow_http: true,
         ..S3Config::default()
     };
-    Ok(Store::s3(&cfg, prefix, Metrics::new()?)?)
+    open(cfg, prefix)
+}
+
+fn open(s3: S3Config, prefix: &str) -> TestResult<Store> {
+    let config = Config { s3, output: OutputConfig { prefix: prefix.to_string(), ..OutputConfig::default() }, ..Config::default() };
+    Ok(Store::open(&config, Metrics::new()?)?)
 }
 
 fn non_tombstone_offsets(produced: &[(Produced, TaskEvent)]) -> BTreeSet<i64> {
@@ -119,8 +124,7 @@ fn large_files_upload_in_parts_to_real_s3() -> TestResult {
         multipart_part_bytes: 5 * 1024 * 1024,
         ..S3Config::default()
     };
-    let metrics = Metrics::new()?;
-    let store = Store::s3(&cfg, &prefix, metrics)?;
+    let store = open(cfg, &prefix)?;
     let data: Vec<u8> = (0..12 * 1024 * 1024 + 123).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let key = object_key(&prefix, "t", 0, 0);
     let rt = tokio::runtime::Runtime::new()?;

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::source::TopicPartition;
 
 use super::Group;
-use crate::store::{start_offset_of, Store, Uploaded};
+use crate::store::{Store, Uploaded};
 
 /// Whether this member still owns a partition, as an upload task can see it: the pipeline's
 /// flag for this assignment of the partition (cleared on revocation and fencing), librdkafka's
@@ -211,7 +211,7 @@ impl Uploads {
         if let Some(n) = next {
             // Keys below what is committed can no longer be mistaken for leftovers.
             if let Ok(mut created) = q.created.lock() {
-                created.retain(|k| start_offset_of(k).is_some_and(|s| s >= n));
+                created.retain(|k| self.store.start_offset_of(k).is_some_and(|s| s >= n));
             }
         }
         next

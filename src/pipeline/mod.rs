@@ -70,7 +70,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Connects every stage; nothing is consumed until [`Pipeline::run`].
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, SinkError> {
-        let store = Store::s3(&config.s3, &config.output.prefix, metrics.clone())?;
+        let store = Store::open(config, metrics.clone())?;
         Self::with_store(config, metrics, store)
     }
 

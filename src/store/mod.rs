@@ -6,17 +6,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload};
+
+mod aws;
+mod naming;
+mod open;
+
+pub use aws::CredentialInfo;
+pub use naming::{object_key, partition_dir, start_offset_of, topic_dir, Naming, TOPIC_VARIABLE};
 
 use crate::backoff::Backoff;
 use crate::config::S3Config;
 use crate::health::Dependency;
 use crate::metrics::Metrics;
 
-const OFFSET_WIDTH: usize = 20;
-const SUFFIX: &str = ".parquet";
 /// Object written and deleted by the start-up check, beside the `topics/` directory.
 const PROBE: &str = "_kafka-parquet-sink-probe";
 
@@ -47,37 +51,6 @@ impl StoreError {
     }
 }
 
-/// `<prefix>/topics/<topic>[/<path>]/partition=<p>`; the path comes from the partitioner.
-pub fn partition_dir(prefix: &str, topic: &str, path: Option<&str>, partition: i32) -> String {
-    let mut dir = if prefix.is_empty() { format!("topics/{topic}") } else { format!("{prefix}/topics/{topic}") };
-    if let Some(p) = path {
-        dir.push('/');
-        dir.push_str(p);
-    }
-    format!("{dir}/partition={partition}")
-}
-
-/// `<prefix>/topics/<topic>/partition=<p>/<start offset, 20 digits>.parquet`: a pure function
-/// of (topic, partition, start offset), so a replay overwrites instead of duplicating.
-pub fn object_key(prefix: &str, topic: &str, partition: i32, start_offset: i64) -> String {
-    object_key_in(prefix, topic, None, partition, start_offset)
-}
-
-/// As [`object_key`], under the partitioner's path.
-pub fn object_key_in(prefix: &str, topic: &str, path: Option<&str>, partition: i32, start_offset: i64) -> String {
-    format!("{}/{start_offset:0OFFSET_WIDTH$}{SUFFIX}", partition_dir(prefix, topic, path, partition))
-}
-
-/// The start offset of a file named by [`object_key`], or `None` for any other object.
-pub fn start_offset_of(key: &str) -> Option<i64> {
-    let name = key.rsplit('/').next()?;
-    let digits = name.strip_suffix(SUFFIX)?;
-    if digits.len() != OFFSET_WIDTH || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 /// What a data file's upload found at its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uploaded {
@@ -87,6 +60,14 @@ pub enum Uploaded {
     Exists,
 }
 
+/// Object settings sent with every data file: tags (`x-amz-tagging`) and attributes such as
+/// the storage class. Encryption is a setting of the client (see `open`).
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSettings {
+    pub tags: object_store::TagSet,
+    pub attributes: object_store::Attributes,
+}
+
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
@@ -94,6 +75,13 @@ pub struct Store {
     /// to replace an object that exists. Off until [`Store::probe`] finds the store keeps to it
     /// (S3, MinIO, SeaweedFS and object_store's in-memory store do).
     conditional: bool,
+    naming: Naming,
+    /// `s3://bucket/prefix`, `file:///dir`, ...: for logs and `status`.
+    location: String,
+    /// Tags, storage class and the like, sent with every data file (`[s3]`).
+    put: ObjectSettings,
+    /// Where credentials come from, for `check`, `doctor` and `/status` (no secrets).
+    credentials: Option<CredentialInfo>,
     part_bytes: usize,
     backoff: Backoff,
     max_attempts: u32,
@@ -101,36 +89,17 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn s3(c: &S3Config, prefix: &str, metrics: Metrics) -> Result<Self, StoreError> {
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&c.bucket)
-            .with_region(&c.region)
-            .with_virtual_hosted_style_request(!c.path_style)
-            .with_client_options(client_options(c)?)
-            // One quick internal retry; the visible, logged and counted retries are ours.
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig { init_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(500), base: 2.0 },
-                max_retries: 1,
-                retry_timeout: Duration::from_secs(30),
-            });
-        if !c.endpoint.is_empty() {
-            b = b.with_endpoint(&c.endpoint);
-        }
-        if !c.access_key_id.is_empty() {
-            b = b.with_access_key_id(&c.access_key_id).with_secret_access_key(&c.secret_access_key);
-        }
-        let inner = b.build().map_err(|source| StoreError { op: "configure", key: c.bucket.clone(), source })?;
-        Ok(Self::new(Arc::new(inner), prefix, c, metrics))
-    }
-
     /// Start-up check: writes and deletes a small object under the prefix, once, without the
     /// retry loop (an outage at start-up is reported, not waited out).
     pub async fn probe(&mut self) -> Result<(), StoreError> {
-        let key = if self.prefix.is_empty() { PROBE.to_string() } else { format!("{}/{PROBE}", self.prefix) };
+        // Under the part of the prefix that names no topic.
+        let fixed: Vec<&str> = self.prefix.split('/').take_while(|seg| !seg.contains(TOPIC_VARIABLE) && !seg.is_empty()).collect();
+        let fixed = fixed.join("/");
+        let key = if fixed.is_empty() { PROBE.to_string() } else { format!("{fixed}/{PROBE}") };
         let path = parse_path(&key)?;
         let fail = |op, source| StoreError { op, key: key.clone(), source };
         // Listing first: some S3 servers (SeaweedFS) create a missing bucket on the first put.
-        let dir = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        let dir = (!fixed.is_empty()).then(|| Path::from(fixed.as_str()));
         self.inner.list_with_delimiter(dir.as_ref()).await.map_err(|e| fail("list", e))?;
         self.inner.put(&path, PutPayload::from_static(b"kafka-parquet-sink write probe")).await.map_err(|e| fail("put", e))?;
         // A conditional put of the key that now exists must be refused: then data files are
@@ -155,11 +124,28 @@ impl Store {
 
     /// `<prefix>/topics/<topic>`
     pub fn topic_dir(&self, topic: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("topics/{topic}")
-        } else {
-            format!("{}/topics/{topic}", self.prefix)
-        }
+        topic_dir(&self.prefix, topic)
+    }
+
+    /// Names data files with `naming` instead of by 20-digit offsets.
+    pub fn with_naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    /// The start offset of a data file of this store's naming, `None` for other objects.
+    pub fn start_offset_of(&self, key: &str) -> Option<i64> {
+        self.naming.start_offset(key)
+    }
+
+    /// Where files go, as a URL (`s3://datalake/bronze/cdc/tasks`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Where credentials come from (S3 only), never a secret.
+    pub fn credentials(&self) -> Option<&CredentialInfo> {
+        self.credentials.as_ref()
     }
 
     /// How many data files the topic has, and the newest one (by modification time) with its
@@ -171,7 +157,7 @@ impl Store {
         let files: Vec<object_store::ObjectMeta> = self
             .inner
             .list(Some(&dir_path))
-            .try_filter(|m| std::future::ready(start_offset_of(m.location.as_ref()).is_some()))
+            .try_filter(|m| std::future::ready(self.naming.start_offset(m.location.as_ref()).is_some()))
             .try_collect()
             .await
             .map_err(|e| fail("list", e))?;
@@ -182,17 +168,20 @@ impl Store {
         Ok((files.len(), Some((newest.location.to_string(), bytes))))
     }
 
-    /// The files of the partition under `path` that start after `start_offset` (a pure listing).
+    /// The files of the partition under `path` that start after `start_offset` (a pure listing;
+    /// from the key after `start_offset`'s where names sort by offset, else the whole directory).
     pub async fn files_after(&self, topic: &str, path: Option<&str>, partition: i32, start_offset: i64) -> Result<Vec<String>, StoreError> {
         let dir = partition_dir(&self.prefix, topic, path, partition);
         let dir_path = parse_path(&dir)?;
         let after = parse_path(&self.key(topic, path, partition, start_offset))?;
         let listed: Vec<String> = self
             .retrying("list", &dir, || async {
-                self.inner.list_with_offset(Some(&dir_path), &after).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
+                let listing =
+                    if self.naming.sorts_by_offset() { self.inner.list_with_offset(Some(&dir_path), &after) } else { self.inner.list(Some(&dir_path)) };
+                listing.map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
             })
             .await?;
-        Ok(listed.into_iter().filter(|k| start_offset_of(k).is_some_and(|s| s > start_offset)).collect())
+        Ok(listed.into_iter().filter(|k| self.naming.start_offset(k).is_some_and(|s| s > start_offset)).collect())
     }
 
     /// Deletes these keys (retrying each).
@@ -209,6 +198,10 @@ impl Store {
             inner,
             prefix: prefix.to_string(),
             conditional: false,
+            naming: Naming::default(),
+            location: String::new(),
+            put: ObjectSettings::default(),
+            credentials: None,
             part_bytes: c.multipart_part_bytes,
             backoff: Backoff {
                 initial: Duration::from_millis(c.retry_initial_backoff_ms),
@@ -220,7 +213,7 @@ impl Store {
     }
 
     pub fn key(&self, topic: &str, path: Option<&str>, partition: i32, start_offset: i64) -> String {
-        object_key_in(&self.prefix, topic, path, partition, start_offset)
+        format!("{}/{}", partition_dir(&self.prefix, topic, path, partition), self.naming.file_name(topic, partition, start_offset))
     }
 
     /// Uploads one file, overwriting any object at the same key.
@@ -266,9 +259,11 @@ impl Store {
 
     async fn put_once(&self, path: &Path, bytes: Bytes, mode: PutMode) -> Result<Option<String>, object_store::Error> {
         if bytes.len() < self.part_bytes {
-            return Ok(self.inner.put_opts(path, PutPayload::from(bytes), mode.into()).await?.e_tag);
+            let opts = PutOptions { mode, tags: self.put.tags.clone(), attributes: self.put.attributes.clone(), ..PutOptions::default() };
+            return Ok(self.inner.put_opts(path, PutPayload::from(bytes), opts).await?.e_tag);
         }
-        let mut upload = self.inner.put_multipart(path).await?;
+        let opts = PutMultipartOptions { tags: self.put.tags.clone(), attributes: self.put.attributes.clone(), ..PutMultipartOptions::default() };
+        let mut upload = self.inner.put_multipart_opts(path, opts).await?;
         let mut rest = bytes;
         let result = async {
             while !rest.is_empty() {
@@ -321,19 +316,6 @@ impl Store {
     }
 }
 
-/// HTTP settings of the S3 client: plain http only when allowed, extra CA roots from `ca_file`.
-fn client_options(c: &S3Config) -> Result<ClientOptions, StoreError> {
-    let mut o = ClientOptions::new().with_allow_http(c.allow_http).with_timeout(Duration::from_secs(60));
-    if !c.ca_file.is_empty() {
-        let bad = |source: object_store::Error| StoreError { op: "read s3.ca_file", key: c.ca_file.clone(), source };
-        let pem = std::fs::read(&c.ca_file).map_err(|e| bad(object_store::Error::Generic { store: "S3", source: Box::new(e) }))?;
-        for cert in object_store::Certificate::from_pem_bundle(&pem).map_err(bad)? {
-            o = o.with_root_certificate(cert);
-        }
-    }
-    Ok(o)
-}
-
 fn parse_path(key: &str) -> Result<Path, StoreError> {
     Path::parse(key).map_err(|e| StoreError { op: "name", key: key.to_string(), source: e.into() })
 }
@@ -342,18 +324,6 @@ fn parse_path(key: &str) -> Result<Path, StoreError> {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
-
-    #[test]
-    fn keys_are_deterministic_and_sort_by_offset() {
-        let k = object_key("bronze/cdc/tasks", "supabase-habit.public.tasks", 3, 42);
-        assert_eq!(k, "bronze/cdc/tasks/topics/supabase-habit.public.tasks/partition=3/00000000000000000042.parquet");
-        let mut keys: Vec<String> = [1000, 9, 100].iter().map(|o| object_key("p", "t", 0, *o)).collect();
-        keys.sort();
-        let offsets: Vec<i64> = keys.iter().filter_map(|k| start_offset_of(k)).collect();
-        assert_eq!(offsets, vec![9, 100, 1000]);
-        assert_eq!(start_offset_of("p/topics/t/partition=0/notes.txt"), None);
-        assert_eq!(object_key("", "t", 0, 1), "topics/t/partition=0/00000000000000000001.parquet");
-    }
 
     #[tokio::test]
     async fn cleanup_deletes_only_files_past_the_offset() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,6 +8,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod store;
+pub use store::*;
+
 /// Prefix of environment variables that override file values: `KPS__FLUSH__MAX_RECORDS=5000`.
 pub const ENV_PREFIX: &str = "KPS__";
 
@@ -100,72 +103,6 @@ impl Default for RegistryConfig {
     }
 }
 
-#[derive(Clone, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Config {
-    /// Empty: AWS's own endpoint for `region` (or `AWS_ENDPOINT_URL`).
-    pub endpoint: String,
-    pub region: String,
-    pub bucket: String,
-    /// Empty: taken from `AWS_ACCESS_KEY_ID`.
-    pub access_key_id: String,
-    /// Empty: taken from `AWS_SECRET_ACCESS_KEY`.
-    pub secret_access_key: String,
-    pub allow_http: bool,
-    /// Path-style addressing (`http://host/bucket/key`), what MinIO and SeaweedFS want.
-    pub path_style: bool,
-    /// Files at least this large are uploaded with multipart, in parts of this size.
-    pub multipart_part_bytes: usize,
-    /// PEM file of extra CA certificates for an https:// endpoint; empty: the system's roots.
-    pub ca_file: String,
-    /// Attempts of one upload, listing or delete on transient errors before the error is fatal;
-    /// 0: retry until the store answers (an outage pauses the sink instead of stopping it).
-    pub retry_max_attempts: u32,
-    pub retry_initial_backoff_ms: u64,
-    pub retry_max_backoff_ms: u64,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        Self {
-            endpoint: String::new(),
-            region: "us-east-1".into(),
-            bucket: "datalake".into(),
-            access_key_id: String::new(),
-            secret_access_key: String::new(),
-            allow_http: false,
-            path_style: true,
-            multipart_part_bytes: 16 * 1024 * 1024,
-            ca_file: String::new(),
-            retry_max_attempts: 0,
-            retry_initial_backoff_ms: 200,
-            retry_max_backoff_ms: 30_000,
-        }
-    }
-}
-
-impl fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.clone();
-        shown.redact();
-        f.debug_struct("S3Config")
-            .field("endpoint", &shown.endpoint)
-            .field("region", &shown.region)
-            .field("bucket", &shown.bucket)
-            .field("access_key_id", &shown.access_key_id)
-            .field("secret_access_key", &shown.secret_access_key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl S3Config {
-    fn redact(&mut self) {
-        if !self.secret_access_key.is_empty() {
-            self.secret_access_key = REDACTED.into();
-        }
-    }
-}
-
 impl fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut shown = self.clone();
@@ -191,13 +128,33 @@ pub fn is_secret_property(key: &str) -> bool {
     key.contains("password") || key.contains("secret") || key == "sasl.oauthbearer.config" || key == "ssl.key.pem"
 }
 
-const REDACTED: &str = "***";
+pub(crate) const REDACTED: &str = "***";
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
-    /// Key prefix inside the bucket; files go to `<prefix>/topics/<topic>/partition=<p>/`.
+    /// Where files go: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or
+    /// `file:///absolute/dir`; the URL's path is the prefix. Empty: `s3.bucket` and `prefix`.
+    pub url: String,
+    /// Key prefix inside the bucket (with `url` empty); files go to
+    /// `<prefix>/topics/<topic>/partition=<p>/`. `${topic}` is replaced by the topic.
     pub prefix: String,
+    /// `offset`: `<start offset, 20 digits>.parquet`; `confluent`: the Confluent S3 sink's
+    /// `<topic>+<partition>+<start offset>.<codec>.parquet`.
+    pub file_naming: FileNaming,
+    /// With `file_naming = "confluent"`: digits of the start offset (zero-padded), the
+    /// connector's `filename.offset.zero.pad.width`.
+    pub offset_pad_width: usize,
+    /// With `file_naming = "confluent"`: the separator of topic, partition and offset, the
+    /// connector's `file.delim`.
+    pub file_delim: String,
+    /// Parquet codec: `snappy`, `zstd`, `lz4` (LZ4_RAW), `gzip` or `none`.
+    pub compression: Codec,
+    /// Level of `zstd` (1..22) or `gzip` (0..9); 0: the codec's default (zstd 1, gzip 6).
+    pub compression_level: i32,
+    /// Add a `__kafka_headers` column: the record's headers as a list of key/value, values as
+    /// bytes (the connector's `store.kafka.headers`).
+    pub headers: bool,
     /// Rows per Parquet row group (at most).
     pub row_group_rows: usize,
     /// Target size of a Parquet data page.
@@ -234,7 +191,14 @@ pub struct OutputConfig {
 impl Default for OutputConfig {
     fn default() -> Self {
         Self {
+            url: String::new(),
             prefix: "bronze/cdc/tasks".into(),
+            file_naming: FileNaming::Offset,
+            offset_pad_width: 10,
+            file_delim: "+".into(),
+            compression: Codec::Snappy,
+            compression_level: 0,
+            headers: false,
             row_group_rows: 128 * 1024,
             data_page_bytes: 1024 * 1024,
             dictionary_page_bytes: 64 * 1024,
@@ -429,18 +393,22 @@ impl Config {
         }
         let mut config: Config =
             Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError(vec![e.to_string().trim().replace('\n', " ")]))?;
-        config.fill_from_aws_env(&env);
+        config.fill_from_cloud_env(&env);
         config.validate()?;
         Ok(config)
     }
 
-    fn fill_from_aws_env(&mut self, env: &[(String, String)]) {
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    /// Takes what the object stores need from the environment, so no other module reads it:
+    /// the endpoint, region, STS and metadata endpoints and profile when not configured, and
+    /// every `AWS_*`, `GOOGLE_*` and `AZURE_*` variable (and `HOME`) for the credential chains.
+    fn fill_from_cloud_env(&mut self, env: &[(String, String)]) {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
         let s3 = &mut self.s3;
         for (field, var) in [
-            (&mut s3.access_key_id, "AWS_ACCESS_KEY_ID"),
-            (&mut s3.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
             (&mut s3.endpoint, "AWS_ENDPOINT_URL"),
+            (&mut s3.sts_endpoint, "AWS_ENDPOINT_URL_STS"),
+            (&mut s3.metadata_endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT"),
+            (&mut s3.profile, "AWS_PROFILE"),
         ] {
             if field.is_empty() {
                 if let Some(v) = get(var) {
@@ -448,11 +416,21 @@ impl Config {
                 }
             }
         }
-        if let Some(region) = get("AWS_REGION") {
+        if let Some(region) = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")) {
             if s3.region == S3Config::default().region {
                 s3.region = region;
             }
         }
+        s3.env = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_") || k == "HOME")
+            .cloned()
+            .collect();
+    }
+
+    /// Where files go, from `output.url` or `[s3]` and `output.prefix`.
+    pub fn location(&self) -> Result<Location, String> {
+        Location::parse(&self.output.url, &self.s3.bucket, &self.output.prefix)
     }
 
     /// Checks every value, returning all problems at once.
@@ -511,6 +489,52 @@ impl Config {
         if s3.access_key_id.is_empty() != s3.secret_access_key.is_empty() {
             e.push("s3.secret_access_key: access_key_id and secret_access_key must be set together".to_string());
         }
+        if !s3.session_token.is_empty() && s3.access_key_id.is_empty() {
+            e.push("s3.session_token: only with s3.access_key_id and s3.secret_access_key".to_string());
+        }
+        if s3.credentials == CredentialSource::Static && s3.access_key_id.is_empty() {
+            e.push("s3.credentials: \"static\" needs s3.access_key_id and s3.secret_access_key".to_string());
+        }
+        if !(900..=43_200).contains(&s3.role_duration_secs) {
+            e.push(format!("s3.role_duration_secs: STS takes 900 .. 43200 seconds, got {}", s3.role_duration_secs));
+        }
+        if s3.role_arn.is_empty() && !s3.external_id.is_empty() {
+            e.push("s3.external_id: only with s3.role_arn".to_string());
+        }
+        if !s3.role_arn.is_empty() && !s3.role_arn.starts_with("arn:") {
+            e.push(format!("s3.role_arn: not an ARN (arn:aws:iam::<account>:role/<name>): {:?}", s3.role_arn));
+        }
+        if s3.session_name.is_empty() || !s3.session_name.chars().all(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(c)) {
+            e.push(format!("s3.session_name: 1..64 of letters, digits and =,.@-_, got {:?}", s3.session_name));
+        }
+        for (key, url) in [("s3.sts_endpoint", &s3.sts_endpoint), ("s3.metadata_endpoint", &s3.metadata_endpoint)] {
+            if !url.is_empty() {
+                if let Err(why) = check_url(url) {
+                    e.push(format!("{key}: {why}"));
+                }
+            }
+        }
+        match s3.sse {
+            Sse::Kms | Sse::KmsDsse => {}
+            _ if !s3.sse_kms_key_id.is_empty() => e.push("s3.sse_kms_key_id: only with s3.sse = \"aws:kms\" or \"aws:kms:dsse\"".to_string()),
+            _ => {}
+        }
+        if s3.sse == Sse::CustomerKey {
+            if !store::is_aes256_key_base64(&s3.sse_customer_key) {
+                e.push("s3.sse_customer_key: s3.sse = \"sse-c\" needs the base64 of a 32-byte key (openssl rand -base64 32)".to_string());
+            }
+        } else if !s3.sse_customer_key.is_empty() {
+            e.push("s3.sse_customer_key: only with s3.sse = \"sse-c\"".to_string());
+        }
+        if !s3.storage_class.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            e.push(format!("s3.storage_class: an S3 storage class such as STANDARD_IA, got {:?}", s3.storage_class));
+        }
+        if !s3.acl.is_empty() && !store::CANNED_ACLS.contains(&s3.acl.as_str()) {
+            e.push(format!("s3.acl: one of {}, got {:?}", store::CANNED_ACLS.join(", "), s3.acl));
+        }
+        if s3.tags.keys().any(|k| k.is_empty() || k.len() > 128) || s3.tags.len() > 10 {
+            e.push("s3.tags: at most 10 tags, keys of 1..128 characters".to_string());
+        }
         if s3.multipart_part_bytes < 5 * 1024 * 1024 {
             e.push("s3.multipart_part_bytes: S3 needs parts of at least 5 MiB (5242880)".to_string());
         }
@@ -518,6 +542,30 @@ impl Config {
         let o = &self.output;
         if o.prefix.starts_with('/') || o.prefix.ends_with('/') || o.prefix.contains("//") {
             e.push(format!("output.prefix: no leading, trailing or double '/', got {:?}", o.prefix));
+        }
+        match self.location() {
+            Err(why) => e.push(why),
+            Ok(loc) => {
+                if !o.url.is_empty() && !o.prefix.is_empty() && o.prefix != OutputConfig::default().prefix {
+                    e.push(format!("output.prefix: with output.url the prefix is the URL's path ({}), leave output.prefix out", o.url));
+                }
+                let s3_only = s3.sse != Sse::None || !s3.storage_class.is_empty() || !s3.acl.is_empty() || !s3.role_arn.is_empty();
+                if s3_only && !matches!(loc, Location::S3 { .. }) {
+                    e.push(format!("s3.sse: s3.sse, storage_class, acl and role_arn apply to s3:// locations, not {}", loc.url()));
+                }
+            }
+        }
+        match (o.compression.levels(), o.compression_level) {
+            (_, 0) => {}
+            (Some(range), level) if range.contains(&level) => {}
+            (Some(range), level) => e.push(format!("output.compression_level: {:?} takes {range:?}, got {level}", o.compression)),
+            (None, level) => e.push(format!("output.compression_level: {:?} has no levels, got {level}", o.compression)),
+        }
+        if !(1..=19).contains(&o.offset_pad_width) {
+            e.push(format!("output.offset_pad_width: 1 .. 19 digits, got {}", o.offset_pad_width));
+        }
+        if o.file_delim.is_empty() || o.file_delim.contains('/') || o.file_delim.contains('.') || o.file_delim.chars().any(|c| c.is_ascii_digit()) {
+            e.push(format!("output.file_delim: a separator without '/', '.' or digits, got {:?}", o.file_delim));
         }
         if let Err(why) = crate::partition::PathScheme::from_config(o) {
             e.push(why);
@@ -706,13 +754,15 @@ mod tests {
                 ("KPS__KAFKA__TOPICS", "x,y"),
                 ("KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "45000"),
                 ("AWS_ACCESS_KEY_ID", "ak"),
-                ("AWS_SECRET_ACCESS_KEY", "sk"),
+                ("AWS_SECRET_ACCESS_KEY", "s3cr3t-from-env"),
             ]),
         )?;
         assert_eq!(c.flush.max_records, 5000, "env must win over the file");
         assert_eq!(c.kafka.topics, vec!["x".to_string(), "y".to_string()]);
         assert_eq!(c.kafka.properties.get("session.timeout.ms").map(String::as_str), Some("45000"));
-        assert_eq!((c.s3.access_key_id.as_str(), c.s3.secret_access_key.as_str()), ("ak", "sk"));
+        // AWS keys stay in the environment: the credential chain names them as its source.
+        assert_eq!((c.s3.access_key_id.as_str(), c.s3.env.get("AWS_ACCESS_KEY_ID").map(String::as_str)), ("", Some("ak")));
+        assert!(!c.to_redacted_toml().contains("s3cr3t-from-env"), "the environment is not printed");
         Ok(())
     }
 
