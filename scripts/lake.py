@@ -4,8 +4,11 @@
   lake.py ping                      the bucket answers an authenticated listing
   lake.py ls   --prefix P           every object under P with its size
   lake.py show --prefix P [--rows N]  files, their schema and a few rows, for a person
-  lake.py dump --prefix P           JSON: per file its key, row count, codecs and the rows'
-                                    Kafka coordinates and key fields (what the tests compare)
+  lake.py dump --prefix P [--duckdb]  JSON: per file its key, row count, codecs and the rows'
+                                    Kafka coordinates, key fields and headers (what the tests
+                                    compare); --duckdb also counts each file's rows with DuckDB
+
+--endpoint file:// --bucket /abs/dir reads a local lake (the sink's output.url = file:///...).
   lake.py images --prefix P         JSON: every row's op, offset, txId and before/after images,
                                     each value rendered as PostgreSQL renders it as text
 """
@@ -22,6 +25,8 @@ import pyarrow.parquet as pq
 
 def fs_for(a):
     scheme, _, host = a.endpoint.partition("://")
+    if scheme == "file":
+        return pafs.LocalFileSystem()
     return pafs.S3FileSystem(
         endpoint_override=host,
         scheme=scheme,
@@ -68,8 +73,15 @@ def dump(fs, a):
                 "prio": image_field(r, "prio"),
                 "completed": image_field(r, "completed"),
                 "source_ts_ms": (r.get("source") or {}).get("ts_ms"),
+                "headers": None if r.get("__kafka_headers") is None else [
+                    [h["key"], None if h["value"] is None else h["value"].hex()] for h in r["__kafka_headers"]
+                ],
             })
+        duckdb_rows = None
+        if a.duckdb:
+            duckdb_rows = duckdb_count(fs, info.path)
         out.append({
+            "duckdb_rows": duckdb_rows,
             "key": info.path.split("/", 1)[1],
             "size": info.size,
             "num_rows": md.num_rows,
@@ -78,6 +90,18 @@ def dump(fs, a):
             "rows": rows,
         })
     json.dump(out, sys.stdout)
+
+
+def duckdb_count(fs, path):
+    """Rows of one file as DuckDB's own Parquet reader counts them (from a local copy: DuckDB
+    reaches S3 only through an extension it would download)."""
+    import tempfile
+    import duckdb
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
+        with fs.open_input_file(path) as src:
+            tmp.write(src.read())
+        tmp.flush()
+        return duckdb.connect().execute(f"select count(*) from read_parquet('{tmp.name}')").fetchone()[0]
 
 
 def canon(v):
@@ -178,6 +202,7 @@ def main():
     ap.add_argument("--bucket", default="datalake")
     ap.add_argument("command", choices=["ping", "ls", "show", "dump", "images", "count"])
     ap.add_argument("--prefix", default="")
+    ap.add_argument("--duckdb", action="store_true")
     ap.add_argument("--rows", type=int, default=5)
     a = ap.parse_args()
     fs = fs_for(a)

@@ -19,7 +19,20 @@ use rand::Rng;
 #[test]
 fn random_kill9_under_load_loses_and_duplicates_nothing() -> TestResult {
     let cycles: usize = std::env::var("KPS_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let (topic, group, prefix) = (unique("it-kill"), unique("it-group"), unique("it/kill"));
+    kill_loop(cycles, &unique("it/kill"))
+}
+
+/// The same loop on a local directory (`output.url = "file:///..."`): conditional puts are the
+/// filesystem's create-new (a hard link that fails on an existing name), clean-up deletes files.
+#[test]
+fn random_kill9_on_a_local_directory_loses_and_duplicates_nothing() -> TestResult {
+    let cycles: usize = std::env::var("KPS_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20) / 2;
+    let dir = tempfile::tempdir()?;
+    kill_loop(cycles.max(4), &format!("file://{}/lake", dir.path().display()))
+}
+
+fn kill_loop(cycles: usize, prefix: &str) -> TestResult {
+    let (topic, group, prefix) = (unique("it-kill"), unique("it-group"), prefix.to_string());
     let partitions = 4;
     let stack = Stack::get()?;
     // Small files and a short rotation: flushes (size and time) happen all the time, so kills
@@ -71,7 +84,7 @@ fn random_kill9_under_load_loses_and_duplicates_nothing() -> TestResult {
     let mut sink = spec().start()?;
     let audit = drain_and_audit(&stack, &mut sink, (&group, &topic, &prefix), &produced)?;
     eprintln!(
-        "kill loop: {cycles} kills in {:.0}s, {uploads} uploads before kills, {uncommitted_uploads} kills left an upload uncommitted, {cleanups} clean-ups of uncommitted files; {audit}",
+        "kill loop on {prefix}: {cycles} kills in {:.0}s, {uploads} uploads before kills, {uncommitted_uploads} kills left an upload uncommitted, {cleanups} clean-ups of uncommitted files; {audit}",
         started.elapsed().as_secs_f64()
     );
     assert!(uploads > 0, "no upload happened between kills: the loop tested nothing");

@@ -267,6 +267,25 @@ mod tests {
         Ok(())
     }
 
+    /// A local directory refuses a second create of a name, as S3 refuses a conditional put:
+    /// the fencing of DESIGN.md holds on `file://` too.
+    #[tokio::test]
+    async fn a_local_directory_keeps_to_conditional_puts() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let config = with_output(OutputConfig { url: format!("file://{}", dir.path().display()), prefix: String::new(), ..OutputConfig::default() });
+        let mut store = Store::open(&config, Metrics::new()?)?;
+        store.probe().await?;
+        assert!(store.conditional(), "the probe found no create-new semantics");
+        let key = store.key("t", None, 0, 7);
+        let super::super::Uploaded::Created { e_tag } = store.upload_new(&key, bytes::Bytes::from_static(b"first")).await? else {
+            return Err("a new name must be created".into());
+        };
+        assert_eq!(store.upload_new(&key, bytes::Bytes::from_static(b"second")).await?, super::super::Uploaded::Exists);
+        assert_eq!(std::fs::read(dir.path().join(&key))?, b"first", "a refused create left the file as it was");
+        assert!(store.delete_if_ours(&key, e_tag.as_deref()).await?, "our own file, unchanged, is deleted");
+        Ok(())
+    }
+
     #[test]
     fn only_object_creating_requests_get_the_acl() -> Result<(), Box<dyn std::error::Error>> {
         let req = |method: &str, uri: &str| -> Result<HttpRequest, http::Error> {

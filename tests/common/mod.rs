@@ -114,11 +114,20 @@ pub struct SinkSpec<'a> {
     /// `group.protocol = "consumer"` (KIP-848): the session timeout is the broker's then, and
     /// librdkafka refuses `session.timeout.ms`.
     pub consumer_protocol: bool,
+    /// `[s3]` endpoint instead of the stack's, and whether the stack's static keys are set
+    /// (without them the credential chain finds its own).
+    pub s3: Option<(String, bool)>,
 }
 
 impl<'a> SinkSpec<'a> {
     pub fn new(stack: &'a Stack, topic: &'a str, group: &'a str, prefix: &'a str, flush: &'a str) -> Self {
-        Self { stack, topic, group, prefix, flush, output: "", tables: String::new(), env: Vec::new(), consumer_protocol: false }
+        Self { stack, topic, group, prefix, flush, output: "", tables: String::new(), env: Vec::new(), consumer_protocol: false, s3: None }
+    }
+
+    /// Writes through `endpoint`, with the stack's keys or (`static_keys` false) none.
+    pub fn s3(mut self, endpoint: &str, static_keys: bool) -> Self {
+        self.s3 = Some((endpoint.to_string(), static_keys));
+        self
     }
 
     /// Joins with the consumer group protocol of KIP-848 instead of the classic one.
@@ -190,11 +199,10 @@ topics = ["{topic}"]
 url = "{registry}"
 [s3]
 endpoint = "{s3}"
-access_key_id = "minioadmin"
-secret_access_key = "minioadmin"
+{keys}
 allow_http = true
 [output]
-prefix = "{prefix}"
+{location}
 {output_toml}
 [flush]
 {flush_toml}
@@ -206,7 +214,10 @@ listen = "127.0.0.1:{metrics_port}"
             group_properties =
                 if spec.consumer_protocol { r#""group.protocol" = "consumer""# } else { r#""session.timeout.ms" = "10000""# },
             registry = stack.registry,
-            s3 = stack.s3,
+            s3 = spec.s3.as_ref().map_or(stack.s3.as_str(), |(e, _)| e.as_str()),
+            keys = if spec.s3.as_ref().is_none_or(|(_, keys)| *keys) { "access_key_id = \"minioadmin\"\nsecret_access_key = \"minioadmin\"" } else { "" },
+            // A `file:///dir` prefix is a local lake.
+            location = if prefix.starts_with("file://") { format!("url = \"{prefix}\"\nprefix = \"\"") } else { format!("prefix = \"{prefix}\"") },
             output_toml = spec.output,
             flush_toml = spec.flush,
             tables = spec.tables,
@@ -400,6 +411,8 @@ pub fn log_ends(produced: impl IntoIterator<Item = (i32, i64)>) -> BTreeMap<i32,
 #[derive(Debug, serde::Deserialize)]
 pub struct LakeFile {
     pub key: String,
+    /// Rows as DuckDB counts them (with `read_lake_duckdb`).
+    pub duckdb_rows: Option<u64>,
     pub size: u64,
     pub num_rows: u64,
     pub codecs: Vec<String>,
@@ -430,6 +443,8 @@ pub struct LakeRow {
     pub completed: Option<bool>,
     /// `source.ts_ms` of an envelope row.
     pub source_ts_ms: Option<i64>,
+    /// `__kafka_headers` as [key, hex value] pairs, when the column is there.
+    pub headers: Option<Vec<(String, Option<String>)>>,
 }
 
 /// Asserts that `file` lies in the directory `dir` (between `topics/<topic>/` and
@@ -439,16 +454,31 @@ pub fn assert_row_under(file: &LakeFile, row: &LakeRow, topic: &str, dir: &str, 
     assert!(file.key.contains(&expected), "{} holds row {}/{} ({why}), expected under {expected}", file.key, row.partition, row.offset);
 }
 
-/// Every Parquet file under `prefix`, read back by pyarrow through `scripts/lake.py`.
+/// Every Parquet file under `prefix`, read back by pyarrow through `scripts/lake.py`. A
+/// prefix `file:///dir` reads the local lake in that directory.
 pub fn read_lake(stack: &Stack, prefix: &str) -> TestResult<Vec<LakeFile>> {
     read_lake_with(&stack.s3, ("minioadmin", "minioadmin"), prefix)
 }
 
+/// As [`read_lake`], each file's rows also counted by DuckDB (`LakeFile::duckdb_rows`).
+pub fn read_lake_duckdb(stack: &Stack, prefix: &str) -> TestResult<Vec<LakeFile>> {
+    lake_dump(&stack.s3, ("minioadmin", "minioadmin"), prefix, &["--duckdb"])
+}
+
 /// As [`read_lake`], from another S3 server with other credentials.
-pub fn read_lake_with(endpoint: &str, (access_key, secret_key): (&str, &str), prefix: &str) -> TestResult<Vec<LakeFile>> {
+pub fn read_lake_with(endpoint: &str, keys: (&str, &str), prefix: &str) -> TestResult<Vec<LakeFile>> {
+    lake_dump(endpoint, keys, prefix, &[])
+}
+
+fn lake_dump(endpoint: &str, (access_key, secret_key): (&str, &str), prefix: &str, extra: &[&str]) -> TestResult<Vec<LakeFile>> {
+    let (endpoint, bucket, prefix) = match prefix.strip_prefix("file://") {
+        Some(dir) => ("file://", dir, ""),
+        None => (endpoint, "datalake", prefix),
+    };
     let out = Command::new("python3")
         .arg(root().join("scripts/lake.py"))
-        .args(["--endpoint", endpoint, "dump", "--prefix", prefix])
+        .args(["--endpoint", endpoint, "--bucket", bucket, "dump", "--prefix", prefix])
+        .args(extra)
         .env("AWS_ACCESS_KEY_ID", access_key)
         .env("AWS_SECRET_ACCESS_KEY", secret_key)
         .output()?;
