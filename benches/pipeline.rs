@@ -129,6 +129,7 @@ fn pipeline(
         batch_rows: max_records.min(8192) as usize,
         layout,
         tombstone_rows: false,
+        headers: false,
     });
     let (mut files, mut bytes) = (0, 0);
     let mut upload = |buf: &mut PartitionBuffer| -> R {
@@ -144,7 +145,7 @@ fn pipeline(
     };
     for (i, v) in input.framed.iter().enumerate() {
         let f = frame::parse(v)?;
-        buf.push_row(f.body, None, RowAt { offset: i as i64, timestamp_ms: Some(1_767_225_600_000), path: None }, props)?;
+        buf.push_row(f.body, None, RowAt { offset: i as i64, timestamp_ms: Some(1_767_225_600_000), path: None, headers: None }, props)?;
         if buf.stats(Instant::now()).and_then(|s| policy.check(s)).is_some() {
             upload(&mut buf)?;
         }

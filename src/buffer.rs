@@ -11,6 +11,7 @@ use parquet::file::properties::WriterProperties;
 use prometheus::{IntCounter, IntGauge};
 
 use crate::config::Layout;
+use crate::decode::headers::Headers;
 use crate::decode::{BatchDecoder, DecodeError, SchemaIds};
 use crate::encode::OverlappedFile;
 use crate::error::SinkError;
@@ -27,6 +28,8 @@ pub struct DecoderSpec {
     pub batch_rows: usize,
     pub layout: Layout,
     pub tombstone_rows: bool,
+    /// `output.headers`: a `__kafka_headers` column.
+    pub headers: bool,
 }
 
 impl DecoderSpec {
@@ -34,7 +37,8 @@ impl DecoderSpec {
         let key = self.key.as_ref().map(|(id, s)| (*id, &**s));
         let d =
             BatchDecoder::new(&self.topic, self.partition, (self.value.0, &self.value.1), key, self.batch_rows)?.with_layout(self.layout);
-        Ok(if self.tombstone_rows { d.with_tombstone_rows() } else { d })
+        let d = if self.tombstone_rows { d.with_tombstone_rows() } else { d };
+        Ok(if self.headers { d.with_headers() } else { d })
     }
 
     pub fn ids(&self) -> SchemaIds {
@@ -163,6 +167,8 @@ pub struct RowAt<'a> {
     pub timestamp_ms: Option<i64>,
     /// The directory under the topic (`None` with the Kafka partitioner).
     pub path: Option<&'a str>,
+    /// The record's Kafka headers, with `output.headers`.
+    pub headers: Option<&'a Headers>,
 }
 
 /// Decoded rows not yet encoded are counted at this many times their Avro size: Arrow widens
@@ -243,14 +249,24 @@ impl PartitionBuffer {
     /// for the record's schemas.
     pub fn push_row(&mut self, body: &[u8], key: Option<&[u8]>, at: RowAt<'_>, props: &WriterProperties) -> Result<(), SinkError> {
         let avro = (body.len() + key.map_or(0, <[u8]>::len)) as u64;
-        let RowAt { offset, timestamp_ms, .. } = at;
-        self.push_with(at, avro, props, |d| d.push(body, key, offset, timestamp_ms))
+        let RowAt { offset, timestamp_ms, headers, .. } = at;
+        self.push_with(at, avro, props, |d| {
+            if let Some(h) = headers {
+                d.stage_headers(h);
+            }
+            d.push(body, key, offset, timestamp_ms)
+        })
     }
 
     /// A tombstone as a row (`output.tombstones = "write"`); the decoder gives the file's schema.
     pub fn push_tombstone_row(&mut self, key: Option<&[u8]>, at: RowAt<'_>, props: &WriterProperties) -> Result<(), SinkError> {
-        let RowAt { offset, timestamp_ms, .. } = at;
-        self.push_with(at, 0, props, |d| d.push_tombstone(key, offset, timestamp_ms))
+        let RowAt { offset, timestamp_ms, headers, .. } = at;
+        self.push_with(at, 0, props, |d| {
+            if let Some(h) = headers {
+                d.stage_headers(h);
+            }
+            d.push_tombstone(key, offset, timestamp_ms)
+        })
     }
 
     fn push_with(

@@ -337,3 +337,51 @@ fn confluent_names_under_a_topic_prefix_survive_a_crash() -> TestResult {
     eprintln!("confluent names: {audit}");
     Ok(())
 }
+
+/// `output.headers = true`: every row has its record's headers, in order, values as bytes.
+#[test]
+fn kafka_headers_become_a_column() -> TestResult {
+    use kafka_parquet_sink::decode::frame;
+    use kafka_parquet_sink::testkit::{register_schema, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-headers"), unique("it-group"), unique("it/headers"));
+    let mut produced = produce(&stack, &topic, 1, 20, None, 5)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let key_id = rt.block_on(register_schema(&stack.registry, &format!("{topic}-key"), KEY_SCHEMA))?;
+    let value_id = rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), VALUE_SCHEMA_V1))?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
+    let mut with_headers = BTreeMap::new();
+    for (i, e) in TasksGenerator::new(8, 0)?.next_events()?.into_iter().filter(|e| e.value.is_some()).take(5).enumerate() {
+        let (value, key) = (frame::encode(value_id, e.value.as_deref().unwrap_or_default()), frame::encode(key_id, &e.key));
+        let trace = vec![0xca, 0xfe, i as u8];
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "trace-id", value: Some(&trace) })
+            .insert(Header::<&[u8]> { key: "null-header", value: None });
+        let record = FutureRecord::to(&topic).partition(0).key(&key).payload(&value).headers(headers);
+        let d = rt.block_on(producer.send(record, Duration::from_secs(10))).map_err(|(e, _)| e)?;
+        with_headers.insert(d.offset, format!("cafe{i:02x}"));
+        produced.push((kafka_parquet_sink::testkit::Produced { partition: d.partition, offset: d.offset }, e));
+    }
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 500").output("headers = true").start()?;
+    drain_and_audit(&stack, &mut sink, (&group, &topic, &prefix), &produced)?;
+    let mut seen = 0;
+    for f in read_lake(&stack, &prefix)? {
+        assert!(f.columns.iter().any(|c| c == "__kafka_headers"), "{} has no __kafka_headers: {:?}", f.key, f.columns);
+        for r in &f.rows {
+            let headers = r.headers.clone().ok_or_else(|| format!("row {} has a null header list", r.offset))?;
+            match with_headers.get(&r.offset) {
+                Some(trace) => {
+                    let expected = vec![("trace-id".to_string(), Some(trace.clone())), ("null-header".to_string(), None)];
+                    assert_eq!(headers, expected, "headers of offset {}", r.offset);
+                    seen += 1;
+                }
+                None => assert!(headers.is_empty(), "offset {} was produced without headers: {headers:?}", r.offset),
+            }
+        }
+    }
+    assert_eq!(seen, with_headers.len(), "rows with headers");
+    Ok(())
+}

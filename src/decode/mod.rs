@@ -8,9 +8,12 @@ pub mod debezium;
 pub mod envelope;
 pub mod field;
 pub mod frame;
+pub mod headers;
 pub mod registry;
 pub mod text;
 pub mod toast;
+
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow_avro::reader::{Decoder, DecoderMode, ReaderBuilder};
@@ -76,6 +79,8 @@ pub struct BatchDecoder {
     value_rows: Vec<Option<u32>>,
     decoded_values: u32,
     write_tombstones: bool,
+    /// With `output.headers`: the `__kafka_headers` column.
+    headers: Option<headers::HeadersColumn>,
 }
 
 /// Keys of the rows of the current batch: decoded keys, and for each row the index of its key
@@ -131,6 +136,7 @@ impl BatchDecoder {
             value_rows: Vec::new(),
             decoded_values: 0,
             write_tombstones: false,
+            headers: None,
         })
     }
 
@@ -139,6 +145,20 @@ impl BatchDecoder {
     pub fn with_tombstone_rows(mut self) -> Self {
         self.write_tombstones = true;
         self
+    }
+
+    /// Adds the `__kafka_headers` column; give each record's headers with
+    /// [`Self::stage_headers`] before pushing it.
+    pub fn with_headers(mut self) -> Self {
+        self.headers = Some(headers::HeadersColumn::default());
+        self
+    }
+
+    /// The headers of the record pushed next (with [`Self::with_headers`]; ignored otherwise).
+    pub fn stage_headers(&mut self, h: &headers::Headers) {
+        if let Some(column) = self.headers.as_mut() {
+            column.stage(h);
+        }
     }
 
     /// The column layout of Debezium envelopes (default: as written).
@@ -184,6 +204,9 @@ impl BatchDecoder {
 
     fn push_row(&mut self, key: Option<&[u8]>, offset: i64, timestamp_ms: Option<i64>) -> Result<Option<RecordBatch>, DecodeError> {
         self.coords.push(offset, timestamp_ms);
+        if let Some(column) = self.headers.as_mut() {
+            column.push_row();
+        }
         match (key, self.key.as_mut(), self.ids.key) {
             (Some(k), Some(kd), Some(key_id)) => {
                 decode_one(&mut kd.decoder, key_id, k)?;
@@ -221,7 +244,18 @@ impl BatchDecoder {
             _ => None,
         };
         let (offsets, timestamps) = self.coords.take();
-        envelope::enrich(batch, self.layout, key, tombstones, &self.coords, offsets, timestamps).map(Some)
+        let batch = envelope::enrich(batch, self.layout, key, tombstones, &self.coords, offsets, timestamps)?;
+        self.with_headers_column(batch).map(Some)
+    }
+
+    /// Appends `__kafka_headers` (with [`Self::with_headers`]).
+    fn with_headers_column(&mut self, batch: RecordBatch) -> Result<RecordBatch, DecodeError> {
+        let Some(column) = self.headers.as_mut() else { return Ok(batch) };
+        let mut fields: Vec<arrow::datatypes::FieldRef> = batch.schema().fields().iter().cloned().collect();
+        let mut columns = batch.columns().to_vec();
+        fields.push(Arc::new(headers::field()));
+        columns.push(column.finish());
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).map_err(|e| DecodeError::Batch(format!("{}: {e}", headers::KAFKA_HEADERS)))
     }
 
     /// The schema of the batches this decoder hands out (call before the first row).
@@ -237,7 +271,8 @@ impl BatchDecoder {
             _ => None,
         };
         let (offsets, timestamps) = self.coords.take();
-        Ok(envelope::enrich(values, self.layout, key, tombstones, &self.coords, offsets, timestamps)?.schema())
+        let batch = envelope::enrich(values, self.layout, key, tombstones, &self.coords, offsets, timestamps)?;
+        Ok(self.with_headers_column(batch)?.schema())
     }
 
     /// Rows decoded and not yet handed out.
@@ -354,6 +389,44 @@ mod tests {
         assert_eq!(estimate.data_type(), &DataType::Decimal128(10, 2), "numeric(10,2) must be a decimal");
         let p = column::<arrow::array::Int32Array>(&b, "__kafka_partition")?;
         assert!(p.iter().all(|v| v == Some(4)), "__kafka_partition");
+        Ok(())
+    }
+
+    /// Each row carries its own record's headers, in order, also after a record that failed to
+    /// decode; the schema announced up front is the batches'.
+    #[test]
+    fn headers_column_follows_its_rows() -> R {
+        let mut g = TasksGenerator::new(3, 0)?;
+        let mut events = Vec::new();
+        while events.len() < 5 {
+            events.extend(g.next_events()?.into_iter().filter(|e| e.op != Op::Tombstone));
+        }
+        let mut d = BatchDecoder::new("t", 0, (77, VALUE_SCHEMA_V1), None, 1000)?.with_headers();
+        let announced = d.output_schema()?;
+        let header = |i: usize| vec![("trace".to_string(), Some(vec![i as u8, 0xff])), ("empty".to_string(), None)];
+        for (i, e) in events.iter().take(5).enumerate() {
+            let body = e.value.as_deref().ok_or("no value")?;
+            if i == 2 {
+                d.stage_headers(&[("bad".to_string(), Some(b"x".to_vec()))]);
+                assert!(d.push(&body[..1], None, 99, None).is_err(), "a truncated body must fail");
+            }
+            if i != 4 {
+                d.stage_headers(&header(i));
+            }
+            d.push(body, None, i as i64, None)?;
+        }
+        let b = d.finish()?.ok_or("no batch")?;
+        assert_eq!(b.schema(), announced, "output_schema against the batch");
+        let col = b.column_by_name(headers::KAFKA_HEADERS).ok_or("no __kafka_headers")?.as_list::<i32>();
+        for i in 0..4 {
+            let entries = col.value(i);
+            let entries = entries.as_struct();
+            let keys = entries.column(0).as_string::<i32>();
+            let values = entries.column(1).as_binary::<i32>();
+            assert_eq!((entries.len(), keys.value(0), keys.value(1)), (2, "trace", "empty"), "row {i}");
+            assert_eq!((values.value(0), values.is_null(1)), (&[i as u8, 0xff][..], true), "row {i}");
+        }
+        assert_eq!(col.value(4).len(), 0, "a record without headers has an empty list");
         Ok(())
     }
 

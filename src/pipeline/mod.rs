@@ -17,6 +17,7 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::buffer::{DecoderSpec, PartitionBuffer, RowAt};
+use crate::decode::headers::Headers;
 use crate::commit;
 use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
 use crate::commit::{Group, KafkaGroup};
@@ -63,6 +64,8 @@ pub struct Pipeline {
     max_open_files: usize,
     /// `output.parallel_encode`.
     parallel_encode: bool,
+    /// `output.headers`: rows carry their Kafka headers.
+    headers: bool,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
@@ -103,6 +106,7 @@ impl Pipeline {
             buffered: 0,
             max_open_files: config.flush.max_open_files,
             parallel_encode: config.output.parallel_encode,
+            headers: config.output.headers,
             partitions: HashMap::new(),
         })
     }
@@ -233,15 +237,17 @@ impl Pipeline {
             self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "dead_letter"]).inc();
         } else {
             let timestamp = m.timestamp().to_millis();
+            let headers = self.headers.then(|| kafka_headers(m));
+            let row = Row { key: m.key(), offset, timestamp, headers: headers.as_deref() };
             let pushed = match m.payload() {
                 None if self.tombstones == Tombstones::Fail => Err(SinkError::from(DecodeError::Tombstone)),
-                None if self.tombstones == Tombstones::Write => self.push_tombstone(&tp, m.key(), offset, timestamp).await,
+                None if self.tombstones == Tombstones::Write => self.push_tombstone(&tp, row).await,
                 None => {
                     self.buffer(&tp)?.push_skipped(offset);
                     self.metrics.records_skipped.with_label_values(&[tp.0.as_str(), "tombstone"]).inc();
                     Ok(())
                 }
-                Some(value) => self.push_value(&tp, value, m.key(), offset, timestamp).await,
+                Some(value) => self.push_value(&tp, value, row).await,
             };
             if let Err(e) = pushed {
                 match e.bad_record_class() {
@@ -298,32 +304,21 @@ impl Pipeline {
     }
 
     /// A record with a value: decoded into the partition's open file.
-    async fn push_value(
-        &mut self,
-        tp: &TopicPartition,
-        value: &[u8],
-        key: Option<&[u8]>,
-        offset: i64,
-        timestamp: Option<i64>,
-    ) -> Result<(), SinkError> {
+    async fn push_value(&mut self, tp: &TopicPartition, value: &[u8], row: Row<'_>) -> Result<(), SinkError> {
+        let Row { key, offset, timestamp, headers } = row;
         let f = frame::parse(value)?;
         let k = self.parse_key(key)?;
         let path = self.record_path(Some((f.schema_id, f.body)), timestamp).await?;
         self.prepare(tp, f.schema_id, k.map(|k| k.schema_id), path.as_deref()).await?;
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
-        buf.push_row(f.body, k.map(|k| k.body), RowAt { offset, timestamp_ms: timestamp, path: path.as_deref() }, props)
+        buf.push_row(f.body, k.map(|k| k.body), RowAt { offset, timestamp_ms: timestamp, path: path.as_deref(), headers }, props)
     }
 
     /// A tombstone with `output.tombstones = "write"`: a row with the key and null values, in the
     /// open file's value schema, or the subject's latest one when no value came yet.
-    async fn push_tombstone(
-        &mut self,
-        tp: &TopicPartition,
-        key: Option<&[u8]>,
-        offset: i64,
-        timestamp: Option<i64>,
-    ) -> Result<(), SinkError> {
+    async fn push_tombstone(&mut self, tp: &TopicPartition, row: Row<'_>) -> Result<(), SinkError> {
+        let Row { key, offset, timestamp, headers } = row;
         let k = self.parse_key(key)?;
         let value_id = match self.buffer(tp)?.decoder_schema_ids() {
             Some(ids) => ids.value,
@@ -333,7 +328,7 @@ impl Pipeline {
         self.prepare(tp, value_id, k.map(|k| k.schema_id), path.as_deref()).await?;
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
-        buf.push_tombstone_row(k.map(|k| k.body), RowAt { offset, timestamp_ms: timestamp, path: path.as_deref() }, props)
+        buf.push_tombstone_row(k.map(|k| k.body), RowAt { offset, timestamp_ms: timestamp, path: path.as_deref(), headers }, props)
     }
 
     /// The record's directory under its topic (see [`PathScheme::path`]); the partitioner
@@ -385,6 +380,7 @@ impl Pipeline {
                 batch_rows: self.decode_batch_rows,
                 layout: self.layout,
                 tombstone_rows: self.tombstones == Tombstones::Write,
+                headers: self.headers,
             };
             let unwritable = |reason: String| DecodeError::Unwritable { schema_id: value_id, reason };
             let schema = spec.build()?.output_schema().map_err(|e| unwritable(e.to_string()))?;
@@ -595,4 +591,19 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// What the decode stage needs of one record besides its value.
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    key: Option<&'a [u8]>,
+    offset: i64,
+    timestamp: Option<i64>,
+    headers: Option<&'a Headers>,
+}
+
+/// The record's Kafka headers, in order (`output.headers`).
+fn kafka_headers(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Option<Vec<u8>>)> {
+    use rdkafka::message::{Headers as _, Message as _};
+    m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default()
 }
