@@ -107,9 +107,27 @@ pub fn import(json: &str) -> Result<String, String> {
             out.warn(format!("format.class {f}: the sink writes Parquet only"));
         }
     }
-    if let Some(c) = get("parquet.codec") {
-        if c != "snappy" {
-            out.warn(format!("parquet.codec {c}: the sink writes Snappy"));
+    match get("parquet.codec").as_deref() {
+        None => {}
+        Some(c @ ("snappy" | "zstd" | "lz4" | "gzip")) => out.set("output", "compression", c.into()),
+        Some("none" | "uncompressed") => out.set("output", "compression", "none".into()),
+        Some(c) => out.warn(format!("parquet.codec {c}: not one of snappy, zstd, lz4, gzip, none; output.compression stays snappy")),
+    }
+    import_names(&mut out, &get);
+    import_object_settings(&mut out, &get);
+    if let Some(v) = get("store.kafka.headers") {
+        out.set("output", "headers", (v == "true").into());
+    }
+    match get("schema.compatibility").as_deref() {
+        None | Some("NONE") => {}
+        Some(c) => out.warn(format!(
+            "schema.compatibility {c}: the connector projects records to one schema and keeps one file across compatible versions; \
+             the sink starts a new file at every new schema id"
+        )),
+    }
+    for k in ["key.converter", "value.converter"] {
+        if let Some(c) = get(k).filter(|c| !c.ends_with("AvroConverter")) {
+            out.warn(format!("{k} {c}: the sink reads Confluent Avro (magic byte, schema id) only"));
         }
     }
     match get("behavior.on.null.values").as_deref() {
@@ -168,18 +186,31 @@ pub fn import(json: &str) -> Result<String, String> {
         "errors.tolerance",
         "errors.deadletterqueue.topic.name",
         "tasks.max",
-        // Equivalent by design, nothing to carry:
-        "storage.class",
+        "filename.offset.zero.pad.width",
+        "file.delim",
+        "directory.delim",
+        "s3.part.size",
+        "s3.ssea.name",
+        "s3.sse.kms.key.id",
+        "s3.sse.customer.key",
+        "s3.acl.canned",
+        "s3.object.tagging",
+        "s3.credentials.provider.class",
+        "s3.credentials.provider.sts.role.arn",
+        "s3.credentials.provider.sts.role.external.id",
+        "s3.credentials.provider.sts.role.session.name",
+        "store.kafka.headers",
+        "schema.compatibility",
         "key.converter",
         "value.converter",
-        "schema.compatibility",
+        // Equivalent by design, nothing to carry:
+        "storage.class",
         "errors.log.enable",
         "errors.log.include.messages",
         "errors.deadletterqueue.context.headers.enable",
         "errors.deadletterqueue.topic.replication.factor",
         "key.converter.schemas.enable",
         "value.converter.schemas.enable",
-        "s3.part.size",
     ];
     // The unwrap SMT is carried as the flatten layout; other transforms are not.
     let only_unwrap = !unwrap_transforms.is_empty() && config_transforms(config).len() == unwrap_transforms.len();
@@ -199,6 +230,74 @@ pub fn import(json: &str) -> Result<String, String> {
         }
     }
     out.render()
+}
+
+/// The connector's file names: `<topic><file.delim><partition><file.delim><padded offset>`, so
+/// a migrated connector keeps its layout.
+fn import_names(out: &mut Out, get: &impl Fn(&str) -> Option<String>) {
+    out.set("output", "file_naming", "confluent".into());
+    match get("filename.offset.zero.pad.width").map(|w| w.parse::<i64>()) {
+        None => out.set("output", "offset_pad_width", 10.into()),
+        Some(Ok(w)) if (1..=19).contains(&w) => out.set("output", "offset_pad_width", w.into()),
+        Some(_) => out.warn("filename.offset.zero.pad.width: not a width of 1 .. 19, output.offset_pad_width stays 10".into()),
+    }
+    if let Some(d) = get("file.delim") {
+        out.set("output", "file_delim", d.into());
+    }
+    if let Some(d) = get("directory.delim").filter(|d| d != "/") {
+        out.warn(format!("directory.delim {d:?}: the sink writes '/' between directories"));
+    }
+}
+
+/// Multipart part size, encryption, ACL and credentials of the connector's S3 client.
+fn import_object_settings(out: &mut Out, get: &impl Fn(&str) -> Option<String>) {
+    if let Some(v) = get("s3.part.size") {
+        out.set_int("s3", "multipart_part_bytes", "s3.part.size", &v);
+    }
+    match get("s3.ssea.name").as_deref() {
+        None | Some("") => {}
+        Some(v @ ("AES256" | "aws:kms")) => out.set("s3", "sse", v.into()),
+        Some(v) => out.warn(format!("s3.ssea.name {v}: not AES256 or aws:kms, not carried")),
+    }
+    if let Some(k) = get("s3.sse.kms.key.id").filter(|k| !k.is_empty()) {
+        out.set("s3", "sse_kms_key_id", k.into());
+    }
+    if get("s3.sse.customer.key").is_some_and(|k| !k.is_empty()) {
+        out.set("s3", "sse", "sse-c".into());
+        out.warn("s3.sse.customer.key is not copied into the file (a secret): set KPS__S3__SSE_CUSTOMER_KEY in the service's environment".into());
+    }
+    if let Some(acl) = get("s3.acl.canned").filter(|a| !a.is_empty()) {
+        out.set("s3", "acl", acl.into());
+    }
+    if get("s3.object.tagging").as_deref() == Some("true") {
+        out.warn("s3.object.tagging: the connector tags each object with its offsets and record count; the sink's s3.tags are fixed tags".into());
+    }
+    if let Some(class) = get("s3.credentials.provider.class") {
+        let short = class.rsplit('.').next().unwrap_or(&class);
+        let source = match short {
+            "DefaultAWSCredentialsProviderChain" | "DefaultCredentialsProvider" => Some("auto"),
+            "EnvironmentVariableCredentialsProvider" => Some("environment"),
+            "WebIdentityTokenCredentialsProvider" => Some("web_identity"),
+            "ProfileCredentialsProvider" => Some("profile"),
+            "InstanceProfileCredentialsProvider" => Some("instance"),
+            "ContainerCredentialsProvider" | "EC2ContainerCredentialsProviderWrapper" => Some("container"),
+            "AwsAssumeRoleCredentialsProvider" => Some("auto"),
+            _ => None,
+        };
+        match source {
+            Some(s) => out.set("s3", "credentials", s.into()),
+            None => out.warn(format!("s3.credentials.provider.class {class}: no equivalent, the default chain (s3.credentials = \"auto\") is used")),
+        }
+    }
+    for (from, to) in [
+        ("s3.credentials.provider.sts.role.arn", "role_arn"),
+        ("s3.credentials.provider.sts.role.external.id", "external_id"),
+        ("s3.credentials.provider.sts.role.session.name", "session_name"),
+    ] {
+        if let Some(v) = get(from).filter(|v| !v.is_empty()) {
+            out.set("s3", to, v.into());
+        }
+    }
 }
 
 /// The names in `transforms`.
@@ -358,6 +457,30 @@ mod tests {
         assert!(!toml_text.contains("minioadmin"), "credentials copied:\n{toml_text}");
         assert!(toml_text.contains("# warning: s3.compression.type: no equivalent"), "{toml_text}");
         assert!(toml_text.contains("# warning: rotate.interval.ms"), "{toml_text}");
+        assert_eq!((c.output.file_naming, c.output.offset_pad_width), (crate::config::FileNaming::Confluent, 10), "the connector's names");
+        Ok(())
+    }
+
+    #[test]
+    fn names_codecs_encryption_credentials_and_headers_are_carried() -> Result<(), Box<dyn std::error::Error>> {
+        let json = r##"{"topics": "t", "parquet.codec": "zstd", "filename.offset.zero.pad.width": "12", "file.delim": "_",
+            "directory.delim": "#", "s3.part.size": "26214400", "s3.ssea.name": "aws:kms", "s3.sse.kms.key.id": "arn:aws:kms:k",
+            "s3.acl.canned": "bucket-owner-full-control", "s3.object.tagging": "true", "store.kafka.headers": "true",
+            "s3.credentials.provider.class": "io.confluent.connect.s3.auth.AwsAssumeRoleCredentialsProvider",
+            "s3.credentials.provider.sts.role.arn": "arn:aws:iam::1:role/sink", "s3.credentials.provider.sts.role.external.id": "x1",
+            "schema.compatibility": "BACKWARD", "value.converter": "org.apache.kafka.connect.json.JsonConverter"}"##;
+        let toml_text = import(json)?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &toml_text)?;
+        let c = crate::config::Config::load_from(Some(&path), Vec::<(String, String)>::new())?;
+        let o = &c.output;
+        assert_eq!((o.compression, o.offset_pad_width, o.file_delim.as_str(), o.headers), (crate::config::Codec::Zstd, 12, "_", true), "{toml_text}");
+        assert_eq!((c.s3.sse, c.s3.sse_kms_key_id.as_str(), c.s3.acl.as_str()), (crate::config::Sse::Kms, "arn:aws:kms:k", "bucket-owner-full-control"));
+        assert_eq!((c.s3.multipart_part_bytes, c.s3.role_arn.as_str(), c.s3.external_id.as_str()), (26_214_400, "arn:aws:iam::1:role/sink", "x1"));
+        for w in ["directory.delim \"#\"", "s3.object.tagging", "schema.compatibility BACKWARD", "value.converter org.apache.kafka.connect.json.JsonConverter"] {
+            assert!(toml_text.contains(&format!("# warning: {w}")), "no warning for {w}:\n{toml_text}");
+        }
         Ok(())
     }
 

@@ -24,6 +24,14 @@ fn check_prints_the_effective_config_with_secrets_redacted() -> TestResult {
     assert!(out.contains("max_records = 5000"), "env override missing from:\n{out}");
     assert!(out.contains("group_id = \"connect-minio-s3-sink\""), "defaults missing from:\n{out}");
     assert!(!out.contains("hunter2"), "secret printed:\n{out}");
+    assert!(out.contains("# credentials: static keys (s3.access_key_id …)"), "the credentials' source is not named:\n{out}");
+    // From the environment, with a session token: named, never shown.
+    let env = [("AWS_ACCESS_KEY_ID", "ASIAENVIRONMENT42"), ("AWS_SECRET_ACCESS_KEY", "hunter3"), ("AWS_SESSION_TOKEN", "tok-secret")];
+    let (code, out, err) = check("", &env)?;
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains("# credentials: environment (AWS_ACCESS_KEY_ID ASIA…NT42 with AWS_SESSION_TOKEN)"), "{out}");
+    assert!(out.contains("# object store: s3://datalake/bronze/cdc/tasks"), "{out}");
+    assert!(!out.contains("hunter3") && !out.contains("tok-secret"), "a secret printed:\n{out}");
     Ok(())
 }
 
@@ -73,11 +81,21 @@ fn import_connector_carries_the_seed_connector() -> TestResult {
 fn import_connector_warns_about_what_it_cannot_carry() -> TestResult {
     let (code, toml) = import("time-partitioned.json")?;
     assert_eq!(code, 0, "{toml}");
-    for w in ["parquet.codec gzip", "s3.sse.customer.key: no equivalent", "tasks.max 3"] {
+    for w in ["s3.sse.customer.key is not copied", "tasks.max 3"] {
         assert!(toml.lines().any(|l| l.starts_with(&format!("# warning: {w}"))), "no warning for {w}:\n{toml}");
     }
-    let (code, out, err) = check(&toml, &[])?;
+    // The customer key stays out of the file: without it in the environment, check names it.
+    let (code, _, err) = check(&toml, &[])?;
+    assert_eq!(code, 2, "SSE-C without its key must be refused: {err}");
+    assert!(err.contains("s3.sse_customer_key"), "{err}");
+    let key = ("KPS__S3__SSE_CUSTOMER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    let (code, out, err) = check(&toml, &[key])?;
     assert_eq!(code, 0, "check refused the imported config: {err}\n{toml}");
+    assert!(!out.contains(key.1), "the customer key is printed:\n{out}");
+    // The connector's codec and file names are carried.
+    for expected in ["compression = \"gzip\"", "file_naming = \"confluent\"", "# object store: s3://lake/raw"] {
+        assert!(out.contains(expected), "{expected} missing from the effective config:\n{out}");
+    }
     // The hourly time partitioner is carried: Joda path format to ours.
     assert!(out.contains("partitioner = \"time\"") && out.contains("path_format = \"dt={YYYY}-{MM}-{DD}/hr={HH}\""), "{out}");
     // topics.regex is carried as a pattern, anchored as Java's Pattern.matches() is.
