@@ -40,3 +40,21 @@ fn bench_e2e_script_lands_every_record_with_the_sink_and_the_peer() -> TestResul
     assert!(stdout.contains("records per CPU second"), "no comparison line:\n{stdout}");
     Ok(())
 }
+
+/// `scripts/bench-codecs.sh` lands every record once with each codec (it checks the lake's rows
+/// and distinct offsets itself and fails otherwise) and prints a row per codec.
+#[test]
+fn bench_codecs_script_lands_every_record_with_each_codec() -> TestResult {
+    let _stack = Stack::get()?;
+    let out_dir = tempfile::tempdir()?;
+    let out = Command::new("bash")
+        .arg(root().join("scripts/bench-codecs.sh"))
+        .envs([("COUNT", "2000"), ("PARTITIONS", "2"), ("FLUSH", "500"), ("PROFILE", "debug")])
+        .env("OUT", out_dir.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench-codecs.sh failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let codecs: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("| ")).filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(codecs, ["codec", "snappy", "zstd", "zstd", "lz4", "gzip", "none"], "rows:\n{stdout}");
+    Ok(())
+}
