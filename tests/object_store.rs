@@ -210,7 +210,10 @@ fn the_sink_renews_short_lived_web_identity_credentials() -> TestResult {
     let keys = stub.s3_keys()?;
     let exchanges = stub.calls("sts")?.len();
     eprintln!("4 s credentials: {exchanges} exchanges at STS, S3 requests signed with {} keys; {audit}", keys.len());
-    assert!(keys.len() >= 3 && keys.iter().all(|k| k.starts_with("STUB")), "S3 requests signed with {keys:?} over ~12 s of 4 s credentials");
+    // Requests come in bursts about 3 s apart: each burst past three quarters of the 4 s finds
+    // the credentials due and renews them first.
+    assert!(keys.len() >= 2 && keys.iter().all(|k| k.starts_with("STUB")), "S3 requests signed with {keys:?} over ~12 s of 4 s credentials");
+    assert_eq!(exchanges, keys.len(), "one STS exchange per key used");
     Ok(())
 }
 

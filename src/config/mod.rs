@@ -549,9 +549,15 @@ impl Config {
                 if !o.url.is_empty() && !o.prefix.is_empty() && o.prefix != OutputConfig::default().prefix {
                     e.push(format!("output.prefix: with output.url the prefix is the URL's path ({}), leave output.prefix out", o.url));
                 }
-                let s3_only = s3.sse != Sse::None || !s3.storage_class.is_empty() || !s3.acl.is_empty() || !s3.role_arn.is_empty();
-                if s3_only && !matches!(loc, Location::S3 { .. }) {
-                    e.push(format!("s3.sse: s3.sse, storage_class, acl and role_arn apply to s3:// locations, not {}", loc.url()));
+                let s3_only = [
+                    ("s3.sse", s3.sse != Sse::None),
+                    ("s3.storage_class", !s3.storage_class.is_empty()),
+                    ("s3.acl", !s3.acl.is_empty()),
+                    ("s3.tags", !s3.tags.is_empty()),
+                    ("s3.role_arn", !s3.role_arn.is_empty()),
+                ];
+                for (key, _) in s3_only.iter().filter(|(_, set)| *set && !matches!(loc, Location::S3 { .. })) {
+                    e.push(format!("{key}: applies to s3:// locations, not {}", loc.url()));
                 }
             }
         }

@@ -231,8 +231,11 @@ impl Location {
             if !rest.starts_with('/') {
                 return Err(format!("output.url: a file:// URL needs an absolute path (file:///data/lake), got {url:?}"));
             }
-            let root = std::path::PathBuf::from(rest.trim_end_matches('/'));
-            return Ok(Location::Local { root, prefix: String::new() });
+            let dir = rest.trim_end_matches('/');
+            if dir.is_empty() {
+                return Err(format!("output.url: a file:// URL needs a directory below / (file:///data/lake), got {url:?}"));
+            }
+            return Ok(Location::Local { root: std::path::PathBuf::from(dir), prefix: String::new() });
         }
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         if host.is_empty() {

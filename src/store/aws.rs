@@ -93,9 +93,10 @@ pub(super) fn resolve(
         let detail = format!("role {role}, token file {file}, STS {}", sts.endpoint);
         let provider = refreshing(sts, Fetch::WebIdentity { token_file: file.into(), role_arn: role, session, duration: c.role_duration_secs });
         (Credentials::Provider(provider), info(CredentialSource::WebIdentity, detail))
-    } else if want(CredentialSource::Profile) && (c.credentials == CredentialSource::Profile || !c.profile.is_empty() || Profiles::load(c)?.has("default")) {
+    } else if let Some(profiles) = want(CredentialSource::Profile).then(|| Profiles::load(c)).transpose()?.filter(|p| {
+        c.credentials == CredentialSource::Profile || !c.profile.is_empty() || p.has("default")
+    }) {
         let name = if c.profile.is_empty() { "default".to_string() } else { c.profile.clone() };
-        let profiles = Profiles::load(c)?;
         let (provider, detail, role) = profiles.provider(&name, c, sts, 0)?;
         let mut i = info(CredentialSource::Profile, detail);
         i.assumed_role = role;
