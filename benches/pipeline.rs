@@ -130,6 +130,8 @@ fn pipeline(
         layout,
         tombstone_rows: false,
         headers: false,
+        value_reader: None,
+        key_reader: None,
     });
     let (mut files, mut bytes) = (0, 0);
     let mut upload = |buf: &mut PartitionBuffer| -> R {

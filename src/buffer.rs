@@ -12,7 +12,7 @@ use prometheus::{IntCounter, IntGauge};
 
 use crate::config::Layout;
 use crate::decode::headers::Headers;
-use crate::decode::{BatchDecoder, DecodeError, SchemaIds};
+use crate::decode::{BatchDecoder, DecodeError, SchemaIds, Schemas};
 use crate::encode::OverlappedFile;
 use crate::error::SinkError;
 use crate::flush::FileStats;
@@ -30,13 +30,17 @@ pub struct DecoderSpec {
     pub tombstone_rows: bool,
     /// `output.headers`: a `__kafka_headers` column.
     pub headers: bool,
+    /// With `output.schema_change = "merge"`, once the group holds more than one version: the
+    /// union of the versions (value, key), which every writer schema of the group resolves to.
+    pub value_reader: Option<Arc<str>>,
+    pub key_reader: Option<Arc<str>>,
 }
 
 impl DecoderSpec {
     pub fn build(&self) -> Result<BatchDecoder, DecodeError> {
-        let key = self.key.as_ref().map(|(id, s)| (*id, &**s));
-        let d =
-            BatchDecoder::new(&self.topic, self.partition, (self.value.0, &self.value.1), key, self.batch_rows)?.with_layout(self.layout);
+        let value = Schemas { id: self.value.0, writer: &self.value.1, reader: self.value_reader.as_deref() };
+        let key = self.key.as_ref().map(|(id, s)| Schemas { id: *id, writer: s, reader: self.key_reader.as_deref() });
+        let d = BatchDecoder::resolving(&self.topic, self.partition, value, key, self.batch_rows)?.with_layout(self.layout);
         let d = if self.tombstone_rows { d.with_tombstone_rows() } else { d };
         Ok(if self.headers { d.with_headers() } else { d })
     }
@@ -66,7 +70,11 @@ struct PathFile {
     /// The first offset of the file's key: its first row's (the group's start with no path).
     start_offset: i64,
     end_offset: i64,
-    decoder: BatchDecoder,
+    /// One decoder per writer version the file holds (one unless versions merge); rows go to
+    /// the active one, and a switch hands out the previous one's rows first, so the file keeps
+    /// the records' order.
+    decoders: Vec<BatchDecoder>,
+    active: Option<usize>,
     parquet: OverlappedFile,
     /// `encoded_bytes` and `memory_bytes` of the file as of the last batch handed to it: they
     /// only change then, so the per-record flush check reads these instead of asking the writer.
@@ -218,9 +226,46 @@ impl PartitionBuffer {
         self.spec.as_ref().map(DecoderSpec::ids)
     }
 
-    /// Replaces the decoder spec; only call with no rows in the open group (after a flush).
+    /// Replaces the decoder spec. With rows in the open group the new spec must read into the
+    /// same output schema (a version merged without change); see [`Self::evolve`] otherwise.
     pub fn set_decoder_spec(&mut self, spec: DecoderSpec) {
         self.spec = Some(spec);
+    }
+
+    /// The output schema of the current spec's decoder (what the open files hold).
+    pub fn spec_output_schema(&self) -> Result<Option<arrow::datatypes::SchemaRef>, DecodeError> {
+        match self.spec.as_ref() {
+            Some(s) => Ok(Some(s.build()?.output_schema()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The writer and reader schemas of the current spec (value, key), for merging a new
+    /// version into them.
+    pub fn current_schemas(&self) -> Option<(Arc<str>, Option<Arc<str>>)> {
+        let s = self.spec.as_ref()?;
+        let value = s.value_reader.clone().unwrap_or_else(|| s.value.1.clone());
+        let key = s.key_reader.clone().or_else(|| s.key.as_ref().map(|k| k.1.clone()));
+        Some((value, key))
+    }
+
+    /// The open group's files take the wider schema `target` of `spec` (a merged version that
+    /// adds or widens columns): pending rows are written, each file's rows so far are rewritten
+    /// in the new shape (missing columns null, types widened), and the decoders are rebuilt
+    /// from `spec` as records come.
+    pub fn evolve(&mut self, spec: DecoderSpec, target: &arrow::datatypes::SchemaRef, props: &WriterProperties) -> Result<(), SinkError> {
+        if let Some(g) = self.group.as_mut() {
+            for f in &mut g.files {
+                f.hand_out(props)?;
+                f.decoders.clear();
+                f.active = None;
+                f.parquet.evolve(target, props)?;
+                f.encoded = f.parquet.encoded_bytes();
+                f.memory = f.parquet.memory_bytes() + f.times.bytes();
+            }
+        }
+        self.spec = Some(spec);
+        Ok(())
     }
 
     fn open(&mut self, offset: i64) -> &mut Group {
@@ -280,26 +325,23 @@ impl PartitionBuffer {
             return Err(DecodeError::Batch("no decoder for the partition".into()).into());
         };
         let ids = spec.ids();
-        // The row's file in the open group, or a decoder for a path new to it.
-        enum Slot {
-            Open(usize),
-            New(Box<BatchDecoder>),
-        }
-        let slot = match self.group.as_ref().and_then(|g| g.files.iter().position(|f| f.path.as_deref() == path)) {
-            Some(i) => Slot::Open(i),
-            None => Slot::New(Box::new(spec.build()?)),
-        };
+        // The row's file in the open group and its decoder for the record's version, built
+        // when the file has none yet.
+        let open = self.group.as_ref().and_then(|g| g.files.iter().position(|f| f.path.as_deref() == path));
+        let has_decoder = open.and_then(|i| self.group.as_ref().map(|g| g.files[i].decoders.iter().any(|d| d.ids() == ids)));
+        let new_decoder = if has_decoder == Some(true) { None } else { Some(spec.build()?) };
         let parallel = self.parallel_encode;
         let g = self.open(offset);
-        let i = match slot {
-            Slot::Open(i) => i,
-            Slot::New(decoder) => {
+        let i = match open {
+            Some(i) => i,
+            None => {
                 let start_offset = if path.is_none() { g.start_offset } else { offset };
                 g.files.push(PathFile {
                     path: path.map(str::to_string),
                     start_offset,
                     end_offset: offset,
-                    decoder: *decoder,
+                    decoders: Vec::new(),
+                    active: None,
                     parquet: OverlappedFile::new(parallel),
                     encoded: 0,
                     memory: 0,
@@ -310,7 +352,11 @@ impl PartitionBuffer {
             }
         };
         let file = &mut g.files[i];
-        let batch = push(&mut file.decoder)?;
+        file.activate(ids, new_decoder, props)?;
+        let Some(decoder) = file.active.and_then(|a| file.decoders.get_mut(a)) else {
+            return Err(DecodeError::Batch("no active decoder".into()).into());
+        };
+        let batch = push(decoder)?;
         g.schema_ids = Some(ids);
         g.end_offset = offset;
         g.records += 1;
@@ -364,10 +410,12 @@ impl PartitionBuffer {
         self.gauge.set(0);
         self.dead_lettered.clear();
         let mut files = Vec::with_capacity(g.files.len());
+        // The next group starts from its first record's own schema, not this group's union.
+        if self.spec.as_ref().is_some_and(|s| s.value_reader.is_some() || s.key_reader.is_some()) {
+            self.spec = None;
+        }
         for mut f in g.files {
-            if let Some(batch) = f.decoder.finish()? {
-                write_batch(&mut f, batch, props)?;
-            }
+            f.hand_out(props)?;
             if let Some((rows, bytes)) = f.parquet.finish()? {
                 files.push(ClosedFile {
                     start_offset: f.start_offset,
@@ -387,6 +435,37 @@ impl Drop for PartitionBuffer {
     /// A revoked partition's open group is discarded: it no longer counts as buffered here.
     fn drop(&mut self) {
         self.gauge.set(0);
+    }
+}
+
+impl PathFile {
+    /// Makes the decoder of `ids` the active one (`built`, when the file has none for them),
+    /// handing out the previous one's rows first.
+    fn activate(&mut self, ids: SchemaIds, built: Option<BatchDecoder>, props: &WriterProperties) -> Result<(), SinkError> {
+        if self.active.and_then(|a| self.decoders.get(a)).is_some_and(|d| d.ids() == ids) {
+            return Ok(());
+        }
+        self.hand_out(props)?;
+        self.active = match self.decoders.iter().position(|d| d.ids() == ids) {
+            Some(j) => Some(j),
+            None => {
+                let d = built.ok_or_else(|| DecodeError::Batch("no decoder built for a new version".into()))?;
+                self.decoders.push(d);
+                Some(self.decoders.len() - 1)
+            }
+        };
+        Ok(())
+    }
+
+    /// Writes the active decoder's pending rows to the file.
+    fn hand_out(&mut self, props: &WriterProperties) -> Result<(), SinkError> {
+        if let Some(d) = self.active.and_then(|a| self.decoders.get_mut(a)) {
+            if let Some(batch) = d.finish()? {
+                self.pending_avro_bytes = 0;
+                write_batch(self, batch, props)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -218,6 +218,32 @@ impl OverlappedFile {
         self.state = State::Idle(Some(Box::new(file)));
     }
 
+    /// Rewrites the rows written so far in the wider schema `target` (see
+    /// `decode::evolve::conform`): the in-memory file is read back and encoded again, once per
+    /// version that widens the file, never per record.
+    pub fn evolve(&mut self, target: &arrow::datatypes::SchemaRef, props: &WriterProperties) -> Result<(), EncodeError> {
+        let Some(file) = self.wait()? else { return Ok(()) };
+        let bytes = file.finish()?;
+        let bad = |e: String| EncodeError(format!("rewriting the open file in the merged schema: {e}"));
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.build())
+            .map_err(|e| bad(e.to_string()))?;
+        let mut out: Option<ParquetFile> = None;
+        for batch in reader {
+            let batch = crate::decode::evolve::conform(&batch.map_err(|e| bad(e.to_string()))?, target).map_err(bad)?;
+            let file = match out.as_mut() {
+                Some(f) => f,
+                None => out.insert(ParquetFile::new(&batch, props.clone())?),
+            };
+            file.write(&batch)?;
+        }
+        match out {
+            Some(f) => self.idle(f),
+            None => self.state = State::Idle(None),
+        }
+        Ok(())
+    }
+
     /// Encoded bytes as of the last completed write (one batch behind while one is in flight).
     pub fn encoded_bytes(&self) -> u64 {
         self.encoded

@@ -118,12 +118,19 @@ pub fn import(json: &str) -> Result<String, String> {
     if let Some(v) = get("store.kafka.headers") {
         out.set("output", "headers", (v == "true").into());
     }
+    // The connector keeps a file across versions it can project to one schema; NONE rolls.
     match get("schema.compatibility").as_deref() {
-        None | Some("NONE") => {}
-        Some(c) => out.warn(format!(
-            "schema.compatibility {c}: the connector projects records to one schema and keeps one file across compatible versions; \
-             the sink starts a new file at every new schema id"
-        )),
+        None => {}
+        Some("NONE") => out.set("output", "schema_change", "roll".into()),
+        Some(c @ ("BACKWARD" | "FORWARD" | "FULL")) => {
+            out.set("output", "schema_change", "merge".into());
+            if c != "BACKWARD" {
+                out.warn(format!(
+                    "schema.compatibility {c}: the connector projects to the newest schema; the sink's files take the union of the versions (output.schema_change = \"merge\")"
+                ));
+            }
+        }
+        Some(c) => out.warn(format!("schema.compatibility {c}: not known, output.schema_change stays merge")),
     }
     for k in ["key.converter", "value.converter"] {
         if let Some(c) = get(k).filter(|c| !c.ends_with("AvroConverter")) {
@@ -478,7 +485,8 @@ mod tests {
         assert_eq!((o.compression, o.offset_pad_width, o.file_delim.as_str(), o.headers), (crate::config::Codec::Zstd, 12, "_", true), "{toml_text}");
         assert_eq!((c.s3.sse, c.s3.sse_kms_key_id.as_str(), c.s3.acl.as_str()), (crate::config::Sse::Kms, "arn:aws:kms:k", "bucket-owner-full-control"));
         assert_eq!((c.s3.multipart_part_bytes, c.s3.role_arn.as_str(), c.s3.external_id.as_str()), (26_214_400, "arn:aws:iam::1:role/sink", "x1"));
-        for w in ["directory.delim \"#\"", "s3.object.tagging", "schema.compatibility BACKWARD", "value.converter org.apache.kafka.connect.json.JsonConverter"] {
+        assert_eq!(c.output.schema_change, crate::config::SchemaChange::Merge, "BACKWARD merges");
+        for w in ["directory.delim \"#\"", "s3.object.tagging", "value.converter org.apache.kafka.connect.json.JsonConverter"] {
             assert!(toml_text.contains(&format!("# warning: {w}")), "no warning for {w}:\n{toml_text}");
         }
         Ok(())

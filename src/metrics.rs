@@ -46,6 +46,9 @@ pub struct Metrics {
     /// Seconds from an event's time to the completion of the upload holding it, by topic and
     /// clock: `source` (Debezium's `ts_ms`) or `kafka` (the record timestamp).
     pub time_to_lake: HistogramVec,
+    /// Records of a new schema version merged into an open file instead of closing it
+    /// (`output.schema_change = "merge"`), by topic.
+    pub schema_reconciliations: IntCounterVec,
     /// Partition states and dependency reachability, for `/readyz` and `/status`.
     pub health: Health,
 }
@@ -100,6 +103,11 @@ impl Metrics {
             buffered_bytes,
             bad_records: counter("kps_bad_records_total", "Records that could not be written", &["topic", "class", "action"])?,
             health,
+            schema_reconciliations: counter(
+                "kps_schema_reconciliations_total",
+                "New schema versions merged into an open file instead of closing it",
+                &["topic"],
+            )?,
             records_consumed: counter("kps_records_consumed_total", "Records polled from Kafka", &["topic"])?,
             records_written: counter("kps_records_written_total", "Rows written to uploaded Parquet files", &["topic"])?,
             records_skipped: counter("kps_records_skipped_total", "Records that produced no row", &["topic", "reason"])?,

@@ -26,6 +26,9 @@ struct Args {
     /// Switch to the v2 value schema (an added `category` column) after this many records.
     #[arg(long)]
     v2_after: Option<usize>,
+    /// Alternate between the v1 and v2 value schemas every this many records (v1 first).
+    #[arg(long)]
+    alternate_every: Option<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
@@ -49,6 +52,7 @@ async fn run(a: Args) -> Result<(), testkit::BoxError> {
         partitions: a.partitions,
         count: a.count,
         v2_after: a.v2_after,
+        alternate_every: a.alternate_every,
         timestamps: None,
         seed: a.seed,
     };

@@ -155,6 +155,10 @@ pub struct OutputConfig {
     /// Add a `__kafka_headers` column: the record's headers as a list of key/value, values as
     /// bytes (the connector's `store.kafka.headers`).
     pub headers: bool,
+    /// A record of a new schema version: `merge` keeps the open file when the versions
+    /// reconcile (the file's schema becomes their union), `roll` closes it (flush reason
+    /// `schema`), as every change did before.
+    pub schema_change: SchemaChange,
     /// Rows per Parquet row group (at most).
     pub row_group_rows: usize,
     /// Target size of a Parquet data page.
@@ -199,6 +203,7 @@ impl Default for OutputConfig {
             compression: Codec::Snappy,
             compression_level: 0,
             headers: false,
+            schema_change: SchemaChange::Merge,
             row_group_rows: 128 * 1024,
             data_page_bytes: 1024 * 1024,
             dictionary_page_bytes: 64 * 1024,
@@ -241,6 +246,14 @@ pub enum Partitioner {
     Kafka,
     Time,
     Field,
+}
+
+/// What a new schema version does to the open file (`output.schema_change`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaChange {
+    Merge,
+    Roll,
 }
 
 /// `struct`: decode Avro keys into the `__kafka_key` struct column; `off`: ignore keys.

@@ -5,6 +5,7 @@
 //! tree, no JSON. One [`BatchDecoder`] serves one partition and one writer schema.
 
 pub mod debezium;
+pub mod evolve;
 pub mod envelope;
 pub mod field;
 pub mod frame;
@@ -91,12 +92,26 @@ struct KeyDecoder {
     decoded: u32,
 }
 
-fn datum_decoder(schema_id: u32, writer_schema: &str, batch_size: usize) -> Result<Decoder, DecodeError> {
+/// A writer schema (by registry id), and the reader schema to resolve it to (the union of the
+/// versions in the file, `output.schema_change = "merge"`), if not the writer's own.
+#[derive(Debug, Clone, Copy)]
+pub struct Schemas<'a> {
+    pub id: u32,
+    pub writer: &'a str,
+    pub reader: Option<&'a str>,
+}
+
+fn datum_decoder(s: Schemas<'_>, batch_size: usize) -> Result<Decoder, DecodeError> {
+    let schema_id = s.id;
     let bad = |reason: String| DecodeError::BadSchema { schema_id, reason };
     let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
     let fp = Fingerprint::Id(schema_id);
-    store.set(fp, AvroSchema::new(writer_schema.to_string())).map_err(|e| bad(e.to_string()))?;
-    let decoder = ReaderBuilder::new()
+    store.set(fp, AvroSchema::new(s.writer.to_string())).map_err(|e| bad(e.to_string()))?;
+    let mut builder = ReaderBuilder::new();
+    if let Some(reader) = s.reader {
+        builder = builder.with_reader_schema(AvroSchema::new(reader.to_string()));
+    }
+    let decoder = builder
         .with_writer_schema_store(store)
         .with_active_fingerprint(fp)
         .with_decoder_mode(DecoderMode::UnframedDatum)
@@ -122,13 +137,19 @@ fn decode_one(decoder: &mut Decoder, schema_id: u32, body: &[u8]) -> Result<(), 
 impl BatchDecoder {
     /// `key` is the key's schema id and writer schema, when the file's records carry Avro keys.
     pub fn new(topic: &str, partition: i32, value: (u32, &str), key: Option<(u32, &str)>, batch_size: usize) -> Result<Self, DecodeError> {
+        let key = key.map(|(id, writer)| Schemas { id, writer, reader: None });
+        Self::resolving(topic, partition, Schemas { id: value.0, writer: value.1, reader: None }, key, batch_size)
+    }
+
+    /// As [`Self::new`], each writer schema resolved to its reader schema where one is given.
+    pub fn resolving(topic: &str, partition: i32, value: Schemas<'_>, key: Option<Schemas<'_>>, batch_size: usize) -> Result<Self, DecodeError> {
         let key_decoder = match key {
-            Some((id, schema)) => Some(KeyDecoder { decoder: datum_decoder(id, schema, batch_size)?, rows: Vec::new(), decoded: 0 }),
+            Some(k) => Some(KeyDecoder { decoder: datum_decoder(k, batch_size)?, rows: Vec::new(), decoded: 0 }),
             None => None,
         };
         Ok(Self {
-            ids: SchemaIds { value: value.0, key: key.map(|k| k.0) },
-            value: datum_decoder(value.0, value.1, batch_size)?,
+            ids: SchemaIds { value: value.id, key: key.map(|k| k.id) },
+            value: datum_decoder(value, batch_size)?,
             key: key_decoder,
             coords: Coordinates::new(topic, partition, batch_size),
             layout: Layout::Envelope,

@@ -17,11 +17,12 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::buffer::{DecoderSpec, PartitionBuffer, RowAt};
+use crate::decode::evolve;
 use crate::decode::headers::Headers;
 use crate::commit;
 use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
 use crate::commit::{Group, KafkaGroup};
-use crate::config::{Config, KeyColumn, Layout, Tolerance, Tombstones};
+use crate::config::{Config, KeyColumn, Layout, SchemaChange, Tolerance, Tombstones};
 use crate::deadletter::DeadLetter;
 use crate::decode::registry::Registry;
 use crate::decode::{frame, DecodeError, SchemaIds};
@@ -66,6 +67,8 @@ pub struct Pipeline {
     parallel_encode: bool,
     /// `output.headers`: rows carry their Kafka headers.
     headers: bool,
+    /// `output.schema_change`: merge a new version into the open file, or close it.
+    schema_change: SchemaChange,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
 }
@@ -100,6 +103,7 @@ impl Pipeline {
             layout: config.output.layout,
             key_column: config.output.key,
             tombstones: config.output.tombstones,
+            schema_change: config.output.schema_change,
             dead_letter,
             paths: PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?,
             max_buffered: config.flush.max_buffered_bytes,
@@ -360,35 +364,104 @@ impl Pipeline {
     /// more than `flush.max_open_files` files, is closed first, and a spec is built if needed.
     async fn prepare(&mut self, tp: &TopicPartition, value_id: u32, key_id: Option<u32>, path: Option<&str>) -> Result<(), SinkError> {
         let fits = |ids: SchemaIds| ids.value == value_id && (key_id.is_none() || ids.key == key_id);
-        if self.buffer(tp)?.group_schema_ids().is_some_and(|ids| !fits(ids)) {
+        let changed = self.buffer(tp)?.group_schema_ids().is_some_and(|ids| !fits(ids));
+        if changed && !(self.schema_change == SchemaChange::Merge && self.merge_version(tp, value_id, key_id).await?) {
             self.flush(tp, FlushReason::Schema).await?;
         }
         if self.buffer(tp)?.needs_new_file(path).is_some_and(|open| open >= self.max_open_files) {
             self.flush(tp, FlushReason::Path).await?;
         }
         if !self.buffer(tp)?.decoder_schema_ids().is_some_and(fits) {
-            let value_schema = self.registry.schema(value_id).await?;
-            let key = match key_id {
-                Some(id) => Some((id, self.registry.schema(id).await?)),
-                None => None,
-            };
-            let spec = DecoderSpec {
-                topic: tp.0.clone(),
-                partition: tp.1,
-                value: (value_id, value_schema),
-                key,
-                batch_rows: self.decode_batch_rows,
-                layout: self.layout,
-                tombstone_rows: self.tombstones == Tombstones::Write,
-                headers: self.headers,
-            };
-            let unwritable = |reason: String| DecodeError::Unwritable { schema_id: value_id, reason };
-            let schema = spec.build()?.output_schema().map_err(|e| unwritable(e.to_string()))?;
-            encode::ParquetFile::check_schema(schema, self.props.clone()).map_err(|e| unwritable(e.to_string()))?;
+            let spec = self.decoder_spec(tp, value_id, key_id, (None, None)).await?;
+            self.check_writable(&spec, value_id)?;
             tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = value_id, key_schema_id = ?key_id, "decoder ready");
             self.buffer(tp)?.set_decoder_spec(spec);
         }
         Ok(())
+    }
+
+    /// The decoder spec of a version, resolving to `readers` (value, key) where given.
+    async fn decoder_spec(
+        &mut self,
+        tp: &TopicPartition,
+        value_id: u32,
+        key_id: Option<u32>,
+        (value_reader, key_reader): (Option<Arc<str>>, Option<Arc<str>>),
+    ) -> Result<DecoderSpec, SinkError> {
+        let value_schema = self.registry.schema(value_id).await?;
+        let key = match key_id {
+            Some(id) => Some((id, self.registry.schema(id).await?)),
+            None => None,
+        };
+        Ok(DecoderSpec {
+            topic: tp.0.clone(),
+            partition: tp.1,
+            value: (value_id, value_schema),
+            key,
+            batch_rows: self.decode_batch_rows,
+            layout: self.layout,
+            tombstone_rows: self.tombstones == Tombstones::Write,
+            headers: self.headers,
+            value_reader,
+            key_reader,
+        })
+    }
+
+    /// The spec's output schema, which the Parquet writer must take.
+    fn check_writable(&self, spec: &DecoderSpec, value_id: u32) -> Result<arrow::datatypes::SchemaRef, SinkError> {
+        let unwritable = |reason: String| DecodeError::Unwritable { schema_id: value_id, reason };
+        let schema = spec.build()?.output_schema().map_err(|e| unwritable(e.to_string()))?;
+        encode::ParquetFile::check_schema(schema.clone(), self.props.clone()).map_err(|e| unwritable(e.to_string()))?;
+        Ok(schema)
+    }
+
+    /// A record of another schema version than the open group's (`output.schema_change =
+    /// "merge"`): merges the version into the group's schema when they reconcile (see
+    /// `decode::evolve`), rewriting the open files if the union adds or widens columns. False
+    /// when they do not: the caller closes the group (flush reason `schema`), and the log says
+    /// why.
+    async fn merge_version(&mut self, tp: &TopicPartition, value_id: u32, key_id: Option<u32>) -> Result<bool, SinkError> {
+        let Some((current_value, current_key)) = self.buffer(tp)?.current_schemas() else { return Ok(false) };
+        let incoming_value = self.registry.schema(value_id).await?;
+        let incoming_key = match key_id {
+            Some(id) => Some(self.registry.schema(id).await?),
+            None => None,
+        };
+        let value = match evolve::merge(&current_value, &incoming_value) {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = value_id, reason = %why, "new value schema does not reconcile with the open file's: closing it");
+                return Ok(false);
+            }
+        };
+        let key = match (current_key, incoming_key) {
+            (Some(c), Some(i)) if c != i => match evolve::merge(&c, &i) {
+                Ok(m) => Some(Arc::<str>::from(m.schema)),
+                Err(why) => {
+                    tracing::info!(topic = %tp.0, partition = tp.1, key_schema_id = ?key_id, reason = %why, "new key schema does not reconcile with the open file's: closing it");
+                    return Ok(false);
+                }
+            },
+            (Some(c), _) => Some(c),
+            (None, i) => i,
+        };
+        let before = self.buffer(tp)?.decoder_schema_ids();
+        let old_schema = match before {
+            Some(_) => self.buffer(tp)?.spec_output_schema()?,
+            None => None,
+        };
+        let spec = self.decoder_spec(tp, value_id, key_id, (Some(Arc::from(value.schema)), key)).await?;
+        let schema = self.check_writable(&spec, value_id)?;
+        self.metrics.schema_reconciliations.with_label_values(&[tp.0.as_str()]).inc();
+        let Self { partitions, props, .. } = self;
+        let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
+        if old_schema.as_ref() == Some(&schema) {
+            buf.set_decoder_spec(spec);
+        } else {
+            tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = value_id, changes = ?value.changes, "new schema version merged into the open file");
+            buf.evolve(spec, &schema, props)?;
+        }
+        Ok(true)
     }
 
     /// The buffer of an assigned partition. Only rebalance events remove buffers, and they are

@@ -96,6 +96,15 @@ impl TasksGenerator {
         Ok(serde_json::to_string(&s)?)
     }
 
+    /// From now on, events are of the v1 schema again (a connector still on the old schema,
+    /// or the column dropped again).
+    pub fn switch_to_v1(&mut self) -> Result<(), BoxError> {
+        allow_debezium_names();
+        self.value_schema = Schema::parse_str(VALUE_SCHEMA_V1)?;
+        self.v2 = false;
+        Ok(())
+    }
+
     /// From now on, events carry the v2 column.
     pub fn switch_to_v2(&mut self) -> Result<(), BoxError> {
         allow_debezium_names();

@@ -179,6 +179,9 @@ pub struct ProducePlan {
     pub count: usize,
     /// Switch to the v2 value schema after this many records.
     pub v2_after: Option<usize>,
+    /// Alternate between the v1 and v2 value schemas every this many records (v1 first), as
+    /// while a column change rolls out.
+    pub alternate_every: Option<usize>,
     /// Record timestamps `(first, step)` in Unix ms; `None`: the producer's clock.
     pub timestamps: Option<(i64, i64)>,
     pub seed: u64,
@@ -194,11 +197,18 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
     let mut generator = TasksGenerator::new(plan.seed, (plan.count / 10).min(100))?;
     let mut out = Vec::with_capacity(plan.count + 1);
     let mut switched = false;
+    let subject = format!("{}-value", plan.topic);
+    let alternate_v2_id = match plan.alternate_every {
+        Some(_) => Some(register_schema(&plan.registry, &subject, &TasksGenerator::value_schema_v2()?).await?),
+        None => None,
+    };
     while out.len() < plan.count {
-        let limit = match plan.v2_after {
-            Some(n) if !switched && n > out.len() => n,
+        let limit = match (plan.v2_after, plan.alternate_every) {
+            (Some(n), _) if !switched && n > out.len() => n,
+            (_, Some(n)) => (out.len() / n + 1) * n,
             _ => plan.count,
-        };
+        }
+        .min(plan.count);
         let mut chunk = Vec::new();
         while out.len() + chunk.len() < limit {
             chunk.extend(generator.next_events()?);
@@ -209,10 +219,18 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
         out.extend(produced.into_iter().zip(chunk));
         if plan.v2_after.is_some_and(|n| !switched && out.len() >= n) {
             generator.switch_to_v2()?;
-            let v2 = TasksGenerator::value_schema_v2()?;
-            let v2_id = register_schema(&plan.registry, &format!("{}-value", plan.topic), &v2).await?;
+            let v2_id = register_schema(&plan.registry, &subject, &TasksGenerator::value_schema_v2()?).await?;
             producer.set_value_schema_id(v2_id);
             switched = true;
+        }
+        if let (Some(v2_id), Some(n)) = (alternate_v2_id, plan.alternate_every) {
+            if (out.len() / n) % 2 == 1 {
+                generator.switch_to_v2()?;
+                producer.set_value_schema_id(v2_id);
+            } else {
+                generator.switch_to_v1()?;
+                producer.set_value_schema_id(v1_id);
+            }
         }
     }
     Ok(out)

@@ -64,23 +64,34 @@ pub fn produce_stamped(
     produce_batched(stack, topic, (partitions, count, None, seed), Some((first, step)))
 }
 
-fn produce_batched(
-    stack: &Stack,
-    topic: &str,
-    (partitions, count, v2_after, seed): (i32, usize, Option<usize>, u64),
-    timestamps: Option<(i64, i64)>,
-) -> TestResult<Vec<(Produced, TaskEvent)>> {
-    let plan = ProducePlan {
+/// As [`produce`], the value schema alternating between v1 and v2 (the added `category`
+/// column) every `every` records, v1 first.
+pub fn produce_alternating(stack: &Stack, topic: &str, partitions: i32, count: usize, every: usize, seed: u64) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    let plan = plan(stack, topic, (partitions, count, None, seed), None);
+    tokio::runtime::Runtime::new()?.block_on(produce_tasks(&ProducePlan { alternate_every: Some(every), ..plan }))
+}
+
+fn plan(stack: &Stack, topic: &str, (partitions, count, v2_after, seed): (i32, usize, Option<usize>, u64), timestamps: Option<(i64, i64)>) -> ProducePlan {
+    ProducePlan {
         bootstrap: stack.bootstrap.clone(),
         registry: stack.registry.clone(),
         topic: topic.to_string(),
         partitions,
         count,
         v2_after,
+        alternate_every: None,
         timestamps,
         seed,
-    };
-    tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan))
+    }
+}
+
+fn produce_batched(
+    stack: &Stack,
+    topic: &str,
+    spec: (i32, usize, Option<usize>, u64),
+    timestamps: Option<(i64, i64)>,
+) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    tokio::runtime::Runtime::new()?.block_on(produce_tasks(&plan(stack, topic, spec, timestamps)))
 }
 
 /// Names no other test run uses.

@@ -1,0 +1,104 @@
+//! Schema changes without small files (`output.schema_change`): records of two compatible
+//! versions interleaving share one file per flush under `merge`, where `roll` starts a file at
+//! every switch; an incompatible change still rolls and loses nothing.
+//!
+//! Needs the local stack (`scripts/stack.sh up`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use kafka_parquet_sink::decode::frame;
+use kafka_parquet_sink::testkit::register_schema;
+
+/// Files per partition, and the number uploaded because of a schema change.
+fn files_by_partition(files: &[LakeFile]) -> BTreeMap<i32, usize> {
+    let mut n = BTreeMap::new();
+    for f in files {
+        if let Some(r) = f.rows.first() {
+            *n.entry(r.partition).or_default() += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn interleaved_compatible_versions_share_one_file_per_flush() -> TestResult {
+    let stack = Stack::get()?;
+    let topic = unique("it-schema-merge");
+    // The value schema changes every 100 records (an added column, then back), over 3
+    // partitions: every partition sees a switch every ~33 records.
+    let produced = produce_alternating(&stack, &topic, 3, 3000, 100, 21)?;
+    let events: BTreeMap<(i32, i64), _> = produced.iter().map(|(p, e)| ((p.partition, p.offset), e)).collect();
+    let mut counts = Vec::new();
+    for mode in ["merge", "roll"] {
+        let (group, prefix) = (unique("it-group"), unique(&format!("it/schema-{mode}")));
+        let output = format!("schema_change = \"{mode}\"");
+        // Everything is in the topic before the sink starts; one time rotation closes the files.
+        let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 100000\nrotate_interval_ms = 3000").output(&output).start()?;
+        wait_caught_up(&stack, &group, &topic, Duration::from_secs(90))?;
+        let schema_rolls = sink.metric_sum("kps_files_uploaded_total", &[("reason", "schema")]);
+        let merges = sink.metric_sum("kps_schema_reconciliations_total", &[]);
+        drain_and_audit(&stack, &mut sink, (&group, &topic, &prefix), &produced)?;
+        let files = read_lake(&stack, &prefix)?;
+        let per_partition = files_by_partition(&files);
+        for f in &files {
+            for r in &f.rows {
+                let e = events.get(&(r.partition, r.offset)).ok_or_else(|| format!("offset {}/{} was never produced", r.partition, r.offset))?;
+                assert_eq!(r.title.as_deref(), Some(e.title.as_str()), "{mode}: title of {}/{}", r.partition, r.offset);
+                assert_eq!(r.category, e.category, "{mode}: category of {}/{} (null for v1 rows)", r.partition, r.offset);
+            }
+        }
+        eprintln!("{mode}: files per partition {per_partition:?}, {schema_rolls:.0} closed by a schema change, {merges:.0} versions merged");
+        if mode == "merge" {
+            assert!(per_partition.values().all(|n| *n == 1), "merge: one flush per partition, one file each: {per_partition:?}");
+            assert_eq!(schema_rolls, 0.0, "merge: no file closed for a compatible version");
+            assert!(merges >= 3.0, "merge: the switches are counted ({merges})");
+            for f in &files {
+                assert!(f.rows.iter().any(|r| r.category.is_some()) && f.rows.iter().any(|r| r.category.is_none()), "{}: both versions' rows", f.key);
+            }
+        } else {
+            assert!(per_partition.values().all(|n| *n > 20), "roll: a file per switch: {per_partition:?}");
+        }
+        counts.push(files.len());
+    }
+    eprintln!("a schema change every 100 records, 3,000 records, 3 partitions: merge {} files, roll {} files", counts[0], counts[1]);
+    Ok(())
+}
+
+#[test]
+fn an_incompatible_change_still_rolls_and_loses_nothing() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-schema-roll"), unique("it-group"), unique("it/schema-roll"));
+    let v1 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "string"}]}"#;
+    let v2 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "long"}]}"#;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &topic, 1))?;
+    let ids = [rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v1))?, rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v2))?];
+    let schemas = [apache_avro::Schema::parse_str(v1)?, apache_avro::Schema::parse_str(v2)?];
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
+    let mut offsets = std::collections::BTreeSet::new();
+    // v1, v2, v1: two incompatible switches.
+    for (round, version) in [0usize, 1, 0].into_iter().enumerate() {
+        for i in 0..10i64 {
+            use apache_avro::types::Value;
+            let x = if version == 0 { Value::String(format!("s{i}")) } else { Value::Long(i) };
+            let body = apache_avro::to_avro_datum(&schemas[version], Value::Record(vec![("id".into(), Value::Long(round as i64 * 10 + i)), ("x".into(), x)]))?;
+            let value = frame::encode(ids[version], &body);
+            let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic).partition(0).payload(&value);
+            let d = rt.block_on(producer.send(record, Duration::from_secs(10))).map_err(|(e, _)| e)?;
+            offsets.insert((0, d.offset));
+        }
+    }
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 1000").start()?;
+    wait_caught_up(&stack, &group, &topic, Duration::from_secs(60))?;
+    let log = sink.log();
+    sink.terminate(Duration::from_secs(30))?;
+    let audit = audit_offsets(&stack, &prefix, &offsets)?;
+    audit.exactly_once()?;
+    assert_eq!(audit.files, 3, "a file per version run: {audit}");
+    assert!(log.contains("does not reconcile") && log.contains("x: type changed from string to long"), "the log says why:\n{log}");
+    Ok(())
+}
