@@ -234,6 +234,8 @@ fn object_settings_reach_the_server_on_puts_and_multipart_uploads() -> TestResul
             acl: "bucket-owner-full-control".into(),
             tags: BTreeMap::from([("team".to_string(), "data".to_string()), ("pii".to_string(), "no".to_string())]),
             multipart_part_bytes: 5 * 1024 * 1024,
+            // A refusal fails the test instead of being retried until the store answers.
+            retry_max_attempts: 3,
             ..via(&stub)
         };
         let store = Store::open(&config(s3, &format!("{prefix}/{expected}")), Metrics::new()?)?;
