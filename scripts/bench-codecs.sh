@@ -30,13 +30,8 @@ BIN=target/$PROFILE
 run_id=$(date +%s)
 topic="bench-codecs-$run_id"
 log "producing $COUNT events to $topic ($PARTITIONS partitions)"
-"$BIN"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" \
-  --count "$COUNT" --seed 7 >"$OUT/produce.log"
-COUNT=$(head -1 "$OUT/produce.log" | awk '{print $2}')
-tombstones=$(grep -o '"tombstone": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
+produce_events "$BIN" "$topic"
 rows_expected=$((COUNT - tombstones))
-now() { date +%s.%N; }
-cpu_s() { awk -F: '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.1f", s}' "$1"; }
 
 echo "records=$COUNT partitions=$PARTITIONS flush=$FLUSH machine: $(nproc) cores"
 printf '| codec | level | wall s | records/s | CPU s | lake MiB | bytes/row | vs snappy |\n|---|---:|---:|---:|---:|---:|---:|---:|\n'

@@ -51,16 +51,9 @@ BIN=target/$PROFILE
 run_id=$(date +%s)
 topic="bench-e2e-$run_id"
 log "producing $COUNT events to $topic ($PARTITIONS partitions)"
-"$BIN"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" \
-  --count "$COUNT" --seed 7 >"$OUT/produce.log"
-tombstones=$(grep -o '"tombstone": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
+produce_events "$BIN" "$topic"
 log "$(head -1 "$OUT/produce.log")"
-# The generator may add the tombstone of a final delete: count what was produced.
-COUNT=$(head -1 "$OUT/produce.log" | awk '{print $2}')
 
-now() { date +%s.%N; }
-peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d", $2 / 1024}' "$1"; }
-cpu_s() { awk -F: '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.1f", s}' "$1"; }
 wait_committed() { # group
   python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --group "$1" \
     --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null

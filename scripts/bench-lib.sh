@@ -11,3 +11,18 @@ if scripts/stack.sh status | grep -q down; then
 fi
 bench_cleanup() { if [ -n "$started_stack" ]; then scripts/stack.sh down; fi; }
 trap bench_cleanup EXIT
+
+# Timing and /usr/bin/time -v figures.
+now() { date +%s.%N; }
+peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d", $2 / 1024}' "$1"; }
+cpu_s() { awk -F: '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.1f", s}' "$1"; }
+
+# produce_events BIN TOPIC: COUNT Debezium events (seed 7) to a new topic of PARTITIONS partitions
+# ($OUT/produce.log); sets COUNT to what was produced (a final delete may add its tombstone) and
+# tombstones to how many of them are tombstones.
+produce_events() {
+  "$1"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$2" --partitions "$PARTITIONS" \
+    --count "$COUNT" --seed 7 >"$OUT/produce.log"
+  tombstones=$(grep -o '"tombstone": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
+  COUNT=$(head -1 "$OUT/produce.log" | awk '{print $2}')
+}

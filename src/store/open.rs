@@ -28,21 +28,13 @@ impl Store {
                 (s3, Some(info))
             }
             Location::Gcs { bucket, .. } => {
-                let mut b = GoogleCloudStorageBuilder::new().with_bucket_name(bucket).with_client_options(client_options(&config.s3)?);
-                for (key, value) in env {
-                    if let Ok(k) = key.to_ascii_lowercase().parse::<GoogleConfigKey>() {
-                        b = b.with_config(k, value);
-                    }
-                }
+                let b = GoogleCloudStorageBuilder::new().with_bucket_name(bucket).with_client_options(client_options(&config.s3)?);
+                let b = settings_from(env).fold(b, |b, (k, v): (GoogleConfigKey, _)| b.with_config(k, v));
                 (Arc::new(b.build().map_err(|e| StoreError { op: "configure", key: location.url(), source: e })?), None)
             }
             Location::Azure { container, .. } => {
-                let mut b = MicrosoftAzureBuilder::new().with_container_name(container).with_client_options(client_options(&config.s3)?);
-                for (key, value) in env {
-                    if let Ok(k) = key.to_ascii_lowercase().parse::<AzureConfigKey>() {
-                        b = b.with_config(k, value);
-                    }
-                }
+                let b = MicrosoftAzureBuilder::new().with_container_name(container).with_client_options(client_options(&config.s3)?);
+                let b = settings_from(env).fold(b, |b, (k, v): (AzureConfigKey, _)| b.with_config(k, v));
                 (Arc::new(b.build().map_err(|e| StoreError { op: "configure", key: location.url(), source: e })?), None)
             }
             Location::Local { root, .. } => {
@@ -61,6 +53,12 @@ impl Store {
         store.metrics.health.object_store(store.location(), store.credentials().map(ToString::to_string));
         Ok(store)
     }
+}
+
+/// The variables a builder's config keys name (`GOOGLE_SERVICE_ACCOUNT` → `google_service_account`),
+/// as object_store's `from_env` would take them, but from the config loader's copy.
+fn settings_from<K: std::str::FromStr>(env: &std::collections::BTreeMap<String, String>) -> impl Iterator<Item = (K, &String)> {
+    env.iter().filter_map(|(key, value)| key.to_ascii_lowercase().parse::<K>().ok().map(|k| (k, value)))
 }
 
 fn configure(key: &str, why: impl Into<String>) -> StoreError {
