@@ -240,6 +240,17 @@ impl PartitionBuffer {
         }
     }
 
+    /// Whether a file of the open group already decodes records of these schema versions (they
+    /// are part of its union: switching back to them changes nothing).
+    pub fn group_has_version(&self, ids: SchemaIds) -> bool {
+        self.group.as_ref().is_some_and(|g| g.files.iter().any(|f| f.decoders.iter().any(|d| d.ids() == ids)))
+    }
+
+    /// The reader schemas (the group's union) of the current spec.
+    pub fn readers(&self) -> (Option<Arc<str>>, Option<Arc<str>>) {
+        self.spec.as_ref().map_or((None, None), |s| (s.value_reader.clone(), s.key_reader.clone()))
+    }
+
     /// The writer and reader schemas of the current spec (value, key), for merging a new
     /// version into them.
     pub fn current_schemas(&self) -> Option<(Arc<str>, Option<Arc<str>>)> {

@@ -39,8 +39,8 @@ fn interleaved_compatible_versions_share_one_file_per_flush() -> TestResult {
         // Everything is in the topic before the sink starts; one time rotation closes the files.
         let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 100000\nrotate_interval_ms = 3000").output(&output).start()?;
         wait_caught_up(&stack, &group, &topic, Duration::from_secs(90))?;
-        let schema_rolls = sink.metric_sum("kps_files_uploaded_total", &[("reason", "schema")]);
-        let merges = sink.metric_sum("kps_schema_reconciliations_total", &[]);
+        let schema_rolls = sink.metric_sum("kps_files_uploaded_total", &[("reason", "schema")]) + 0.0; // -0 when absent
+        let merges = sink.metric_sum("kps_schema_reconciliations_total", &[]) + 0.0;
         drain_and_audit(&stack, &mut sink, (&group, &topic, &prefix), &produced)?;
         let files = read_lake(&stack, &prefix)?;
         let per_partition = files_by_partition(&files);

@@ -421,6 +421,15 @@ impl Pipeline {
     /// when they do not: the caller closes the group (flush reason `schema`), and the log says
     /// why.
     async fn merge_version(&mut self, tp: &TopicPartition, value_id: u32, key_id: Option<u32>) -> Result<bool, SinkError> {
+        let ids = SchemaIds { value: value_id, key: key_id };
+        if self.buffer(tp)?.group_has_version(ids) && self.buffer(tp)?.readers().0.is_some() {
+            // Back to a version the open files already hold: the union stays as it is.
+            let readers = self.buffer(tp)?.readers();
+            let spec = self.decoder_spec(tp, value_id, key_id, readers).await?;
+            self.buffer(tp)?.set_decoder_spec(spec);
+            self.metrics.schema_reconciliations.with_label_values(&[tp.0.as_str()]).inc();
+            return Ok(true);
+        }
         let Some((current_value, current_key)) = self.buffer(tp)?.current_schemas() else { return Ok(false) };
         let incoming_value = self.registry.schema(value_id).await?;
         let incoming_key = match key_id {
