@@ -329,7 +329,8 @@ impl StsClient {
         if let Some(base) = &signer {
             AwsAuthorizer::new(base, "sts", &self.region).authorize(&mut request, None);
         }
-        let http_error = |source| StsError::Http { action, endpoint: self.endpoint.clone(), source };
+        // The URL carries the web identity token: keep it out of the error (and the log).
+        let http_error = |source: reqwest::Error| StsError::Http { action, endpoint: self.endpoint.clone(), source: source.without_url() };
         let response = self.client.get(url).headers(request.headers().clone()).send().await.map_err(http_error)?;
         let status = response.status();
         let body = response.text().await.map_err(http_error)?;
@@ -480,6 +481,20 @@ mod tests {
         assert!(hour.fresh(at(3299)) && !hour.fresh(at(3300)), "an hour's credentials renew 5 minutes early");
         let short = Temporary { credential: key, fetched: at(0), expires: at(20) };
         assert!(short.fresh(at(14)) && !short.fresh(at(15)), "20 s credentials renew at three quarters");
+    }
+
+    /// The web identity token travels in the STS URL; a failed request must not show it.
+    #[tokio::test]
+    async fn a_failed_exchange_does_not_show_the_token() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let token = dir.path().join("token");
+        std::fs::write(&token, "secret-web-identity-token")?;
+        let sts = StsClient { client: reqwest::Client::new(), endpoint: "http://127.0.0.1:9".into(), region: "us-east-1".into() };
+        let fetch = Fetch::WebIdentity { token_file: token, role_arn: "arn:aws:iam::1:role/r".into(), session: "s".into(), duration: 900 };
+        let err = sts.fetch(&fetch).await.err().ok_or("nothing listens on port 9")?;
+        let text = format!("{err} {:?}", std::error::Error::source(&err));
+        assert!(!text.contains("secret-web-identity-token"), "{text}");
+        Ok(())
     }
 
     #[test]
