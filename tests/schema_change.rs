@@ -68,6 +68,25 @@ fn interleaved_compatible_versions_share_one_file_per_flush() -> TestResult {
     Ok(())
 }
 
+/// Versions switching every few records (every 5 produced, every one or two per partition):
+/// still one file per partition and flush, every row with its own version's values.
+#[test]
+fn versions_switching_every_few_records_still_share_files() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-schema-few"), unique("it-group"), unique("it/schema-few"));
+    let produced = produce_alternating(&stack, &topic, 3, 600, 5, 22)?;
+    let events: BTreeMap<(i32, i64), _> = produced.iter().map(|(p, e)| ((p.partition, p.offset), e)).collect();
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 100000\nrotate_interval_ms = 3000").start()?;
+    drain_and_audit(&stack, &mut sink, (&group, &topic, &prefix), &produced)?;
+    let files = read_lake(&stack, &prefix)?;
+    assert!(files_by_partition(&files).values().all(|n| *n == 1), "one file per partition: {:?}", files_by_partition(&files));
+    for r in files.iter().flat_map(|f| &f.rows) {
+        let e = events.get(&(r.partition, r.offset)).ok_or("a row of an offset never produced")?;
+        assert_eq!((r.title.as_deref(), &r.category), (Some(e.title.as_str()), &e.category), "{}/{}", r.partition, r.offset);
+    }
+    Ok(())
+}
+
 #[test]
 fn an_incompatible_change_still_rolls_and_loses_nothing() -> TestResult {
     let stack = Stack::get()?;
