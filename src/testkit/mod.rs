@@ -6,7 +6,7 @@
 
 pub(crate) mod events;
 
-pub use events::{Op, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
+pub use events::{allow_debezium_names, Op, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
 
 use std::time::Duration;
 
