@@ -1,4 +1,4 @@
-//! kafka-parquet-sink: Debezium Avro topics → Snappy Parquet on S3, offsets committed only
+//! kafka-parquet-sink: Debezium Avro topics → Parquet in an object store, offsets committed only
 //! after the upload. See DESIGN.md for the stages, the offset protocol and the flush policy.
 #![forbid(unsafe_code)]
 
