@@ -49,6 +49,8 @@ fn doctor_passes_on_a_healthy_pipeline_and_names_each_broken_piece() -> TestResu
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "status exit {:?}:\n{text}", out.status.code());
     assert!(text.starts_with("service: RUNNING"), "{text}");
+    let store_line = format!("object store: s3://datalake/{prefix}, credentials: static keys (s3.access_key_id …)");
+    assert!(text.lines().any(|l| l == store_line), "no {store_line:?} in:\n{text}");
     for p in 0..2 {
         assert!(text.lines().any(|l| l.starts_with(&format!("{topic}  {p} ")) && l.contains("RUNNING")), "partition {p} in:\n{text}");
     }
@@ -58,6 +60,7 @@ fn doctor_passes_on_a_healthy_pipeline_and_names_each_broken_piece() -> TestResu
     assert_eq!(code, 0, "healthy pipeline:\n{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("✅")).count(), 8, "eight checkpoints:\n{out}");
     assert!(line(&out, "consumer group").is_some_and(|l| l.contains("lag 0")), "lag after the run:\n{out}");
+    assert!(line(&out, "bucket exists").is_some_and(|l| l.contains("credentials: static keys")), "the credentials' source:\n{out}");
 
     let broken: Vec<(&str, Setup, &str)> = vec![
         (
