@@ -39,41 +39,14 @@ snappy_bytes=""
 for spec in snappy:0 zstd:0 zstd:9 lz4:0 gzip:0 none:0; do
   codec=${spec%%:*} level=${spec##*:}
   group="bench-codec-$run_id-$codec-$level" prefix="bench/codecs-$run_id/$codec-$level"
-  cat >"$OUT/$codec-$level.toml" <<TOML
-[kafka]
-bootstrap_servers = "$KAFKA"
-group_id = "$group"
-topics = ["$topic"]
-[schema_registry]
-url = "$REGISTRY"
-[s3]
-endpoint = "$S3"
-allow_http = true
-[output]
-prefix = "$prefix"
-compression = "$codec"
-compression_level = $level
-[flush]
-max_records = $FLUSH
-rotate_interval_ms = 2000
-[metrics]
-listen = ""
-TOML
-  t0=$(now)
-  /usr/bin/time -v "$BIN"/kafka-parquet-sink run --config "$OUT/$codec-$level.toml" 2>"$OUT/$codec-$level.log" &
-  time_pid=$!
-  python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --group "$group" \
-    --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null
-  t1=$(now)
-  pkill -TERM -P "$time_pid" || true
-  wait "$time_pid" || true
+  wall=$(ROTATE_MS=2000 timed_sink "$BIN" "$codec-$level" "$group" "$prefix" "$S3" "compression = \"$codec\"
+compression_level = $level")
   lake=$(python3 scripts/lake.py --endpoint "$S3" count --prefix "$prefix")
   read -r bytes rows distinct < <(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["bytes"], d["rows"], d["distinct_offsets"])' <<<"$lake")
   if [ "$rows" != "$rows_expected" ] || [ "$distinct" != "$rows_expected" ]; then
     log "$codec level $level: $rows rows, $distinct distinct offsets in the lake, expected $rows_expected"; exit 1
   fi
   [ -z "$snappy_bytes" ] && snappy_bytes=$bytes
-  wall=$(echo "$t1 - $t0" | bc)
   printf '| %s | %s | %.1f | %d | %s | %.1f | %.1f | %.2fx |\n' "$codec" "$([ "$level" = 0 ] && echo default || echo "$level")" "$wall" \
     "$(echo "$COUNT / $wall" | bc)" "$(cpu_s "$OUT/$codec-$level.log")" "$(echo "$bytes / 1048576" | bc -l)" \
     "$(echo "$bytes / $rows" | bc -l)" "$(echo "$bytes / $snappy_bytes" | bc -l)"

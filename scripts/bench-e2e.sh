@@ -54,11 +54,6 @@ log "producing $COUNT events to $topic ($PARTITIONS partitions)"
 produce_events "$BIN" "$topic"
 log "$(head -1 "$OUT/produce.log")"
 
-wait_committed() { # group
-  python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --group "$1" \
-    --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null
-}
-
 run_null() { # round
   local t0; t0=$(now)
   /usr/bin/time -v python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" \
@@ -67,33 +62,9 @@ run_null() { # round
 }
 
 run_sink() { # round
-  local group="bench-sink-$run_id-$1" prefix="bench/e2e-$run_id/sink-$1"
-  cat >"$OUT/sink-$1.toml" <<TOML
-[kafka]
-bootstrap_servers = "$KAFKA"
-group_id = "$group"
-topics = ["$topic"]
-[schema_registry]
-url = "$REGISTRY"
-[s3]
-endpoint = "$SINK_S3"
-allow_http = true
-[output]
-prefix = "$prefix"
-[flush]
-max_records = $FLUSH
-rotate_interval_ms = ${ROTATE_MS:-2000}
-[metrics]
-listen = ""
-TOML
-  local t0; t0=$(now)
-  /usr/bin/time -v "$BIN"/kafka-parquet-sink run --config "$OUT/sink-$1.toml" 2>"$OUT/sink-$1.log" &
-  local time_pid=$!
-  wait_committed "$group"
-  local t1; t1=$(now)
-  pkill -TERM -P "$time_pid" || true
-  wait "$time_pid" || true
-  echo "$(echo "$t1 - $t0" | bc) $(peak_mib "$OUT/sink-$1.log") $(cpu_s "$OUT/sink-$1.log") $prefix"
+  local group="bench-sink-$run_id-$1" prefix="bench/e2e-$run_id/sink-$1" wall
+  wall=$(timed_sink "$BIN" "sink-$1" "$group" "$prefix" "$SINK_S3")
+  echo "$wall $(peak_mib "$OUT/sink-$1.log") $(cpu_s "$OUT/sink-$1.log") $prefix"
 }
 
 run_peer() { # round

@@ -26,3 +26,38 @@ produce_events() {
   tombstones=$(grep -o '"tombstone": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
   COUNT=$(head -1 "$OUT/produce.log" | awk '{print $2}')
 }
+
+# timed_sink BIN NAME GROUP PREFIX S3_ENDPOINT [OUTPUT_KEYS]: runs the sink (config
+# $OUT/NAME.toml, log with /usr/bin/time figures $OUT/NAME.log) on $topic until GROUP's commits
+# cover COUNT records, then stops it; prints the wall seconds from process start.
+timed_sink() {
+  cat >"$OUT/$2.toml" <<TOML
+[kafka]
+bootstrap_servers = "$KAFKA"
+group_id = "$3"
+topics = ["$topic"]
+[schema_registry]
+url = "$REGISTRY"
+[s3]
+endpoint = "$5"
+allow_http = true
+[output]
+prefix = "$4"
+${6:-}
+[flush]
+max_records = $FLUSH
+rotate_interval_ms = ${ROTATE_MS:-2000}
+[metrics]
+listen = ""
+TOML
+  local t0 t1 time_pid
+  t0=$(now)
+  /usr/bin/time -v "$1"/kafka-parquet-sink run --config "$OUT/$2.toml" 2>"$OUT/$2.log" &
+  time_pid=$!
+  python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --group "$3" \
+    --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null
+  t1=$(now)
+  pkill -TERM -P "$time_pid" || true
+  wait "$time_pid" || true
+  echo "$t1 - $t0" | bc
+}
