@@ -454,11 +454,7 @@ impl Pipeline {
             (Some(c), _) => Some(c),
             (None, i) => i,
         };
-        let before = self.buffer(tp)?.decoder_schema_ids();
-        let old_schema = match before {
-            Some(_) => self.buffer(tp)?.spec_output_schema()?,
-            None => None,
-        };
+        let old_schema = self.buffer(tp)?.spec_output_schema()?;
         let spec = self.decoder_spec(tp, value_id, key_id, (Some(Arc::from(value.schema)), key)).await?;
         let schema = self.check_writable(&spec, value_id)?;
         self.metrics.schema_reconciliations.with_label_values(&[tp.0.as_str()]).inc();
