@@ -13,6 +13,13 @@ Port P answers, as AWS does:
   GET /latest/meta-data/iam/security-credentials/[role]   IMDSv2 role and credentials
   GET /container                           container credentials (ECS / EKS Pod Identity); the
                                            Authorization header must be --container-token
+  GET /msk-verify?token=T                  checks an AWS MSK IAM token as MSK does (for the test
+                                           broker's MSKIAM listener, scripts/kafka/MskIamValidator
+                                           .java): base64url of a SigV4-presigned
+                                           https://kafka.<--msk-region>.amazonaws.com/?Action=
+                                           kafka-cluster%3AConnect, signed by a key handed out here
+                                           (or --base-key) with its session token, not expired;
+                                           200 "principal lifetimeMs startMs", else 403
 Every answer hands out new temporary keys, STUB0001..., valid --lifetime seconds.
 
 Port Q forwards every request to --target (an S3 server) and logs its method, path, the access
@@ -33,7 +40,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"issued": 0}
+STATE = {"issued": 0, "keys": {}}
 
 
 def log(args, entry):
@@ -47,12 +54,68 @@ def issue(args):
         STATE["issued"] += 1
         n = STATE["issued"]
     expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=args.lifetime)
-    return {
+    c = {
         "AccessKeyId": f"STUB{n:04d}KEYID",
         "SecretAccessKey": f"stub-secret-{n}",
         "Token": f"stub-session-token-{n}",
         "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    with LOCK:
+        STATE["keys"][c["AccessKeyId"]] = (c["SecretAccessKey"], c["Token"], expires)
+    return c
+
+
+def msk_verify(args, token):
+    """Checks an MSK IAM auth token as the MSK broker does; returns (principal, lifetime_ms,
+    start_ms) or raises ValueError with the reason."""
+    import base64
+    try:
+        url = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except Exception as e:
+        raise ValueError(f"not base64url: {e}")
+    u = urllib.parse.urlsplit(url)
+    host = f"kafka.{args.msk_region}.amazonaws.com"
+    if u.scheme != "https" or u.netloc != host or u.path not in ("", "/"):
+        raise ValueError(f"signed for {u.scheme}://{u.netloc}{u.path}, expected https://{host}/")
+    pairs = urllib.parse.parse_qsl(u.query, keep_blank_values=True)
+    q = dict(pairs)
+    for k, want in (("Action", "kafka-cluster:Connect"), ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"), ("X-Amz-SignedHeaders", "host")):
+        if q.get(k) != want:
+            raise ValueError(f"{k} is {q.get(k)!r}, expected {want!r}")
+    key_id, date, region, service, term = (q.get("X-Amz-Credential", "").split("/") + [""] * 5)[:5]
+    if (region, service, term) != (args.msk_region, "kafka-cluster", "aws4_request"):
+        raise ValueError(f"credential scope {date}/{region}/{service}/{term}")
+    signed_at = datetime.datetime.strptime(q.get("X-Amz-Date", ""), "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    expires_in = int(q.get("X-Amz-Expires", "0"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if not 0 < expires_in <= 900:
+        raise ValueError(f"X-Amz-Expires {expires_in} outside 1..900")
+    if now > signed_at + datetime.timedelta(seconds=expires_in) or signed_at > now + datetime.timedelta(minutes=5):
+        raise ValueError(f"signed at {signed_at}, valid {expires_in} s: expired or from the future")
+    base_id, base_secret = args.base_key.split(":", 1)
+    with LOCK:
+        known = dict(STATE["keys"])
+    if key_id == base_id:
+        secret, session = base_secret, None
+    elif key_id in known:
+        secret, session, key_expires = known[key_id]
+        if now > key_expires:
+            raise ValueError(f"signed with {key_id}, whose credentials expired at {key_expires}")
+    else:
+        raise ValueError(f"unknown access key {key_id}")
+    if q.get("X-Amz-Security-Token") != session:
+        raise ValueError("session token missing or not the key's")
+    # User-Agent is added after signing (aws-msk-iam-sasl-signer), so it is not in the signature.
+    signed = sorted((k, v) for k, v in pairs if k not in ("X-Amz-Signature", "User-Agent"))
+    query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in signed)
+    canonical = "\n".join(["GET", "/", query, f"host:{host}\n", "host", hashlib.sha256(b"").hexdigest()])
+    scope = f"{date}/{region}/kafka-cluster/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", q["X-Amz-Date"], scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    expected = hmac.new(signing_key(secret, date, region, "kafka-cluster"), to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, q.get("X-Amz-Signature", "")):
+        raise ValueError("signature mismatch")
+    start_ms = int(signed_at.timestamp() * 1000)
+    return key_id, start_ms + expires_in * 1000, start_ms
 
 
 def sts_xml(action, c):
@@ -174,6 +237,16 @@ class Credentials(BaseHTTPRequestHandler):
             c = issue(args)
             c.update({"Code": "Success", "Type": "AWS-HMAC", "LastUpdated": c["Expiration"]})
             return self.answer(200, json.dumps(c), "application/json")
+        if url.path == "/msk-verify":
+            token = q.get("token", "")
+            try:
+                principal, lifetime_ms, start_ms = msk_verify(args, token)
+            except (ValueError, KeyError) as e:
+                log(args, {"service": "msk", "call": "verify", "ok": False, "why": str(e)})
+                return self.answer(403, str(e), "text/plain")
+            log(args, {"service": "msk", "call": "verify", "ok": True, "key": principal, "start_ms": start_ms,
+                       "lifetime_ms": lifetime_ms, "token": hashlib.sha256(token.encode()).hexdigest()[:16]})
+            return self.answer(200, f"{principal} {lifetime_ms} {start_ms}", "text/plain")
         if url.path == "/container":
             ok = self.headers.get("Authorization") == args.container_token
             log(args, {"service": "container", "call": "credentials", "token_ok": ok})
@@ -240,6 +313,7 @@ def main():
     ap.add_argument("--base-key", default="AKIABASEKEY00001:base-secret")
     ap.add_argument("--web-token", default="stub-web-identity-token")
     ap.add_argument("--container-token", default="stub-container-token")
+    ap.add_argument("--msk-region", default="eu-west-1")
     args = ap.parse_args()
     serve(Credentials, args.port, args)
     serve(Recorder, args.s3_port, args)

@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::decode::registry::Registry;
 use crate::decode::{frame, BatchDecoder};
+use crate::source::Auth;
 use crate::store::Store;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,18 +42,19 @@ impl std::fmt::Display for Check {
 }
 
 /// Runs every checkpoint in order; a failed one skips those that depend on it.
-pub async fn run(config: &Config, store: &mut Store) -> Vec<Check> {
+pub async fn run(config: &Config, store: &mut Store, auth: &Auth) -> Vec<Check> {
     let mut out = Vec::new();
     let mut push = |name: &str, outcome| out.push(Check { name: name.to_string(), outcome });
-    let k = config.kafka.clone();
-    let kafka = tokio::task::spawn_blocking(move || KafkaView::read(&k)).await;
+    let (k, a) = (config.kafka.clone(), auth.clone());
+    let kafka = tokio::task::spawn_blocking(move || KafkaView::read(&k, &a)).await;
     let kafka = match kafka {
         Ok(Ok(v)) => {
-            push("broker reachable", Ok(format!("{} ({} broker(s))", config.kafka.bootstrap_servers, v.brokers)));
+            let by = auth.describe().map(|a| format!(", {a}")).unwrap_or_default();
+            push("broker reachable", Ok(format!("{} ({} broker(s){by})", config.kafka.bootstrap_servers, v.brokers)));
             Some(v)
         }
-        Ok(Err(e)) => unreachable_kafka(&mut push, config, e),
-        Err(e) => unreachable_kafka(&mut push, config, e.to_string()),
+        Ok(Err(e)) => unreachable_kafka(&mut push, e),
+        Err(e) => unreachable_kafka(&mut push, e.to_string()),
     };
     if !config.connect.url.is_empty() {
         let name = match config.connect.connector.as_str() {
@@ -105,7 +107,7 @@ pub async fn run(config: &Config, store: &mut Store) -> Vec<Check> {
         }
         push(&format!("registry has {topic}-value"), check_subject(config, topic).await);
         if messages > 0 {
-            push(&format!("latest message of {topic} decodes"), check_decode(config, topic).await);
+            push(&format!("latest message of {topic} decodes"), check_decode(config, auth, topic).await);
         }
     }
     push(
@@ -127,14 +129,14 @@ pub async fn run(config: &Config, store: &mut Store) -> Vec<Check> {
     out
 }
 
-fn unreachable_kafka(push: &mut impl FnMut(&str, Result<String, Failure>), config: &Config, e: String) -> Option<KafkaView> {
-    push(
-        "broker reachable",
-        Err(fail(
-            format!("no answer from {} within {}s: {e}", config.kafka.bootstrap_servers, TIMEOUT.as_secs()),
-            "check kafka.bootstrap_servers and that Kafka is running (in compose: `docker compose ps kafka`)",
-        )),
-    );
+/// The start-up check's message for the same failure (`source::probe`), which names the key.
+fn unreachable_kafka(push: &mut impl FnMut(&str, Result<String, Failure>), e: String) -> Option<KafkaView> {
+    let fix = if e.starts_with("kafka.bootstrap_servers: no broker") {
+        "check kafka.bootstrap_servers and that Kafka is running (in compose: `docker compose ps kafka`)"
+    } else {
+        "fix the key named above"
+    };
+    push("broker reachable", Err(fail(e, fix)));
     None
 }
 
@@ -156,9 +158,8 @@ struct KafkaView {
 }
 
 impl KafkaView {
-    fn read(k: &crate::config::KafkaConfig) -> Result<KafkaView, String> {
-        let c: BaseConsumer = crate::source::client_config(k).create().map_err(|e| e.to_string())?;
-        let md = c.fetch_metadata(None, TIMEOUT).map_err(|e| e.to_string())?;
+    fn read(k: &crate::config::KafkaConfig, auth: &Auth) -> Result<KafkaView, String> {
+        let (c, md) = crate::source::probe(k, auth, &k.group_id, TIMEOUT)?;
         let mut topics = Vec::new();
         for t in md.topics().iter().filter(|t| k.subscribes_to(t.name()) && !t.partitions().is_empty()) {
             let mut tpl = TopicPartitionList::new();
@@ -214,9 +215,10 @@ async fn check_subject(config: &Config, topic: &str) -> Result<String, Failure> 
 
 /// Reads the last message of a partition that has one (or, when the broker cannot start a fetch
 /// there, the last of the first messages) and decodes it as the sink would.
-async fn check_decode(config: &Config, topic: &str) -> Result<String, Failure> {
+async fn check_decode(config: &Config, auth: &Auth, topic: &str) -> Result<String, Failure> {
     let (k, t) = (config.kafka.clone(), topic.to_string());
-    let found = tokio::task::spawn_blocking(move || last_message(&k, &t))
+    let a = auth.clone();
+    let found = tokio::task::spawn_blocking(move || last_message(&k, &a, &t))
         .await
         .map_err(|e| fail(e.to_string(), "retry"))?
         .map_err(|e| fail(e, "check the broker"))?;
@@ -250,12 +252,9 @@ async fn check_decode(config: &Config, topic: &str) -> Result<String, Failure> {
 /// (partition, offset, value) of the message found.
 type Found = Option<(i32, i64, Option<Vec<u8>>)>;
 
-fn last_message(k: &crate::config::KafkaConfig, topic: &str) -> Result<Found, String> {
-    let mut cfg = crate::source::client_config(k);
-    cfg.set("group.id", format!("{}-doctor", k.group_id));
-    let c: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
-    let md = c.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| e.to_string())?;
-    let parts: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+fn last_message(k: &crate::config::KafkaConfig, auth: &Auth, topic: &str) -> Result<Found, String> {
+    let (c, md) = crate::source::probe(k, auth, &format!("{}-doctor", k.group_id), TIMEOUT)?;
+    let parts: Vec<i32> = md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     for p in parts {
         let (low, high) = c.fetch_watermarks(topic, p, TIMEOUT).map_err(|e| e.to_string())?;
         if high <= low {

@@ -1,7 +1,7 @@
 //! The pipeline's error: one variant per stage, each saying whether a retry can help.
 
 use crate::commit::CommitError;
-use crate::deadletter::DeadLetterError;
+use crate::source::deadletter::DeadLetterError;
 use crate::decode::registry::RegistryError;
 use crate::decode::DecodeError;
 use crate::encode::EncodeError;

@@ -6,7 +6,6 @@ pub mod backoff;
 pub mod buffer;
 pub mod commit;
 pub mod config;
-pub mod deadletter;
 pub mod decode;
 pub mod doctor;
 pub mod encode;

@@ -8,6 +8,7 @@ use kafka_parquet_sink::config::{Config, LogConfig, LogFormat};
 use kafka_parquet_sink::metrics::{self, Metrics};
 use kafka_parquet_sink::pipeline::Pipeline;
 use kafka_parquet_sink::preflight;
+use kafka_parquet_sink::source::Auth;
 use kafka_parquet_sink::store::Store;
 
 #[derive(Parser)]
@@ -43,6 +44,9 @@ enum Command {
         /// The connector's JSON: `{"name": ..., "config": {...}}` or the bare config.
         file: PathBuf,
     },
+    /// Print this binary's version, librdkafka's and the features it was built with (TLS, SASL
+    /// mechanisms, OIDC, compression codecs).
+    Version,
     /// Print a running sink's /status for a person; exit 0 when it is RUNNING.
     Status {
         /// Base URL of the sink's HTTP endpoint (metrics.listen).
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Run { config } | Command::Check { config } | Command::Doctor { config } => config.clone(),
         Command::Status { url } => return status(url),
         Command::ImportConnector { file } => return import_connector(file),
+        Command::Version => return version(),
     };
     let config = match Config::load(path.as_deref()) {
         Ok(c) => c,
@@ -88,6 +93,15 @@ fn main() -> ExitCode {
                     if let Some(c) = store.credentials() {
                         println!("# credentials: {c}");
                     }
+                    if config.kafka.auth == kafka_parquet_sink::config::KafkaAuth::AwsMskIam {
+                        match kafka_parquet_sink::store::aws_credentials(&config.s3) {
+                            Ok((_, c)) => println!("# kafka: AWS MSK IAM tokens signed with {c}"),
+                            Err(e) => {
+                                eprintln!("invalid configuration:\n  - kafka.auth: {e}");
+                                return ExitCode::from(2);
+                            }
+                        }
+                    }
                     print!("{}", config.to_redacted_toml());
                     ExitCode::SUCCESS
                 }
@@ -100,8 +114,23 @@ fn main() -> ExitCode {
         Command::Run { .. } => run(config),
         Command::Doctor { .. } => doctor(config),
         // Handled before a config is loaded.
-        Command::Status { .. } | Command::ImportConnector { .. } => ExitCode::FAILURE,
+        Command::Status { .. } | Command::ImportConnector { .. } | Command::Version => ExitCode::FAILURE,
     }
+}
+
+fn version() -> ExitCode {
+    let (librdkafka, features) = kafka_parquet_sink::source::librdkafka();
+    println!("kafka-parquet-sink {}", env!("CARGO_PKG_VERSION"));
+    println!("librdkafka {librdkafka}");
+    println!("builtin.features {features}");
+    ExitCode::SUCCESS
+}
+
+/// The Kafka clients' authentication (`kafka.auth`), with the store's AWS credential chain for
+/// MSK IAM; the error names the key.
+async fn kafka_auth(config: &Config) -> Result<Auth, String> {
+    let credentials = || kafka_parquet_sink::store::aws_credentials(&config.s3).map(|(p, info)| (p, info.to_string())).map_err(|e| e.to_string());
+    Auth::from_config(config, credentials).await.map_err(|e| e.to_string())
 }
 
 fn import_connector(file: &std::path::Path) -> ExitCode {
@@ -176,7 +205,14 @@ fn doctor(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let checks = kafka_parquet_sink::doctor::run(&config, &mut store).await;
+        let auth = match kafka_auth(&config).await {
+            Ok(a) => a,
+            Err(e) => {
+                println!("❌ kafka authentication: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let checks = kafka_parquet_sink::doctor::run(&config, &mut store, &auth).await;
         for c in &checks {
             println!("{c}");
         }
@@ -204,12 +240,19 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let problems = preflight::check(&config, &mut store).await;
+        let auth = match kafka_auth(&config).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("cannot start:\n  - {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let problems = preflight::check(&config, &mut store, &auth).await;
         if !problems.is_empty() {
             eprintln!("cannot start:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"));
             return ExitCode::from(2);
         }
-        let pipeline = match Pipeline::with_store(&config, metrics, store) {
+        let pipeline = match Pipeline::with_store(&config, metrics, store, auth) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("cannot start: {e}");

@@ -3,18 +3,17 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-
 use crate::config::{Config, Tolerance};
+use crate::source::Auth;
 use crate::decode::registry::{Registry, RegistryError};
 use crate::store::{Store, StoreError};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every problem found, one line each naming the key (empty: all reachable).
-pub async fn check(config: &Config, store: &mut Store) -> Vec<String> {
+pub async fn check(config: &Config, store: &mut Store, auth: &Auth) -> Vec<String> {
     let mut problems = Vec::new();
-    problems.extend(check_kafka(config).await);
+    problems.extend(check_kafka(config, auth).await);
     if let Err(e) = check_registry(config).await {
         problems.push(e);
     }
@@ -24,18 +23,11 @@ pub async fn check(config: &Config, store: &mut Store) -> Vec<String> {
     problems
 }
 
-async fn check_kafka(config: &Config) -> Vec<String> {
-    let k = config.kafka.clone();
+async fn check_kafka(config: &Config, auth: &Auth) -> Vec<String> {
+    let (k, auth) = (config.kafka.clone(), auth.clone());
     let dlq = (config.errors.tolerance == Tolerance::All).then(|| config.errors.dead_letter_topic.clone());
     let found = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
-        let c: BaseConsumer = crate::source::client_config(&k).create().map_err(|e| format!("kafka.properties: {e}"))?;
-        let md = c.fetch_metadata(None, KAFKA_TIMEOUT).map_err(|e| {
-            format!(
-                "kafka.bootstrap_servers: no broker at {:?} answered within {}s ({e}): check the address and that Kafka is running",
-                k.bootstrap_servers,
-                KAFKA_TIMEOUT.as_secs()
-            )
-        })?;
+        let (_, md) = crate::source::probe(&k, &auth, &k.group_id, KAFKA_TIMEOUT)?;
         let mut problems = Vec::new();
         let exists = |t: &str| md.topics().iter().any(|mt| mt.name() == t && !mt.partitions().is_empty());
         for t in &k.topics {

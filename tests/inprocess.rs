@@ -85,7 +85,7 @@ async fn pipeline_writes_each_offset_once_and_commits_after_upload() -> TestResu
     let mut store = Store::new(memory.clone(), &config.output.prefix, &config.s3, metrics.clone());
     store.probe().await?;
     assert!(store.conditional(), "the in-memory store refuses a conditional put of an existing key");
-    let pipeline = Pipeline::with_store(&config, metrics.clone(), store)?;
+    let pipeline = Pipeline::with_store(&config, metrics.clone(), store, kafka_parquet_sink::source::Auth::default())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(pipeline.run(async move {
         let _ = stop_rx.await;

@@ -40,9 +40,32 @@ pub struct KafkaConfig {
     /// Static group membership (`group.instance.id`): a restarted replica with the same id gets
     /// its partitions back at once, without a rebalance. Empty: dynamic membership.
     pub group_instance_id: String,
-    /// Passed to librdkafka as they are (`session.timeout.ms = "45000"`).
+    /// Passed to librdkafka as they are (`session.timeout.ms = "45000"`): TLS
+    /// (`security.protocol`, `ssl.*`), SASL (`sasl.*`: PLAIN, SCRAM, OAUTHBEARER with OIDC,
+    /// GSSAPI), any other client setting.
     pub properties: BTreeMap<String, String>,
+    /// How the sink authenticates to the brokers: `properties` (what `[kafka.properties]` sets),
+    /// or `aws_msk_iam` (Amazon MSK IAM: SASL_SSL OAUTHBEARER with a SigV4-signed token from
+    /// the AWS credential chain of `[s3]`, renewed before it expires).
+    pub auth: KafkaAuth,
+    /// With `auth = "aws_msk_iam"`: the cluster's region; empty: `s3.region`.
+    pub aws_region: String,
+    /// With `auth = "aws_msk_iam"`: how long a signed token is valid (60 .. 900 s, MSK's most);
+    /// librdkafka asks for a new one at 80% of it.
+    pub token_lifetime_secs: u64,
 }
+
+/// `kafka.auth`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaAuth {
+    Properties,
+    AwsMskIam,
+}
+
+/// librdkafka properties the sink sets itself; `[kafka.properties]` may not override them.
+pub const RESERVED_PROPERTIES: &[&str] =
+    &["bootstrap.servers", "group.id", "group.instance.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
 
 impl KafkaConfig {
     /// A `kafka.topics` entry starting with `^` is a regular expression over topic names
@@ -66,6 +89,9 @@ impl Default for KafkaConfig {
             auto_offset_reset: "earliest".into(),
             group_instance_id: String::new(),
             properties: BTreeMap::new(),
+            auth: KafkaAuth::Properties,
+            aws_region: String::new(),
+            token_lifetime_secs: 900,
         }
     }
 }
@@ -79,6 +105,12 @@ pub struct RegistryConfig {
     pub password: String,
     /// PEM file of extra CA certificates for an https:// registry; empty: the system's roots.
     pub ca_file: String,
+    /// Mutual TLS: PEM files of the client certificate (with its chain) and its private key,
+    /// presented to an https:// registry that asks for one; empty: none.
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    /// `Authorization: Bearer` token (instead of basic auth); empty: none.
+    pub bearer_token: String,
     /// Timeout of one registry request.
     pub timeout_ms: u64,
     /// Attempts of one schema lookup on transient errors before the error is fatal; 0: retry
@@ -95,6 +127,9 @@ impl Default for RegistryConfig {
             username: String::new(),
             password: String::new(),
             ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            bearer_token: String::new(),
             timeout_ms: 10_000,
             retry_max_attempts: 0,
             retry_initial_backoff_ms: 200,
@@ -111,21 +146,25 @@ impl fmt::Debug for RegistryConfig {
             .field("url", &shown.url)
             .field("username", &shown.username)
             .field("password", &shown.password)
+            .field("bearer_token", &shown.bearer_token)
             .finish_non_exhaustive()
     }
 }
 
 impl RegistryConfig {
     fn redact(&mut self) {
-        if !self.password.is_empty() {
-            self.password = REDACTED.into();
+        for secret in [&mut self.password, &mut self.bearer_token] {
+            if !secret.is_empty() {
+                *secret = REDACTED.into();
+            }
         }
     }
 }
 
-/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`, ...).
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, an assertion key's passphrase, ...).
 pub fn is_secret_property(key: &str) -> bool {
-    key.contains("password") || key.contains("secret") || key == "sasl.oauthbearer.config" || key == "ssl.key.pem"
+    ["password", "secret", "passphrase"].iter().any(|w| key.contains(w)) || key == "sasl.oauthbearer.config" || key == "ssl.key.pem"
 }
 
 pub(crate) const REDACTED: &str = "***";
@@ -471,9 +510,31 @@ impl Config {
             e.push(format!("kafka.group_instance_id: no whitespace allowed, got {:?}", k.group_instance_id));
         }
         for key in k.properties.keys() {
-            if crate::source::RESERVED_PROPERTIES.contains(&key.as_str()) {
+            if RESERVED_PROPERTIES.contains(&key.as_str()) {
                 e.push(format!("kafka.properties.{key}: set by the sink itself (use the [kafka] key or leave it out)"));
             }
+        }
+        if k.auth == KafkaAuth::AwsMskIam {
+            let prop = |key: &str| k.properties.get(key).map(|v| v.to_ascii_lowercase());
+            if prop("security.protocol").is_some_and(|p| p != "sasl_ssl") {
+                e.push("kafka.properties.security.protocol: kafka.auth = \"aws_msk_iam\" is SASL_SSL; leave it out".to_string());
+            }
+            for key in ["sasl.mechanism", "sasl.mechanisms"] {
+                if prop(key).is_some_and(|m| m != "oauthbearer") {
+                    e.push(format!("kafka.properties.{key}: kafka.auth = \"aws_msk_iam\" signs OAUTHBEARER tokens; leave it out"));
+                }
+            }
+            for key in ["sasl.oauthbearer.method", "sasl.username", "sasl.password", "sasl.oauthbearer.config"] {
+                if k.properties.contains_key(key) {
+                    e.push(format!("kafka.properties.{key}: not used with kafka.auth = \"aws_msk_iam\" (the token comes from the AWS credentials); leave it out"));
+                }
+            }
+            if !(60..=900).contains(&k.token_lifetime_secs) {
+                e.push(format!("kafka.token_lifetime_secs: 60 .. 900 seconds (MSK's limit), got {}", k.token_lifetime_secs));
+            }
+        } else if !k.aws_region.is_empty() || k.token_lifetime_secs != KafkaConfig::default().token_lifetime_secs {
+            let key = if k.aws_region.is_empty() { "kafka.token_lifetime_secs" } else { "kafka.aws_region" };
+            e.push(format!("{key}: only with kafka.auth = \"aws_msk_iam\""));
         }
         let r = &self.schema_registry;
         if let Err(why) = check_url(&r.url) {
@@ -483,6 +544,14 @@ impl Config {
             e.push("schema_registry.password: username and password must be set together".to_string());
         }
         check_file(&mut e, "schema_registry.ca_file", &r.ca_file);
+        check_file(&mut e, "schema_registry.client_cert_file", &r.client_cert_file);
+        check_file(&mut e, "schema_registry.client_key_file", &r.client_key_file);
+        if r.client_cert_file.is_empty() != r.client_key_file.is_empty() {
+            e.push("schema_registry.client_key_file: client_cert_file and client_key_file must be set together".to_string());
+        }
+        if !r.bearer_token.is_empty() && !r.username.is_empty() {
+            e.push("schema_registry.bearer_token: either a bearer token or username/password, not both".to_string());
+        }
         if r.timeout_ms == 0 {
             e.push("schema_registry.timeout_ms: must be > 0".to_string());
         }

@@ -17,7 +17,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Pipeline;
-use crate::deadletter::Reason;
+use crate::source::deadletter::Reason;
 use crate::error::SinkError;
 use crate::health::PartitionState;
 use crate::source::TopicPartition;

@@ -23,7 +23,7 @@ use crate::commit;
 use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
 use crate::commit::{Group, KafkaGroup};
 use crate::config::{Config, KeyColumn, Layout, SchemaChange, Tolerance, Tombstones};
-use crate::deadletter::DeadLetter;
+use crate::source::deadletter::DeadLetter;
 use crate::decode::registry::Registry;
 use crate::decode::{frame, DecodeError, SchemaIds};
 use crate::encode;
@@ -75,20 +75,20 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Connects every stage; nothing is consumed until [`Pipeline::run`].
-    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, SinkError> {
+    pub fn new(config: &Config, metrics: Metrics, auth: source::Auth) -> Result<Self, SinkError> {
         let store = Store::open(config, metrics.clone())?;
-        Self::with_store(config, metrics, store)
+        Self::with_store(config, metrics, store, auth)
     }
 
     /// As [`Pipeline::new`], writing to `store` instead of the configured S3 bucket (tests use
     /// an in-memory object store).
-    pub fn with_store(config: &Config, metrics: Metrics, store: Store) -> Result<Self, SinkError> {
+    pub fn with_store(config: &Config, metrics: Metrics, store: Store, auth: source::Auth) -> Result<Self, SinkError> {
         let registry = Registry::new(&config.schema_registry, Some(metrics.clone()))?;
         let dead_letter = match config.errors.tolerance {
-            Tolerance::All => Some(DeadLetter::new(&config.kafka, &config.errors.dead_letter_topic)?),
+            Tolerance::All => Some(DeadLetter::new(&config.kafka, &config.errors.dead_letter_topic, &auth)?),
             Tolerance::None => None,
         };
-        let consumer = source::subscribe(&config.kafka, metrics.clone())?;
+        let consumer = source::subscribe(&config.kafka, metrics.clone(), auth)?;
         let group: Arc<dyn Group> = Arc::new(KafkaGroup(consumer.clone()));
         Ok(Self {
             uploads: Uploads::new(Arc::new(store), group.clone(), metrics.clone(), config.flush.max_uploads_in_flight),

@@ -14,6 +14,7 @@ mod naming;
 mod open;
 
 pub use aws::CredentialInfo;
+pub use open::aws_credentials;
 pub use naming::{object_key, partition_dir, start_offset_of, topic_dir, Naming, TOPIC_VARIABLE};
 
 use crate::backoff::Backoff;

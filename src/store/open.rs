@@ -114,6 +114,19 @@ fn s3(c: &S3Config, bucket: &str) -> Result<(Arc<dyn ObjectStore>, CredentialInf
     if c.sse == Sse::CustomerKey {
         b = b.with_ssec_encryption(c.sse_customer_key.trim());
     }
+    let (provider, info) = credential_provider(c, &b)?;
+    b = b.with_credentials(provider.clone());
+    if !c.acl.is_empty() {
+        let acl = http::HeaderValue::from_str(&c.acl).map_err(|e| configure("s3.acl", e.to_string()))?;
+        b = b.with_http_connector(AclConnector { acl, credentials: provider, region: c.region.clone() });
+    }
+    Ok((Arc::new(b.build().map_err(fail)?), info))
+}
+
+/// The credential chain of `[s3]` as the S3 client signs with it; `b` makes the providers of
+/// the sources object_store has its own of (container credentials, instance metadata).
+fn credential_provider(c: &S3Config, b: &AmazonS3Builder) -> Result<(AwsCredentialProvider, CredentialInfo), StoreError> {
+    let fail = |source| StoreError { op: "configure", key: c.bucket.clone(), source };
     let sts = Sts::new(c, sts_client(c)?);
     let builder = b.clone();
     let base = move |settings: &[(AmazonS3ConfigKey, String)]| -> Result<AwsCredentialProvider, String> {
@@ -128,12 +141,17 @@ fn s3(c: &S3Config, bucket: &str) -> Result<(Arc<dyn ObjectStore>, CredentialInf
             b.build().map_err(fail)?.credentials().clone()
         }
     };
-    b = b.with_credentials(provider.clone());
-    if !c.acl.is_empty() {
-        let acl = http::HeaderValue::from_str(&c.acl).map_err(|e| configure("s3.acl", e.to_string()))?;
-        b = b.with_http_connector(AclConnector { acl, credentials: provider, region: c.region.clone() });
+    Ok((provider, info))
+}
+
+/// The AWS credentials of `[s3]` for another client (the MSK IAM token of `kafka.auth`): the
+/// same chain, sources and renewal the S3 client has, whatever the output location.
+pub fn aws_credentials(c: &S3Config) -> Result<(AwsCredentialProvider, CredentialInfo), StoreError> {
+    let mut b = AmazonS3Builder::new().with_bucket_name(&c.bucket).with_region(&c.region).with_client_options(client_options(c)?);
+    if !c.endpoint.is_empty() {
+        b = b.with_endpoint(&c.endpoint);
     }
-    Ok((Arc::new(b.build().map_err(fail)?), info))
+    credential_provider(c, &b)
 }
 
 /// HTTP settings of the store client: plain http only when allowed, extra CA roots from

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, ClientContext};
 
+use super::Auth;
 use crate::config::KafkaConfig;
 
 pub const HEADER_TOPIC: &str = "__connect.errors.topic";
@@ -36,8 +37,19 @@ impl DeadLetterError {
 }
 
 pub struct DeadLetter {
-    producer: FutureProducer,
+    producer: FutureProducer<Tokens>,
     topic: String,
+}
+
+/// The producer's context: signs its OAUTHBEARER tokens as the consumer's does.
+pub struct Tokens(Auth);
+
+impl ClientContext for Tokens {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.0.token()
+    }
 }
 
 /// Why a record was dead-lettered.
@@ -51,7 +63,7 @@ pub struct Reason<'a> {
 
 impl DeadLetter {
     /// A producer with the consumer's connection and security properties.
-    pub fn new(kafka: &KafkaConfig, topic: &str) -> Result<Self, DeadLetterError> {
+    pub fn new(kafka: &KafkaConfig, topic: &str, auth: &Auth) -> Result<Self, DeadLetterError> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &kafka.bootstrap_servers).set("acks", "all").set("message.timeout.ms", "60000");
         for (k, v) in &kafka.properties {
@@ -59,7 +71,8 @@ impl DeadLetter {
                 cfg.set(k, v);
             }
         }
-        let producer = cfg.create().map_err(|source| DeadLetterError { topic: topic.to_string(), source })?;
+        auth.configure(&mut cfg);
+        let producer = cfg.create_with_context(Tokens(auth.clone())).map_err(|source| DeadLetterError { topic: topic.to_string(), source })?;
         Ok(Self { producer, topic: topic.to_string() })
     }
 

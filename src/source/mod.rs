@@ -1,20 +1,27 @@
 //! Source stage: the Kafka consumer-group member. Offsets are never committed or stored
 //! automatically; rebalance events are queued for the pipeline, which owns all partition state.
+//! `auth.rs`: how every client authenticates (MSK IAM tokens); `diagnose.rs`: why a connection
+//! failed, naming the key to fix; `deadletter.rs`: the dead-letter producer.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::metadata::Metadata;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::health::Dependency;
 use crate::metrics::Metrics;
 
-/// librdkafka properties the sink sets itself; `[kafka.properties]` may not override them.
-pub const RESERVED_PROPERTIES: &[&str] =
-    &["bootstrap.servers", "group.id", "group.instance.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
+pub mod auth;
+pub mod deadletter;
+pub mod diagnose;
+
+pub use auth::Auth;
+pub use diagnose::Probe;
 
 /// Prefetch limit of the consumer queue unless `[kafka.properties]` sets it: librdkafka's
 /// default (64 MiB) would count against the memory bound on top of `flush.max_buffered_bytes`.
@@ -49,8 +56,10 @@ pub enum RebalanceEvent {
 /// here so it is visible in the effective configuration.
 pub const DEFAULT_ISOLATION_LEVEL: &str = "read_committed";
 
-/// Consumer context: queues rebalance events, turns librdkafka statistics into lag gauges.
+/// Consumer context: queues rebalance events, turns librdkafka statistics into lag gauges,
+/// signs OAUTHBEARER tokens when `kafka.auth` asks for it.
 pub struct SinkContext {
+    auth: Auth,
     events: Mutex<Vec<RebalanceEvent>>,
     metrics: Metrics,
     /// Where a partition without a committed offset starts: `kafka.auto_offset_reset` is
@@ -151,6 +160,16 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for SinkContext {
+    // librdkafka's own token sources (OIDC, the unsecured JWS) do not come through here.
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.token().inspect_err(|e| {
+            self.metrics.errors.with_label_values(&["source", "token"]).inc();
+            tracing::warn!(error = %e, "could not make an OAUTHBEARER token");
+        })
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode;
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
@@ -214,7 +233,7 @@ impl ConsumerContext for SinkContext {
 pub type Consumer = StreamConsumer<SinkContext>;
 
 /// The librdkafka configuration of the consumer.
-pub fn client_config(c: &KafkaConfig) -> ClientConfig {
+pub fn client_config(c: &KafkaConfig, auth: &Auth) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &c.bootstrap_servers)
         .set("group.id", &c.group_id)
@@ -234,14 +253,16 @@ pub fn client_config(c: &KafkaConfig) -> ClientConfig {
     for (k, v) in &c.properties {
         cfg.set(k, v);
     }
+    auth.configure(&mut cfg);
     cfg
 }
 
 /// Creates the consumer and subscribes to the configured topics.
-pub fn subscribe(c: &KafkaConfig, metrics: Metrics) -> KafkaResult<Arc<Consumer>> {
+pub fn subscribe(c: &KafkaConfig, metrics: Metrics, auth: Auth) -> KafkaResult<Arc<Consumer>> {
     use rdkafka::consumer::Consumer as _;
-    let cfg = client_config(c);
+    let cfg = client_config(c, &auth);
     let ctx = SinkContext {
+        auth,
         events: Mutex::new(Vec::new()),
         metrics,
         lag_from_low_watermark: c.auto_offset_reset == "earliest",
@@ -253,9 +274,72 @@ pub fn subscribe(c: &KafkaConfig, metrics: Metrics) -> KafkaResult<Arc<Consumer>
     Ok(Arc::new(consumer))
 }
 
+/// A consumer outside the group (`group.id` `group`) with the sink's connection settings, for
+/// the start-up check and `doctor`: its metadata within `timeout`, or why not, naming the key
+/// to fix. Blocks: call it off the runtime's workers.
+pub fn probe(c: &KafkaConfig, auth: &Auth, group: &str, timeout: Duration) -> Result<(BaseConsumer<Probe>, Metadata), String> {
+    use rdkafka::consumer::Consumer as _;
+    let mut cfg = client_config(c, auth);
+    cfg.set("group.id", group);
+    let consumer: BaseConsumer<Probe> = cfg.create_with_context(Probe::new(auth.clone())).map_err(|e| format!("kafka.properties: {e}"))?;
+    // Serves the token request librdkafka queues at start (MSK IAM) before the first connection.
+    serve_events(&consumer, Duration::from_millis(100));
+    // Short attempts, so that a refused login or certificate ends the wait at once.
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match consumer.fetch_metadata(None, left.min(Duration::from_secs(1))) {
+            Ok(md) => return Ok((consumer, md)),
+            Err(e) => {
+                serve_events(&consumer, Duration::from_millis(100));
+                if let Some(why) = diagnose::explain(&consumer.context().errors(), c, auth) {
+                    return Err(why);
+                }
+                if left <= Duration::from_secs(1) {
+                    return Err(format!(
+                        "kafka.bootstrap_servers: no broker at {:?} answered within {}s ({e}): check the address and that Kafka is running",
+                        c.bootstrap_servers,
+                        timeout.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Serves the probe's queued events (errors and log lines, which the consumer queue holds
+/// until polled) for `budget`.
+fn serve_events(consumer: &BaseConsumer<Probe>, budget: Duration) {
+    let end = std::time::Instant::now() + budget;
+    while std::time::Instant::now() < end {
+        let _ = consumer.poll(Duration::from_millis(10));
+    }
+}
+
+/// librdkafka's version and `builtin.features` (what this binary can speak: ssl, sasl_scram,
+/// sasl_oauthbearer, oidc, zstd, ...).
+pub fn librdkafka() -> (String, String) {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .unwrap_or_else(|e| format!("(unknown: {e})"));
+    (version, features)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The features the README and the Docker image promise are compiled in.
+    #[test]
+    fn librdkafka_has_tls_sasl_oidc_and_every_codec() {
+        let (version, features) = librdkafka();
+        let have: Vec<&str> = features.split(',').collect();
+        for want in ["gzip", "snappy", "ssl", "sasl", "sasl_plain", "sasl_scram", "sasl_oauthbearer", "sasl_gssapi", "zstd", "lz4", "oidc", "http"] {
+            assert!(have.contains(&want), "librdkafka {version} lacks {want}: builtin.features = {features}");
+        }
+    }
 
     fn partition(json: &str) -> Result<PartitionStats, serde_json::Error> {
         serde_json::from_str(json)
