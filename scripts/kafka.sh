@@ -20,8 +20,8 @@
 #   BASE+1 MTLS      TLS with ssl.client.auth=required: DIR/tls/client.pem + client.key (Strimzi)
 #   BASE+2 SCRAM     SASL_SSL SCRAM-SHA-512 and -256, user kps / kps-scram-secret created at
 #                    format time (MSK SCRAM, Strimzi)
-#   BASE+3 OAUTH     SASL_SSL OAUTHBEARER, Kafka's unsecured-JWS validator (OIDC tokens of
-#                    scripts/oidc_stub.py, librdkafka's unsecured JWS)
+#   BASE+3 OAUTH     SASL_SSL OAUTHBEARER, Kafka's unsecured-JWS validator requiring scope
+#                    "kafka" (the OIDC tokens of scripts/oidc_stub.py)
 #   BASE+4 PLAIN     SASL_PLAINTEXT PLAIN, user kps / kps-plain-secret (Confluent Cloud's mechanism)
 #   BASE+5 MSKIAM    SASL_SSL OAUTHBEARER checked as MSK checks IAM tokens: each token goes to the
 #                    verifier whose URL is in DIR/mskiam-verifier.url (scripts/aws_stub.py
@@ -213,7 +213,7 @@ listener.name.scram.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.secur
 listener.name.plain.sasl.enabled.mechanisms=PLAIN
 listener.name.plain.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_kps="kps-plain-secret";
 listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
-listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker" unsecuredValidatorRequiredScope="kafka";
 listener.name.mskiam.sasl.enabled.mechanisms=OAUTHBEARER
 listener.name.mskiam.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker" verifierUrlFile="$d/mskiam-verifier.url";
 listener.name.mskiam.oauthbearer.sasl.server.callback.handler.class=kps.MskIamValidator

@@ -6,10 +6,11 @@
 
 POST /token with grant_type=client_credentials and the client's id and secret (HTTP basic auth, as
 librdkafka sends them, or in the form) answers {"access_token", "token_type", "expires_in"}. The
-token is an unsecured JWS (alg "none") for subject = the client id, which the test broker's OAUTH
-listener (Kafka's unsecured validator) accepts while it has not expired. A wrong secret gets 401;
-the client id "expired" (any secret) gets a token that expired an hour ago, which the broker
-refuses. Each call is one JSON line in --log.
+token is an unsecured JWS (alg "none") for subject = the client id with scope "kafka", which the
+test broker's OAUTH listener (Kafka's unsecured validator, scope "kafka" required) accepts while it
+has not expired. A wrong secret gets 401; with any secret, the client id "expired" gets a token
+that expired an hour ago (which librdkafka refuses to send) and "noscope" one without the scope
+(which the broker refuses). Each call is one JSON line in --log.
 """
 import argparse
 import base64
@@ -57,14 +58,17 @@ class Token(BaseHTTPRequestHandler):
             self.log({"call": "token", "ok": False, "why": "not a client-credentials grant"})
             return self.answer(400, {"error": "unsupported_grant_type"})
         now = int(time.time())
+        scope = "kafka"
         if client == "expired":
             exp = now - 3600
+        elif client == "noscope":
+            exp, scope = now + args.lifetime, ""
         elif (client, secret) == (want_client, want_secret):
             exp = now + args.lifetime
         else:
             self.log({"call": "token", "ok": False, "client": client, "why": "wrong client id or secret"})
             return self.answer(401, {"error": "invalid_client"})
-        token = b64({"alg": "none"}) + "." + b64({"sub": client, "iat": min(now, exp - 1), "exp": exp, "scope": form.get("scope", "")}) + "."
+        token = b64({"alg": "none"}) + "." + b64({"sub": client, "iat": min(now, exp - 1), "exp": exp, "scope": scope}) + "."
         self.log({"call": "token", "ok": True, "client": client, "exp": exp})
         self.answer(200, {"access_token": token, "token_type": "bearer", "expires_in": exp - now})
 

@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,69 +16,6 @@ use kafka_parquet_sink::config::{Config, CredentialSource, OutputConfig, S3Confi
 use kafka_parquet_sink::metrics::Metrics;
 use kafka_parquet_sink::store::{CredentialInfo, Store, Uploaded};
 use serde_json::Value;
-
-/// `scripts/aws_stub.py`: STS, IMDS and container credentials on one port, a recording proxy
-/// to the stack's S3 server on another.
-struct AwsStub {
-    child: Child,
-    port: u16,
-    s3_port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl AwsStub {
-    fn start(stack: &Stack, lifetime_secs: u32) -> TestResult<AwsStub> {
-        let (port, s3_port) = (free_port()?, free_port()?);
-        let log = tempfile::NamedTempFile::new()?;
-        let target = stack.s3.trim_start_matches("http://").to_string();
-        let mut child = Command::new("python3")
-            .arg(root().join("scripts/aws_stub.py"))
-            .args(["--port", &port.to_string(), "--s3-port", &s3_port.to_string(), "--target", &target])
-            .args(["--lifetime", &lifetime_secs.to_string(), "--log"])
-            .arg(log.path())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            return Err(format!("aws_stub.py did not start: {line:?}").into());
-        }
-        Ok(AwsStub { child, port, s3_port, log })
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn s3(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
-
-    /// Every call so far of `service` (`sts`, `imds`, `container`, `s3`).
-    fn calls(&self, service: &str) -> TestResult<Vec<Value>> {
-        let text = std::fs::read_to_string(self.log.path())?;
-        let all: Result<Vec<Value>, _> = text.lines().map(serde_json::from_str::<Value>).collect();
-        Ok(all?.into_iter().filter(|c| c["service"] == service).collect())
-    }
-
-    /// Access key ids that signed S3 requests, in order of first use.
-    fn s3_keys(&self) -> TestResult<Vec<String>> {
-        let mut keys: Vec<String> = Vec::new();
-        for c in self.calls("s3")? {
-            if let Some(k) = c["key"].as_str().filter(|k| !keys.iter().any(|x| x == k)) {
-                keys.push(k.to_string());
-            }
-        }
-        Ok(keys)
-    }
-}
-
-impl Drop for AwsStub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(s3: S3Config, prefix: &str) -> Config {
     Config { s3, output: OutputConfig { prefix: prefix.to_string(), ..OutputConfig::default() }, ..Config::default() }

@@ -31,6 +31,9 @@ struct Args {
     alternate_every: Option<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The producer's compression.type: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
 }
 
 #[tokio::main]
@@ -55,6 +58,7 @@ async fn run(a: Args) -> Result<(), testkit::BoxError> {
         alternate_every: a.alternate_every,
         timestamps: None,
         seed: a.seed,
+        compression: a.compression,
     };
     let events = testkit::produce_tasks(&plan).await?;
     let mut ops: BTreeMap<&str, usize> = BTreeMap::new();

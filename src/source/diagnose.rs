@@ -86,6 +86,12 @@ pub fn explain(errors: &[String], k: &KafkaConfig, auth: &Auth) -> Option<String
             let protocol = prop("security.protocol").unwrap_or("plaintext");
             return Some(format!("kafka.properties.security.protocol: {protocol:?} does not match the broker's listener ({why})"));
         }
+        if has("Must supply an unexpired token") {
+            let endpoint = prop("sasl.oauthbearer.token.endpoint.url").unwrap_or("sasl.oauthbearer.config");
+            return Some(format!(
+                "kafka.properties.sasl.oauthbearer.token.endpoint.url: the token from {endpoint} has already expired ({why}): check the identity provider's token lifetime and this machine's clock"
+            ));
+        }
         let oauth = auth.is_msk_iam() || prop("sasl.mechanism").or(prop("sasl.mechanisms")).is_some_and(|m| m.eq_ignore_ascii_case("oauthbearer"));
         if has("Failed to acquire SASL OAUTHBEARER token") || has("Failed to retrieve OIDC token") || has("OIDC") && has("token") && !has("SASL authentication error") {
             if let Some(described) = auth.describe() {

@@ -78,7 +78,13 @@ pub struct CdcProducer {
 
 impl CdcProducer {
     pub fn new(bootstrap: &str, topic: &str, key_schema_id: u32, value_schema_id: u32) -> Result<Self, BoxError> {
-        let producer: FutureProducer = Self::config(bootstrap).create()?;
+        Self::compressed(bootstrap, topic, (key_schema_id, value_schema_id), "none")
+    }
+
+    /// As [`CdcProducer::new`], its batches compressed with `codec` (`compression.type`:
+    /// `gzip`, `snappy`, `lz4`, `zstd` or `none`), as a Debezium worker may be configured.
+    pub fn compressed(bootstrap: &str, topic: &str, (key_schema_id, value_schema_id): (u32, u32), codec: &str) -> Result<Self, BoxError> {
+        let producer: FutureProducer = Self::config(bootstrap).set("compression.type", codec).create()?;
         Ok(Self { producer, topic: topic.to_string(), key_schema_id, value_schema_id })
     }
 
@@ -185,6 +191,8 @@ pub struct ProducePlan {
     /// Record timestamps `(first, step)` in Unix ms; `None`: the producer's clock.
     pub timestamps: Option<(i64, i64)>,
     pub seed: u64,
+    /// The producer's `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
+    pub compression: String,
 }
 
 /// Creates the topic, registers the real Debezium schemas (`<topic>-key`, `<topic>-value`) and
@@ -193,7 +201,7 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
     ensure_topic(&plan.bootstrap, &plan.topic, plan.partitions).await?;
     let key_id = register_schema(&plan.registry, &format!("{}-key", plan.topic), KEY_SCHEMA).await?;
     let v1_id = register_schema(&plan.registry, &format!("{}-value", plan.topic), VALUE_SCHEMA_V1).await?;
-    let mut producer = CdcProducer::new(&plan.bootstrap, &plan.topic, key_id, v1_id)?;
+    let mut producer = CdcProducer::compressed(&plan.bootstrap, &plan.topic, (key_id, v1_id), &plan.compression)?;
     let mut generator = TasksGenerator::new(plan.seed, (plan.count / 10).min(100))?;
     let mut out = Vec::with_capacity(plan.count + 1);
     let mut switched = false;

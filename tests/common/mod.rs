@@ -82,7 +82,14 @@ fn plan(stack: &Stack, topic: &str, (partitions, count, v2_after, seed): (i32, u
         alternate_every: None,
         timestamps,
         seed,
+        compression: "none".into(),
     }
+}
+
+/// As [`produce`], the producer compressing its batches with `codec`.
+pub fn produce_compressed(stack: &Stack, topic: &str, partitions: i32, count: usize, seed: u64, codec: &str) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    let plan = plan(stack, topic, (partitions, count, None, seed), None);
+    tokio::runtime::Runtime::new()?.block_on(produce_tasks(&ProducePlan { compression: codec.to_string(), ..plan }))
 }
 
 fn produce_batched(
@@ -748,4 +755,183 @@ async fn relay(
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// `scripts/aws_stub.py`: STS, IMDS and container credentials on one port, a recording proxy
+/// to the stack's S3 server on another.
+pub struct AwsStub {
+    child: Child,
+    pub port: u16,
+    s3_port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl AwsStub {
+    pub fn start(stack: &Stack, lifetime_secs: u32) -> TestResult<AwsStub> {
+        let (port, s3_port) = (free_port()?, free_port()?);
+        let log = tempfile::NamedTempFile::new()?;
+        let target = stack.s3.trim_start_matches("http://").to_string();
+        let mut child = Command::new("python3")
+            .arg(root().join("scripts/aws_stub.py"))
+            .args(["--port", &port.to_string(), "--s3-port", &s3_port.to_string(), "--target", &target])
+            .args(["--lifetime", &lifetime_secs.to_string(), "--log"])
+            .arg(log.path())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?), &mut line)?;
+        if line.trim() != "ready" {
+            return Err(format!("aws_stub.py did not start: {line:?}").into());
+        }
+        Ok(AwsStub { child, port, s3_port, log })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn s3(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// Every call so far of `service` (`sts`, `imds`, `container`, `s3`, `msk`).
+    pub fn calls(&self, service: &str) -> TestResult<Vec<serde_json::Value>> {
+        use serde_json::Value;
+        let text = std::fs::read_to_string(self.log.path())?;
+        let all: Result<Vec<Value>, _> = text.lines().map(serde_json::from_str::<Value>).collect();
+        Ok(all?.into_iter().filter(|c| c["service"] == service).collect())
+    }
+
+    /// Access key ids that signed S3 requests, in order of first use.
+    pub fn s3_keys(&self) -> TestResult<Vec<String>> {
+        let mut keys: Vec<String> = Vec::new();
+        for c in self.calls("s3")? {
+            if let Some(k) = c["key"].as_str().filter(|k| !keys.iter().any(|x| x == k)) {
+                keys.push(k.to_string());
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl Drop for AwsStub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+
+/// An Apache Kafka broker of the test's own with the secured listeners of `scripts/kafka.sh
+/// start-secure` (SSL, MTLS, SCRAM, OAUTH, PLAIN, MSKIAM, BADHOST, EXPIRED) beside a plaintext
+/// one for the test's own producing and offset checks. Stopped when dropped.
+pub struct SecureBroker {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    base: u16,
+}
+
+/// The secured listeners, in the order of their ports from the base.
+pub const SECURE_LISTENERS: [&str; 8] = ["SSL", "MTLS", "SCRAM", "OAUTH", "PLAIN", "MSKIAM", "BADHOST", "EXPIRED"];
+
+impl SecureBroker {
+    pub fn start() -> TestResult<SecureBroker> {
+        let (port, controller) = (free_port()?, free_port()?);
+        let base = consecutive_free_ports(SECURE_LISTENERS.len() as u16)?;
+        let b = SecureBroker { dir: tempfile::tempdir()?, port, base };
+        let dir = b.dir.path().to_string_lossy().into_owned();
+        let out = Command::new("bash")
+            .arg(root().join("scripts/kafka.sh"))
+            .args(["start-secure", &dir, &port.to_string(), &controller.to_string(), &base.to_string()])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("scripts/kafka.sh start-secure failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(b)
+    }
+
+    /// `127.0.0.1:<port>` of a listener of [`SECURE_LISTENERS`].
+    pub fn listener(&self, name: &str) -> TestResult<String> {
+        let i = SECURE_LISTENERS.iter().position(|l| *l == name).ok_or_else(|| format!("no listener {name}"))?;
+        Ok(format!("127.0.0.1:{}", self.base + i as u16))
+    }
+
+    /// A file of the broker's TLS material (`ca.pem`, `other-ca.pem`, `client.pem`, `client.key`).
+    pub fn tls(&self, file: &str) -> String {
+        self.dir.path().join("tls").join(file).to_string_lossy().into_owned()
+    }
+
+    /// The stack with this broker's plaintext listener in place of the shared broker.
+    pub fn plaintext(&self, stack: &Stack) -> Stack {
+        Stack { bootstrap: format!("127.0.0.1:{}", self.port), ..stack.clone() }
+    }
+
+    /// Where the MSKIAM listener sends each token to be checked.
+    pub fn set_msk_verifier(&self, url: &str) -> TestResult {
+        Ok(std::fs::write(self.dir.path().join("mskiam-verifier.url"), url)?)
+    }
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(root().join("scripts/kafka.sh")).args(["stop", &self.dir.path().to_string_lossy(), "--kill"]).output();
+    }
+}
+
+/// The first of `n` consecutive free ports on loopback.
+fn consecutive_free_ports(n: u16) -> TestResult<u16> {
+    for _ in 0..100 {
+        let base = free_port()?;
+        if base > u16::MAX - n {
+            continue;
+        }
+        let held: Vec<_> = (0..n).map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        if held.len() == n as usize {
+            return Ok(base);
+        }
+    }
+    Err(format!("no {n} consecutive free ports").into())
+}
+
+/// `scripts/oidc_stub.py`: an OAuth token endpoint (client credentials) for OAUTHBEARER OIDC.
+pub struct OidcStub {
+    child: Child,
+    pub port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl OidcStub {
+    pub fn start(client: &str, secret: &str) -> TestResult<OidcStub> {
+        let port = free_port()?;
+        let log = tempfile::NamedTempFile::new()?;
+        let mut child = Command::new("python3")
+            .arg(root().join("scripts/oidc_stub.py"))
+            .args(["--port", &port.to_string(), "--client", &format!("{client}:{secret}"), "--log"])
+            .arg(log.path())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?), &mut line)?;
+        if line.trim() != "ready" {
+            return Err(format!("oidc_stub.py did not start: {line:?}").into());
+        }
+        Ok(OidcStub { child, port, log })
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// Token requests so far: (client, granted).
+    pub fn calls(&self) -> TestResult<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.log.path())?;
+        Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
+    }
+}
+
+impl Drop for OidcStub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
