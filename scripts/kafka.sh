@@ -14,6 +14,8 @@
 #                                                more on BASE .. BASE+7 (below), its TLS material
 #                                                made once in DIR/tls by openssl
 #   scripts/kafka.sh stop DIR [--kill]           SIGTERM (or SIGKILL) the broker of DIR and wait
+#   scripts/kafka.sh dump-log FILE...            Kafka's DumpLogSegments of log segments (each
+#                                                batch's compresscodec, offsets)
 #
 # The secured listeners, each as a managed Kafka offers it (DIR/listeners.env names the ports):
 #   BASE+0 SSL       TLS, the broker's certificate signed by DIR/tls/ca.pem (Aiven, MSK TLS)
@@ -239,6 +241,7 @@ case "${1:-}" in
   assemble) shift; [ $# -ge 2 ] || { echo "usage: $0 assemble POM DEST [MAVEN ARGS]" >&2; exit 2; }; assemble "$@" ;;
   start) [ $# = 4 ] || { echo "usage: $0 start DIR PORT CONTROLLER_PORT" >&2; exit 2; }; libs >/dev/null; start "$2" "$3" "$4" ;;
   start-secure) [ $# = 5 ] || { echo "usage: $0 start-secure DIR PORT CONTROLLER_PORT BASE" >&2; exit 2; }; libs >/dev/null; start "$2" "$3" "$4" "$5" ;;
+  dump-log) shift; [ $# -ge 1 ] || { echo "usage: $0 dump-log FILE..." >&2; exit 2; }; libs >/dev/null; java_cmd org.apache.kafka.tools.DumpLogSegments --files "$(IFS=,; echo "$*")" ;;
   stop) [ $# -ge 2 ] || { echo "usage: $0 stop DIR [--kill]" >&2; exit 2; }; stop "$2" "${3:-}" ;;
   *) echo "usage: $0 libs | start DIR PORT CONTROLLER_PORT | start-secure DIR PORT CONTROLLER_PORT BASE | stop DIR [--kill]" >&2; exit 2 ;;
 esac

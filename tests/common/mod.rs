@@ -708,6 +708,17 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Kafka's DumpLogSegments of the first segment of `topic`'s `partition`: each batch with
+    /// its offsets and `compresscodec`.
+    pub fn dump_log(&self, topic: &str, partition: i32) -> TestResult<String> {
+        let segment = self.dir.path().join("data").join(format!("{topic}-{partition}")).join("00000000000000000000.log");
+        let out = Command::new("bash").arg(root().join("scripts/kafka.sh")).arg("dump-log").arg(&segment).env("KAFKA_HEAP_OPTS", "-Xmx256m").output()?;
+        if !out.status.success() {
+            return Err(format!("scripts/kafka.sh dump-log {}: {}", segment.display(), String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn script(&self, args: &[&str]) -> TestResult {
         let out = Command::new("bash").arg(root().join("scripts/kafka.sh")).args(args).output()?;
         if !out.status.success() {
