@@ -72,7 +72,7 @@ class State:
 
 class Handler(BaseHTTPRequestHandler):
     state = None
-    auth = None  # expected Authorization header, when --basic-auth is given
+    auth = None  # expected Authorization header, when --basic-auth or --bearer is given
     protocol_version = "HTTP/1.1"
 
     def authorized(self):
@@ -181,15 +181,22 @@ def main():
     ap.add_argument("--basic-auth", metavar="USER:PASSWORD", help="require HTTP basic auth")
     ap.add_argument("--certfile", help="serve HTTPS with this PEM certificate (chain)")
     ap.add_argument("--keyfile", help="private key of --certfile")
+    ap.add_argument("--bearer", metavar="TOKEN", help="require Authorization: Bearer TOKEN")
+    ap.add_argument("--client-ca", help="with --certfile: require a client certificate signed by this CA (mutual TLS)")
     a = ap.parse_args()
     Handler.state = State(a.data)
     if a.basic_auth:
         Handler.auth = "Basic " + base64.b64encode(a.basic_auth.encode()).decode()
+    if a.bearer:
+        Handler.auth = "Bearer " + a.bearer
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
     scheme = "http"
     if a.certfile:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(a.certfile, a.keyfile)
+        if a.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(a.client_ca)
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
         scheme = "https"
     print(f"schema registry on {scheme}://{a.host}:{a.port}", flush=True)

@@ -62,7 +62,18 @@ async fn check_registry(config: &Config) -> Result<(), String> {
     match registry.ping().await {
         Ok(()) => Ok(()),
         Err(RegistryError::Request { reason, .. }) if reason.contains("401") || reason.contains("403") => {
-            Err(format!("schema_registry.username: the registry at {} refused the credentials ({reason})", r.url))
+            let key = if r.bearer_token.is_empty() { "schema_registry.username" } else { "schema_registry.bearer_token" };
+            Err(format!("{key}: the registry at {} refused the credentials ({reason})", r.url))
+        }
+        Err(RegistryError::Request { reason, .. }) if reason.contains("invalid peer certificate") => Err(format!(
+            "schema_registry.ca_file: the registry's certificate at {} is not trusted ({reason}): give the CA that signed it",
+            r.url
+        )),
+        Err(RegistryError::Request { reason, .. }) if reason.contains("CertificateRequired") || reason.contains("BadCertificate") => {
+            Err(format!(
+                "schema_registry.client_cert_file: the registry at {} wants a client certificate it trusts (mutual TLS) ({reason}): set client_cert_file and client_key_file",
+                r.url
+            ))
         }
         Err(e) => Err(format!("schema_registry.url: the registry at {} did not answer ({e}): check the URL and that it is running", r.url)),
     }

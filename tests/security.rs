@@ -1,10 +1,11 @@
-//! TLS with a private CA to S3 and to the registry, registry basic auth, a SASL password in the
-//! Kafka passthrough properties, and secrets kept out of every output: the log, errors,
-//! `/status`, `/metrics` and `check`.
+//! TLS with a private CA to S3 and to the registry, registry basic auth, mutual TLS and a bearer
+//! token, a SASL password in the Kafka properties, and secrets kept out of every output: the log,
+//! errors, `/status`, `/metrics` and `check`.
 //!
 //! Needs: the local stack (broker, registry whose schemas are copied), `openssl`, and `weed`,
-//! which this test starts a second time with TLS and its own credentials. The broker part is
-//! passthrough only: the local Kafka listens in plaintext, so the SASL password rides along with `security.protocol = plaintext` and is checked for leaks, not used.
+//! which this test starts a second time with TLS and its own credentials. Here the SASL password
+//! rides along with `security.protocol = plaintext` and is checked for leaks; the secured
+//! listeners themselves are tests/secure_kafka.rs.
 
 mod common;
 
@@ -114,12 +115,18 @@ fn weed_tls(dir: &Path, cert: &str, key: &str) -> TestResult<(Killed, u16, u16)>
 
 /// The project's registry over HTTPS with basic auth, serving the stack registry's schemas.
 fn registry_tls(dir: &Path, cert: &str, key: &str) -> TestResult<(Killed, u16)> {
+    registry_with(dir, cert, key, &["--basic-auth", &format!("kps:{REGISTRY_PASSWORD}")])
+}
+
+/// The project's registry over HTTPS with `auth` (`--basic-auth`, `--bearer`, `--client-ca`).
+fn registry_with(dir: &Path, cert: &str, key: &str, auth: &[&str]) -> TestResult<(Killed, u16)> {
     let port = free_port()?;
-    let data = dir.join("registry.json");
+    let data = dir.join(format!("registry-{port}.json"));
     std::fs::copy(root().join(".stack/registry.json"), &data)?;
     let child = Command::new("python3")
         .arg(root().join("scripts/schema_registry.py"))
-        .args(["--port", &port.to_string(), "--basic-auth", &format!("kps:{REGISTRY_PASSWORD}"), "--certfile", cert, "--keyfile", key])
+        .args(["--port", &port.to_string(), "--certfile", cert, "--keyfile", key])
+        .args(auth)
         .arg("--data")
         .arg(&data)
         .stdout(Stdio::null())
@@ -201,5 +208,61 @@ fn tls_auth_and_no_secret_in_any_output() -> TestResult {
     let rows: usize = files.iter().map(|f| f.rows.len()).sum();
     let expected = produced.iter().filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone).count();
     assert_eq!(rows, expected, "rows in the TLS server's bucket");
+    Ok(())
+}
+
+/// A client certificate for `CN=kps-sink` signed by the test CA of [`certificates`].
+fn client_certificate(dir: &Path) -> TestResult<(String, String)> {
+    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=kps-sink"])?;
+    std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")?;
+    openssl(
+        dir,
+        &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.ext"],
+    )?;
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    Ok((p("client.pem"), p("client.key")))
+}
+
+/// A registry that wants a client certificate (mutual TLS) and a bearer token: without the
+/// certificate, or with another token, start-up stops naming the key; with both, every record
+/// lands and the token is never printed.
+#[test]
+fn registry_over_mutual_tls_with_a_bearer_token() -> TestResult {
+    const TOKEN: &str = "BEARER-SECRET-5e21aa";
+    let stack = Stack::get()?;
+    let dir = tempfile::tempdir()?;
+    let (ca, cert, key) = certificates(dir.path())?;
+    let (client_cert, client_key) = client_certificate(dir.path())?;
+    let topic = unique("it-sec-mtls");
+    let produced = produce(&stack, &topic, 2, 100, None, 62)?;
+    let (_registry, port) = registry_with(dir.path(), &cert, &key, &["--bearer", TOKEN, "--client-ca", &ca])?;
+    let tls = Stack { registry: format!("https://127.0.0.1:{port}"), ..stack.clone() };
+    let (group, prefix) = (unique("it-group"), unique("it/sec-mtls"));
+    let spec = |token: &str, client: bool| {
+        let mut s = SinkSpec::new(&tls, &topic, &group, &prefix, "max_records = 50\nrotate_interval_ms = 1000")
+            .env("KPS__SCHEMA_REGISTRY__CA_FILE", &ca)
+            .env("KPS__SCHEMA_REGISTRY__BEARER_TOKEN", token);
+        if client {
+            s = s.env("KPS__SCHEMA_REGISTRY__CLIENT_CERT_FILE", &client_cert).env("KPS__SCHEMA_REGISTRY__CLIENT_KEY_FILE", &client_key);
+        }
+        s
+    };
+    for (token, client, want) in [
+        (TOKEN, false, "schema_registry.client_cert_file: the registry at"),
+        ("BEARER-SECRET-wrong", true, "schema_registry.bearer_token: the registry at"),
+    ] {
+        let mut refused = spec(token, client).start()?;
+        let status = wait_for(Duration::from_secs(30), "the refused start to exit", || Ok(refused.child.try_wait()?))?;
+        let log = refused.log();
+        assert_eq!(status.code(), Some(2), "exit status, expecting {want:?}:\n{log}");
+        assert!(log.contains(want), "expected {want:?}:\n{log}");
+        assert!(!log.contains(token), "the token is printed:\n{log}");
+    }
+    let mut sink = spec(TOKEN, true).start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
+    assert!(!sink.log().contains(TOKEN), "the log shows the bearer token");
+    audit_lake(&stack, &prefix, &produced)?.exactly_once()?;
     Ok(())
 }

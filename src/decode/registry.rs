@@ -39,11 +39,29 @@ struct SchemaResponse {
     schema_type: Option<String>,
 }
 
+/// How requests to the registry authenticate (the client certificate is the HTTP client's).
+enum Credentials {
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// An error and its causes (a TLS alert is a cause of reqwest's "error sending request").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 pub struct Registry {
     base: String,
     http: reqwest::Client,
-    /// Basic auth (username, password); never logged.
-    auth: Option<(String, String)>,
+    /// Basic auth or a bearer token; never logged.
+    auth: Option<Credentials>,
     cache: HashMap<u32, Arc<str>>,
     backoff: Backoff,
     max_attempts: u32,
@@ -62,8 +80,21 @@ impl Registry {
                 http = http.add_root_certificate(cert);
             }
         }
-        let http = http.build().map_err(|e| fail(format!("cannot build HTTP client: {e}")))?;
-        let auth = (!c.username.is_empty()).then(|| (c.username.clone(), c.password.clone()));
+        if !c.client_cert_file.is_empty() {
+            let read = |key: &str, path: &str| std::fs::read(path).map_err(|e| fail(format!("schema_registry.{key} {path}: {e}")));
+            let mut pem = read("client_cert_file", &c.client_cert_file)?;
+            pem.push(b'\n');
+            pem.extend(read("client_key_file", &c.client_key_file)?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| fail(format!("schema_registry.client_cert_file: not a PEM certificate and key ({e})")))?;
+            http = http.identity(identity);
+        }
+        let http = http.build().map_err(|e| fail(format!("cannot build HTTP client: {}", with_causes(&e))))?;
+        let auth = if !c.bearer_token.is_empty() {
+            Some(Credentials::Bearer(c.bearer_token.clone()))
+        } else {
+            (!c.username.is_empty()).then(|| Credentials::Basic(c.username.clone(), c.password.clone()))
+        };
         let backoff =
             Backoff { initial: Duration::from_millis(c.retry_initial_backoff_ms), max: Duration::from_millis(c.retry_max_backoff_ms) };
         Ok(Self {
@@ -80,7 +111,7 @@ impl Registry {
     /// `GET {url}/subjects`: whether the registry answers (start-up check).
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let url = format!("{}/subjects", self.base);
-        let resp = self.get(&url).send().await.map_err(|e| RegistryError::Request { id: 0, reason: e.to_string(), retryable: true })?;
+        let resp = self.get(&url).send().await.map_err(|e| RegistryError::Request { id: 0, reason: with_causes(&e), retryable: true })?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             s => Err(RegistryError::Request { id: 0, reason: format!("HTTP {s} from {url}"), retryable: s.is_server_error() }),
@@ -90,7 +121,8 @@ impl Registry {
     fn get(&self, url: &str) -> reqwest::RequestBuilder {
         let req = self.http.get(url);
         match &self.auth {
-            Some((user, password)) => req.basic_auth(user, Some(password)),
+            Some(Credentials::Basic(user, password)) => req.basic_auth(user, Some(password)),
+            Some(Credentials::Bearer(token)) => req.bearer_auth(token),
             None => req,
         }
     }
