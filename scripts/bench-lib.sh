@@ -1,6 +1,9 @@
 # Sourced by the bench scripts: the Docker image's glibc malloc settings (Dockerfile; fewer
 # arenas, large blocks mmapped and returned; MALLOC_TUNING=off keeps glibc's defaults), and the
 # local stack, started here and stopped on exit unless it was already running.
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 if [ "${MALLOC_TUNING:-on}" = on ]; then
   export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-131072}
 fi

@@ -7,6 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 COUNT=${1:-2000}
 TOPIC=supabase-habit.public.tasks
 export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin

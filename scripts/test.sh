@@ -7,6 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/build-deps.sh
+source scripts/build-deps.sh
+ensure_build_deps
 
 started=0
 status=$(scripts/stack.sh status)

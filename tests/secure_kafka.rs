@@ -23,8 +23,11 @@ const SCRAM_PASSWORD: &str = "kps-scram-secret";
 const PLAIN_PASSWORD: &str = "kps-plain-secret";
 const OIDC_SECRET: &str = "kps-oidc-secret";
 
+/// Environment variables of a sink run.
+type Env = Vec<(String, String)>;
+
 /// `kafka.properties` as `KPS__KAFKA__PROPERTIES__*` variables.
-fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+fn props(pairs: &[(&str, &str)]) -> Env {
     pairs.iter().map(|(k, v)| (format!("KPS__KAFKA__PROPERTIES__{}", k.replace('.', "_").to_ascii_uppercase()), v.to_string())).collect()
 }
 
@@ -65,7 +68,7 @@ fn every_secured_listener_lands_each_record_once() -> TestResult {
     let ca = broker.tls("ca.pem");
     let oidc = OidcStub::start("kps", OIDC_SECRET)?;
     let token_url = oidc.token_url();
-    let cases: Vec<(&str, String, Vec<(String, String)>)> = vec![
+    let cases: Vec<(&str, String, Env)> = vec![
         ("ssl", broker.listener("SSL")?, props(&[("security.protocol", "ssl"), ("ssl.ca.location", &ca)])),
         (
             "mtls",

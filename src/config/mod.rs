@@ -879,6 +879,51 @@ mod tests {
     }
 
     #[test]
+    fn msk_iam_takes_no_conflicting_security_properties() -> Result<(), Box<dyn std::error::Error>> {
+        let ok = Config::load_from(None, env(&[("KPS__KAFKA__AUTH", "aws_msk_iam"), ("KPS__KAFKA__AWS_REGION", "eu-west-1")]))?;
+        assert_eq!((ok.kafka.auth, ok.kafka.aws_region.as_str(), ok.kafka.token_lifetime_secs), (KafkaAuth::AwsMskIam, "eu-west-1", 900));
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("KPS__KAFKA__AUTH", "aws_msk_iam"),
+                ("KPS__KAFKA__TOKEN_LIFETIME_SECS", "3600"),
+                ("KPS__KAFKA__PROPERTIES__SECURITY_PROTOCOL", "ssl"),
+                ("KPS__KAFKA__PROPERTIES__SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("KPS__KAFKA__PROPERTIES__SASL_PASSWORD", "x"),
+            ]),
+        )
+        .err()
+        .ok_or("conflicting MSK IAM settings accepted")?;
+        let text = err.to_string();
+        for key in ["kafka.token_lifetime_secs", "kafka.properties.security.protocol", "kafka.properties.sasl.mechanism", "kafka.properties.sasl.password"] {
+            assert!(text.contains(key), "missing {key} in:\n{text}");
+        }
+        let err = Config::load_from(None, env(&[("KPS__KAFKA__AWS_REGION", "eu-west-1")])).err().ok_or("aws_region without MSK IAM accepted")?;
+        assert!(err.to_string().contains("kafka.aws_region: only with kafka.auth"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn every_kind_of_secret_is_redacted() -> Result<(), ConfigError> {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("KPS__SCHEMA_REGISTRY__BEARER_TOKEN", "bearer-xyz"),
+                ("KPS__KAFKA__PROPERTIES__SASL_OAUTHBEARER_CLIENT_SECRET", "oidc-xyz"),
+                ("KPS__KAFKA__PROPERTIES__SSL_KEY_PASSWORD", "keypass-xyz"),
+                ("KPS__KAFKA__PROPERTIES__SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "https://idp.example/token"),
+            ]),
+        )?;
+        let shown = c.to_redacted_toml();
+        for secret in ["bearer-xyz", "oidc-xyz", "keypass-xyz"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(shown.contains("https://idp.example/token"), "the token endpoint is not a secret:\n{shown}");
+        assert!(!format!("{:?}", c.schema_registry).contains("bearer-xyz"), "Debug shows the bearer token");
+        Ok(())
+    }
+
+    #[test]
     fn redacted_output_hides_secrets() -> Result<(), ConfigError> {
         let c = Config::load_from(None, env(&[("KPS__S3__ACCESS_KEY_ID", "ak"), ("KPS__S3__SECRET_ACCESS_KEY", "topsecret")]))?;
         let shown = c.to_redacted_toml();
