@@ -140,6 +140,13 @@ impl Pipeline {
                 _ = &mut shutdown => break,
                 msg = consumer.recv() => match msg {
                     Ok(m) => self.handle(&m).await?,
+                    Err(e) if source::unreadable_batch(&e) => {
+                        // librdkafka reports the batch and fetches past it; the records it held
+                        // must never be committed past, so stop before anything more is.
+                        self.metrics.errors.with_label_values(&["source", "unreadable_batch"]).inc();
+                        tracing::error!(error = %e, "a batch could not be read (corrupt, or compressed with a codec this build lacks); stopping without committing past it");
+                        return Err(SinkError::Source(e));
+                    }
                     Err(e) => {
                         self.metrics.errors.with_label_values(&["source", "poll"]).inc();
                         tracing::warn!(error = %e, "kafka poll error");

@@ -316,6 +316,15 @@ fn serve_events(consumer: &BaseConsumer<Probe>, budget: Duration) {
     }
 }
 
+/// Whether a consumer error means librdkafka could not read a batch (a CRC or decoding error, a
+/// codec it was built without) and skipped it: its records are lost to this fetch, so nothing
+/// may be committed past them. Other consumer errors (a topic not created yet, a broker away)
+/// are waited out.
+pub fn unreadable_batch(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(e, KafkaError::MessageConsumption(c) | KafkaError::MessageConsumptionFatal(c) if matches!(c, C::BadMessage | C::BadCompression | C::NotImplemented))
+}
+
 /// librdkafka's version and `builtin.features` (what this binary can speak: ssl, sasl_scram,
 /// sasl_oauthbearer, oidc, zstd, ...).
 pub fn librdkafka() -> (String, String) {
@@ -330,6 +339,17 @@ pub fn librdkafka() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unreadable_batch_stops_the_consumer() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        for code in [C::BadMessage, C::BadCompression, C::NotImplemented] {
+            assert!(unreadable_batch(&KafkaError::MessageConsumption(code)), "{code:?} loses a batch");
+        }
+        for e in [KafkaError::MessageConsumption(C::UnknownTopicOrPartition), KafkaError::Global(C::AllBrokersDown), KafkaError::PartitionEOF(0)] {
+            assert!(!unreadable_batch(&e), "{e} is waited out");
+        }
+    }
 
     /// The features the README and the Docker image promise are compiled in.
     #[test]
