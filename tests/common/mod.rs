@@ -782,18 +782,9 @@ impl AwsStub {
         let (port, s3_port) = (free_port()?, free_port()?);
         let log = tempfile::NamedTempFile::new()?;
         let target = stack.s3.trim_start_matches("http://").to_string();
-        let mut child = Command::new("python3")
-            .arg(root().join("scripts/aws_stub.py"))
-            .args(["--port", &port.to_string(), "--s3-port", &s3_port.to_string(), "--target", &target])
-            .args(["--lifetime", &lifetime_secs.to_string(), "--log"])
-            .arg(log.path())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?), &mut line)?;
-        if line.trim() != "ready" {
-            return Err(format!("aws_stub.py did not start: {line:?}").into());
-        }
+        let (port_arg, s3_arg, lifetime) = (port.to_string(), s3_port.to_string(), lifetime_secs.to_string());
+        let args = ["--port", &port_arg, "--s3-port", &s3_arg, "--target", &target, "--lifetime", &lifetime];
+        let child = start_stub("aws_stub.py", &args, log.path())?;
         Ok(AwsStub { child, port, s3_port, log })
     }
 
@@ -807,10 +798,7 @@ impl AwsStub {
 
     /// Every call so far of `service` (`sts`, `imds`, `container`, `s3`, `msk`).
     pub fn calls(&self, service: &str) -> TestResult<Vec<serde_json::Value>> {
-        use serde_json::Value;
-        let text = std::fs::read_to_string(self.log.path())?;
-        let all: Result<Vec<Value>, _> = text.lines().map(serde_json::from_str::<Value>).collect();
-        Ok(all?.into_iter().filter(|c| c["service"] == service).collect())
+        Ok(json_lines(self.log.path())?.into_iter().filter(|c| c["service"] == service).collect())
     }
 
     /// Access key ids that signed S3 requests, in order of first use.
@@ -915,17 +903,7 @@ impl OidcStub {
     pub fn start(client: &str, secret: &str) -> TestResult<OidcStub> {
         let port = free_port()?;
         let log = tempfile::NamedTempFile::new()?;
-        let mut child = Command::new("python3")
-            .arg(root().join("scripts/oidc_stub.py"))
-            .args(["--port", &port.to_string(), "--client", &format!("{client}:{secret}"), "--log"])
-            .arg(log.path())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?), &mut line)?;
-        if line.trim() != "ready" {
-            return Err(format!("oidc_stub.py did not start: {line:?}").into());
-        }
+        let child = start_stub("oidc_stub.py", &["--port", &port.to_string(), "--client", &format!("{client}:{secret}")], log.path())?;
         Ok(OidcStub { child, port, log })
     }
 
@@ -933,10 +911,9 @@ impl OidcStub {
         format!("http://127.0.0.1:{}/token", self.port)
     }
 
-    /// Token requests so far: (client, granted).
+    /// Token requests so far, each with its client and whether it was granted (`ok`).
     pub fn calls(&self) -> TestResult<Vec<serde_json::Value>> {
-        let text = std::fs::read_to_string(self.log.path())?;
-        Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
+        json_lines(self.log.path())
     }
 }
 
@@ -945,4 +922,22 @@ impl Drop for OidcStub {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a stub of the scripts (`python3 scripts/<script> ARGS --log LOG`) and waits for the
+/// "ready" line it prints once it listens.
+fn start_stub(script: &str, args: &[&str], log: &std::path::Path) -> TestResult<Child> {
+    let mut child = Command::new("python3").arg(root().join("scripts").join(script)).args(args).arg("--log").arg(log).stdout(Stdio::piped()).spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?), &mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        return Err(format!("{script} did not start: {line:?}").into());
+    }
+    Ok(child)
+}
+
+/// A log of one JSON object per line.
+fn json_lines(path: &std::path::Path) -> TestResult<Vec<serde_json::Value>> {
+    Ok(std::fs::read_to_string(path)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
 }
