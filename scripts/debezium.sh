@@ -16,6 +16,12 @@
 #   scripts/debezium.sh down      stop them and delete the cluster
 #   scripts/debezium.sh status    the connector's status as the Connect REST API reports it
 #   scripts/debezium.sh psql ...  psql against the cluster
+#   scripts/debezium.sh add NAME PREFIX
+#                                 one more connector of the same file on the running worker,
+#                                 named NAME, writing PREFIX.public.tasks from a replication slot
+#                                 of its own, once it streams (a test's own topic)
+#   scripts/debezium.sh remove NAME
+#                                 delete that connector and drop its slot
 #
 # Environment: PG_PORT (55432), CONNECT_PORT (8083), KAFKA_PORT, REGISTRY_PORT as for stack.sh,
 # TOPIC_PARTITIONS (1): partitions of the topics the connector creates.
@@ -140,12 +146,15 @@ up_worker() {
   log "Connect worker on $CONNECT_URL (log: $CONNECT_DIR/connect.log)"
 }
 
-# docker/connect/debezium-postgres-cdc.json with this machine's hosts and ports.
-connector_config() {
-  python3 - "$ROOT/docker/connect/debezium-postgres-cdc.json" "$PG_PORT" "$REGISTRY_PORT" "${TOPIC_PARTITIONS:-1}" <<'EOF'
+# docker/connect/debezium-postgres-cdc.json with this machine's hosts and ports, and (when given)
+# another topic prefix and slot.
+connector_config() { # [topic prefix, slot]
+  python3 - "$ROOT/docker/connect/debezium-postgres-cdc.json" "$PG_PORT" "$REGISTRY_PORT" "${TOPIC_PARTITIONS:-1}" "${1:-}" "${2:-}" <<'EOF'
 import json, sys
-path, pg_port, registry_port, partitions = sys.argv[1:]
+path, pg_port, registry_port, partitions, prefix, slot = sys.argv[1:]
 c = json.load(open(path))
+if prefix:
+    c["topic.prefix"], c["slot.name"] = prefix, slot
 c["database.hostname"] = "127.0.0.1"
 c["database.port"] = pg_port
 for side in ("key", "value"):
@@ -156,31 +165,47 @@ print(json.dumps(c))
 EOF
 }
 
-register() {
-  local answer
-  answer=$(connector_config | curl -s --max-time 30 -X PUT -H 'Content-Type: application/json' --data @- \
-    -w '\n%{http_code}' "$CONNECT_URL/connectors/$CONNECTOR/config")
+register() { # [name, topic prefix, slot]: the harness's connector when none are given
+  local name=${1:-$CONNECTOR} slot=${3:-debezium_tasks} answer
+  answer=$(connector_config "${2:-}" "${3:-}" | curl -s --max-time 30 -X PUT -H 'Content-Type: application/json' --data @- \
+    -w '\n%{http_code}' "$CONNECT_URL/connectors/$name/config")
   case "${answer##*$'\n'}" in
     200 | 201) ;;
-    *) log "registering $CONNECTOR failed: $answer"; exit 1 ;;
+    *) log "registering $name failed: $answer"; exit 1 ;;
   esac
   # Streaming has started once the connector's task is RUNNING and the replication slot active.
   local i
   for ((i = 0; i < 1200; i++)); do
-    if connect_get "/connectors/$CONNECTOR/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"' \
-      && [ "$(pg_psql -tAc "select count(*) from pg_replication_slots where slot_name = 'debezium_tasks' and active")" = 1 ]; then
-      log "connector $CONNECTOR RUNNING, streaming from slot debezium_tasks"
+    if connect_get "/connectors/$name/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"' \
+      && [ "$(pg_psql -tAc "select count(*) from pg_replication_slots where slot_name = '$slot' and active")" = 1 ]; then
+      log "connector $name RUNNING, streaming from slot $slot"
       return
     fi
-    if connect_get "/connectors/$CONNECTOR/status" | grep -q '"state":"FAILED"'; then
-      connect_get "/connectors/$CONNECTOR/status" >&2; echo >&2; log "connector $CONNECTOR FAILED"; exit 1
+    if connect_get "/connectors/$name/status" | grep -q '"state":"FAILED"'; then
+      connect_get "/connectors/$name/status" >&2; echo >&2; log "connector $name FAILED"; exit 1
     fi
     sleep 0.1
   done
-  connect_get "/connectors/$CONNECTOR/status" >&2; echo >&2
+  connect_get "/connectors/$name/status" >&2; echo >&2
   tail -n 40 "$CONNECT_DIR/connect.log" >&2
-  log "connector $CONNECTOR did not start streaming within 120 s"
+  log "connector $name did not start streaming within 120 s"
   exit 1
+}
+
+# A connector's replication slot: its name with every other character than [a-z0-9_] as _.
+slot_of() { local s=${1,,}; echo "${s//[^a-z0-9_]/_}"; }
+
+remove() { # name
+  local slot i
+  slot=$(slot_of "$1")
+  curl -s --max-time 30 -X DELETE "$CONNECT_URL/connectors/$1" >/dev/null || true
+  # The slot stays active until the task has stopped.
+  for ((i = 0; i < 300; i++)); do
+    [ "$(pg_psql -tAc "select count(*) from pg_replication_slots where slot_name = '$slot' and active")" = 0 ] && break
+    sleep 0.1
+  done
+  pg_psql -qtAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = '$slot'" >/dev/null
+  log "connector $1 removed, slot $slot dropped"
 }
 
 down() {
@@ -202,5 +227,7 @@ case "${1:-}" in
   down) ensure_postgres; down ;;
   status) connect_get "/connectors/$CONNECTOR/status"; echo ;;
   psql) shift; pg_psql "$@" ;;
-  *) echo "usage: $0 up|down|status|psql [args]" >&2; exit 2 ;;
+  add) [ $# = 3 ] || { echo "usage: $0 add NAME TOPIC_PREFIX" >&2; exit 2; }; register "$2" "$3" "$(slot_of "$2")" ;;
+  remove) [ $# = 2 ] || { echo "usage: $0 remove NAME" >&2; exit 2; }; remove "$2" ;;
+  *) echo "usage: $0 up|down|status|psql [args]|add NAME TOPIC_PREFIX|remove NAME" >&2; exit 2 ;;
 esac

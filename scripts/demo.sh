@@ -4,6 +4,9 @@
 # and show the Parquet files in the bucket with a few rows read back by pyarrow.
 #
 #   scripts/demo.sh [COUNT]        (default 2000 records; the stack stays up: scripts/stack.sh down)
+#
+# DEMO_PROFILE=debug builds and runs the debug binaries instead of the release ones (CI runs the
+# demo so, before the tests, to check README's two commands in their order).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -15,8 +18,13 @@ TOPIC=supabase-habit.public.tasks
 export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
 
 scripts/stack.sh up
-cargo build --release --bins
-BIN=target/release
+if [ "${DEMO_PROFILE:-release}" = debug ]; then
+  cargo build --bins
+  BIN=target/debug
+else
+  cargo build --release --bins
+  BIN=target/release
+fi
 
 echo "== producing $COUNT change events to $TOPIC (schema v2 from record $((COUNT / 2)))"
 $BIN/kps-cdc-gen --topic "$TOPIC" --partitions 3 --count "$COUNT" --v2-after $((COUNT / 2)) --seed "$(date +%s)"

@@ -3,6 +3,9 @@
 //! the seed's tasks table; a Kafka Connect worker in distributed mode with exactly-once source
 //! support, running the Debezium PostgreSQL connector with Confluent's AvroConverter, registered
 //! over REST from docker/connect/debezium-postgres-cdc.json), which `scripts/test.sh` starts.
+//! The test adds a connector of its own from the same file (`scripts/debezium.sh add`: its own
+//! replication slot and topic), so nothing the demo or another run wrote to the harness's
+//! `supabase-habit.public.tasks` reaches it.
 
 mod common;
 
@@ -13,7 +16,34 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-const TOPIC: &str = "supabase-habit.public.tasks";
+/// A Debezium connector of this run's own on the harness's worker, streaming public.tasks to
+/// `<name>.public.tasks` from a replication slot of its own; removed (slot dropped) when dropped.
+struct OwnConnector {
+    name: String,
+    topic: String,
+}
+
+impl OwnConnector {
+    fn add() -> TestResult<OwnConnector> {
+        let name = unique("it-dbz");
+        debezium(&["add", &name, &name])?;
+        Ok(OwnConnector { topic: format!("{name}.public.tasks"), name })
+    }
+}
+
+impl Drop for OwnConnector {
+    fn drop(&mut self) {
+        let _ = debezium(&["remove", &self.name]);
+    }
+}
+
+fn debezium(args: &[&str]) -> TestResult {
+    let out = Command::new("bash").arg(root().join("scripts/debezium.sh")).args(args).output()?;
+    if !out.status.success() {
+        return Err(format!("scripts/debezium.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
 
 fn pg_port() -> String {
     std::env::var("PG_PORT").unwrap_or_else(|_| "55432".into())
@@ -142,6 +172,8 @@ fn assert_merge_equals_roll(merged: &[Image], rolled: &[Image]) -> TestResult {
 fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     let stack = Stack::get()?;
     psql("select 1").map_err(|e| format!("PostgreSQL of scripts/debezium.sh is not up: {e}"))?;
+    let connector = OwnConnector::add()?;
+    let topic = connector.topic.as_str();
     let (group, prefix) = (unique("it-dbz"), unique("it/dbz"));
     let tag = unique("run");
     // A local re-run finds the schema changes of the last run applied: undo the drop.
@@ -199,12 +231,12 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     // change, for the comparison.
     let (flat_prefix, roll_prefix) = (format!("{prefix}-flat"), format!("{prefix}-roll"));
     let flush = "max_records = 1000\nrotate_interval_ms = 1000";
-    let mut sink = SinkProcess::start(&stack, TOPIC, &group, &prefix, flush)?;
-    let mut flat_sink = SinkProcess::start_with(&stack, TOPIC, &format!("{group}-flat"), &flat_prefix, flush, "layout = \"flatten\"")?;
-    let mut roll_sink = SinkProcess::start_with(&stack, TOPIC, &format!("{group}-roll"), &roll_prefix, flush, "schema_change = \"roll\"")?;
+    let mut sink = SinkProcess::start(&stack, topic, &group, &prefix, flush)?;
+    let mut flat_sink = SinkProcess::start_with(&stack, topic, &format!("{group}-flat"), &flat_prefix, flush, "layout = \"flatten\"")?;
+    let mut roll_sink = SinkProcess::start_with(&stack, topic, &format!("{group}-roll"), &roll_prefix, flush, "schema_change = \"roll\"")?;
     let flat_roll_prefix = format!("{prefix}-flat-roll");
     let flat_roll = "layout = \"flatten\"\nschema_change = \"roll\"";
-    let mut flat_roll_sink = SinkProcess::start_with(&stack, TOPIC, &format!("{group}-flat-roll"), &flat_roll_prefix, flush, flat_roll)?;
+    let mut flat_roll_sink = SinkProcess::start_with(&stack, topic, &format!("{group}-flat-roll"), &flat_roll_prefix, flush, flat_roll)?;
     let wait_all = |prefix: &str| {
         wait_for(Duration::from_secs(90), "every change of this run in the lake", || {
             let imgs = images(&stack, prefix)?;
@@ -219,7 +251,7 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     // The worker runs with exactly-once source support: Debezium's records come in transactions,
     // each partition ends with a commit marker, and the groups still reach lag 0.
     for g in [group.clone(), format!("{group}-flat"), format!("{group}-roll"), format!("{group}-flat-roll")] {
-        wait_caught_up(&stack, &g, TOPIC, Duration::from_secs(60))?;
+        wait_caught_up(&stack, &g, topic, Duration::from_secs(60))?;
     }
     let merged_versions = sink.metric_sum("kps_schema_reconciliations_total", &[]);
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
