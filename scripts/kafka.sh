@@ -21,7 +21,8 @@
 #   BASE+0 SSL       TLS, the broker's certificate signed by DIR/tls/ca.pem (Aiven, MSK TLS)
 #   BASE+1 MTLS      TLS with ssl.client.auth=required: DIR/tls/client.pem + client.key (Strimzi)
 #   BASE+2 SCRAM     SASL_SSL SCRAM-SHA-512 and -256, user kps / kps-scram-secret created at
-#                    format time (MSK SCRAM, Strimzi)
+#                    format time (MSK SCRAM, Strimzi), and PLAIN, kps / kps-plain-secret
+#                    (Confluent Cloud's SASL_SSL PLAIN)
 #   BASE+3 OAUTH     SASL_SSL OAUTHBEARER, Kafka's unsecured-JWS validator requiring scope
 #                    "kafka" (the OIDC tokens of scripts/oidc_stub.py)
 #   BASE+4 PLAIN     SASL_PLAINTEXT PLAIN, user kps / kps-plain-secret (Confluent Cloud's mechanism)
@@ -209,7 +210,8 @@ ssl.truststore.location=$tls/ca.pem
 listener.name.mtls.ssl.client.auth=required
 listener.name.badhost.ssl.keystore.location=$tls/badhost.p12
 listener.name.expired.ssl.keystore.location=$tls/expired.p12
-listener.name.scram.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+listener.name.scram.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+listener.name.scram.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_kps="kps-plain-secret";
 listener.name.scram.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.scram.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.plain.sasl.enabled.mechanisms=PLAIN

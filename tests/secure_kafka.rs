@@ -1,8 +1,8 @@
 //! The sink against Apache Kafka's secured listeners, as the managed clusters our users run
 //! offer them (`scripts/kafka.sh start-secure`, a broker of each test's own with a throwaway CA):
 //! TLS (Aiven, MSK TLS), mutual TLS (Strimzi, Aiven), SASL_SSL SCRAM-SHA-512 (MSK SCRAM,
-//! Strimzi), SASL_SSL OAUTHBEARER with an OIDC token endpoint (client credentials), SASL_PLAINTEXT
-//! PLAIN (Confluent Cloud's mechanism, without its TLS), and AWS MSK IAM (tokens signed with the
+//! Strimzi), SASL_SSL PLAIN (Confluent Cloud), SASL_SSL OAUTHBEARER with an OIDC token endpoint
+//! (client credentials), SASL_PLAINTEXT PLAIN, and AWS MSK IAM (tokens signed with the
 //! AWS credential chain, checked by `scripts/aws_stub.py` as MSK checks them, renewed under load).
 //! Each lands every record exactly once and commits; the dead-letter producer delivers over SCRAM;
 //! every refusal stops start-up with exit 2 and one line naming the key to fix.
@@ -102,6 +102,17 @@ fn every_secured_listener_lands_each_record_once() -> TestResult {
                 ("sasl.oauthbearer.client.id", "kps"),
                 ("sasl.oauthbearer.client.secret", OIDC_SECRET),
                 ("sasl.oauthbearer.token.endpoint.url", &token_url),
+            ]),
+        ),
+        (
+            "sasl_ssl-plain",
+            broker.listener("SCRAM")?,
+            props(&[
+                ("security.protocol", "sasl_ssl"),
+                ("ssl.ca.location", &ca),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "kps"),
+                ("sasl.password", PLAIN_PASSWORD),
             ]),
         ),
         (
