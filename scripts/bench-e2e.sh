@@ -15,6 +15,8 @@
 #   scripts/bench-e2e.sh              COUNT=200000 ROUNDS=1 scripts/bench-e2e.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# pip installs as root here on purpose (a throwaway machine): no warning about it on the terminal.
+export PIP_ROOT_USER_ACTION=ignore
 cd "$ROOT"
 COUNT=${COUNT:-1000000}
 PARTITIONS=${PARTITIONS:-4}

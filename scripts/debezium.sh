@@ -27,6 +27,8 @@
 # TOPIC_PARTITIONS (1): partitions of the topics the connector creates.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# pip installs as root here on purpose (a throwaway machine): no warning about it on the terminal.
+export PIP_ROOT_USER_ACTION=ignore
 STACK_DIR=${STACK_DIR:-$ROOT/.stack}
 PG_PORT=${PG_PORT:-55432}
 CONNECT_PORT=${CONNECT_PORT:-8083}

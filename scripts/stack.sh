@@ -15,6 +15,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# pip installs as root here on purpose (a throwaway machine): no warning about it on the terminal.
+export PIP_ROOT_USER_ACTION=ignore
 STACK_DIR=${STACK_DIR:-$ROOT/.stack}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
