@@ -17,7 +17,6 @@ use super::auth::Auth;
 use crate::config::KafkaConfig;
 
 /// A client context that keeps the client errors it is told of, for [`explain`].
-#[derive(Default)]
 pub struct Probe {
     pub auth: Auth,
     errors: Mutex<Vec<String>>,
@@ -32,6 +31,10 @@ impl Probe {
     pub fn errors(&self) -> Vec<String> {
         self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
+
+    fn record(&self, line: &str) {
+        self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line.to_string());
+    }
 }
 
 impl ClientContext for Probe {
@@ -39,7 +42,7 @@ impl ClientContext for Probe {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!(error = %error, reason, "kafka client error while probing");
-        self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(reason.to_string());
+        self.record(reason);
     }
 
     /// librdkafka tells of a failed connection (TLS, SASL) in `FAIL` log lines, not always as an
@@ -48,7 +51,7 @@ impl ClientContext for Probe {
         tracing::debug!(?level, fac, log_message, "librdkafka while probing");
         use rdkafka::config::RDKafkaLogLevel as L;
         if fac == "FAIL" || matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) {
-            self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(log_message.to_string());
+            self.record(log_message);
         }
     }
 
@@ -63,6 +66,7 @@ impl ConsumerContext for Probe {}
 /// key to fix; `None` when none does (the broker is not there, or answered too late).
 pub fn explain(errors: &[String], k: &KafkaConfig, auth: &Auth) -> Option<String> {
     let prop = |key: &str| k.properties.get(key).map(String::as_str);
+    let mechanism = prop("sasl.mechanism").or(prop("sasl.mechanisms"));
     errors.iter().find_map(|raw| {
         let why = tidy(raw);
         let has = |s: &str| why.contains(s);
@@ -92,7 +96,7 @@ pub fn explain(errors: &[String], k: &KafkaConfig, auth: &Auth) -> Option<String
                 "kafka.properties.sasl.oauthbearer.token.endpoint.url: the token from {endpoint} has already expired ({why}): check the identity provider's token lifetime and this machine's clock"
             ));
         }
-        let oauth = auth.is_msk_iam() || prop("sasl.mechanism").or(prop("sasl.mechanisms")).is_some_and(|m| m.eq_ignore_ascii_case("oauthbearer"));
+        let oauth = auth.is_msk_iam() || mechanism.is_some_and(|m| m.eq_ignore_ascii_case("oauthbearer"));
         if has("Failed to acquire SASL OAUTHBEARER token") || has("Failed to retrieve OIDC token") || has("OIDC") && has("token") && !has("SASL authentication error") {
             if let Some(described) = auth.describe() {
                 return Some(format!("s3.credentials: cannot sign the MSK IAM token ({described}): {why}"));
@@ -116,7 +120,7 @@ pub fn explain(errors: &[String], k: &KafkaConfig, auth: &Auth) -> Option<String
                 let source = prop("sasl.oauthbearer.token.endpoint.url").map_or("sasl.oauthbearer.config".to_string(), |u| format!("the token from {u}"));
                 return Some(format!("kafka.properties.sasl.oauthbearer.token.endpoint.url: the broker refused {source} ({why})"));
             }
-            let mechanism = prop("sasl.mechanism").or(prop("sasl.mechanisms")).unwrap_or("GSSAPI");
+            let mechanism = mechanism.unwrap_or("GSSAPI");
             return Some(format!(
                 "kafka.properties.sasl.password: the broker refused user {:?} with {mechanism} ({why}): check sasl.username and sasl.password",
                 prop("sasl.username").unwrap_or("")
