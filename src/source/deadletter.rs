@@ -65,7 +65,12 @@ impl DeadLetter {
     /// A producer with the consumer's connection and security properties.
     pub fn new(kafka: &KafkaConfig, topic: &str, auth: &Auth) -> Result<Self, DeadLetterError> {
         let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &kafka.bootstrap_servers).set("acks", "all").set("message.timeout.ms", "60000");
+        // Idempotent: a send librdkafka retries after a lost answer (a slow broker, a dropped
+        // connection) is written once, so a bad record is in the topic once.
+        cfg.set("bootstrap.servers", &kafka.bootstrap_servers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "60000");
         for (k, v) in &kafka.properties {
             if crate::source::is_client_property(k) {
                 cfg.set(k, v);

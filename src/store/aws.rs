@@ -328,7 +328,7 @@ impl StsClient {
             .body(HttpRequestBody::from(Vec::new()))
             .map_err(|e| StsError::Request(e.to_string()))?;
         if let Some(base) = &signer {
-            AwsAuthorizer::new(base, "sts", &self.region).authorize(&mut request, None);
+            AwsAuthorizer::new(base, "sts", &self.region).try_authorize(&mut request, None).map_err(|e| StsError::Request(e.to_string()))?;
         }
         // The URL carries the web identity token: keep it out of the error (and the log).
         let http_error = |source: reqwest::Error| StsError::Http { action, endpoint: self.endpoint.clone(), source: source.without_url() };

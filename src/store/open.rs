@@ -220,9 +220,10 @@ impl HttpService for AclService {
             let credential = self.credentials.get_credential().await.map_err(|e| HttpError::new(HttpErrorKind::Unknown, e))?;
             let signer = AwsAuthorizer::new(&credential, "s3", &self.region);
             match digest.as_deref().map(hex_bytes) {
-                Some(Some(bytes)) => signer.authorize(&mut req, Some(&bytes)),
-                _ => signer.with_sign_payload(false).authorize(&mut req, None),
+                Some(Some(bytes)) => signer.try_authorize(&mut req, Some(&bytes)),
+                _ => signer.with_sign_payload(false).try_authorize(&mut req, None),
             }
+            .map_err(|e| HttpError::new(HttpErrorKind::Unknown, e))?;
         }
         self.inner.execute(req).await
     }
