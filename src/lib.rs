@@ -20,4 +20,5 @@ pub mod preflight;
 pub mod report;
 pub mod source;
 pub mod store;
+pub mod table;
 pub mod testkit;

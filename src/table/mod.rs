@@ -1,0 +1,313 @@
+//! Table stage (`output.format = "delta"`): the Delta Lake commit protocol, one table per topic.
+//!
+//! Our encoder writes the Parquet data files and the upload stage puts them under unique names;
+//! this stage makes them part of the table. Each commit is one log version written with a
+//! put-if-absent by delta_kernel; it carries the add actions of the files closed since the
+//! last one and, in the same version, one `txn` action per Kafka partition whose app id names
+//! the topic and partition ([`app_id`]) and whose version is the next offset to read. The table
+//! is the source of truth for where each partition resumes (DESIGN.md, "Delta tables").
+//!
+//! [`Table::commit`] commits only the partitions whose table version still equals the start of
+//! what is staged; any other partition is reported fenced, with the table's version, and none
+//! of its files is referenced. A lost race for the log version (another writer committed
+//! first) and an unknown outcome (a timeout, a 5xx, a lost answer) are both resolved the same
+//! way: reload the log and look at the txn versions again, so a commit that did land is found
+//! and never made twice.
+//!
+//! The kernel's API is blocking: [`Tables`](tables::Tables) runs it on blocking threads, off the
+//! loop that consumes.
+
+mod actions;
+pub mod tables;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use delta_kernel::committer::FileSystemCommitter;
+use delta_kernel::snapshot::{Snapshot, SnapshotRef};
+use delta_kernel::transaction::create_table::create_table;
+use delta_kernel::transaction::data_layout::DataLayout;
+use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
+use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use delta_kernel_default_engine::DefaultEngine;
+use object_store::ObjectStore;
+use url::Url;
+
+pub use tables::Tables;
+
+/// Written into each commit's `commitInfo.engineInfo`.
+pub const ENGINE_INFO: &str = concat!("kafka-parquet-sink/", env!("CARGO_PKG_VERSION"));
+
+/// Commits a table attempts in one call before it reports contention: each lost race reloads
+/// the log, and each reload can only shrink what is left to commit.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// The `txn` app id of one Kafka partition: the topic and partition, not the group, so a new
+/// group id (or a deleted group) resumes from the table.
+pub fn app_id(topic: &str, partition: i32) -> String {
+    format!("kafka-parquet-sink:{topic}:{partition}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("delta table {table}: {source}")]
+    Kernel {
+        table: String,
+        #[source]
+        source: Box<delta_kernel::KernelError>,
+    },
+    /// The files' schema cannot become the table's (a type change Delta cannot express).
+    #[error("delta table {table}: the records' schema cannot become the table's: {reason}")]
+    Schema { table: String, reason: String },
+    #[error("delta table {table}: {attempts} commit attempts in a row lost to other writers")]
+    Contended { table: String, attempts: u32 },
+    #[error("delta table {table}: the commit task failed: {reason}")]
+    Task { table: String, reason: String },
+}
+
+impl TableError {
+    /// The store timing out, refusing for a while or losing an answer heals; a schema the table
+    /// cannot take, a corrupt log or a protocol this kernel cannot write does not.
+    pub fn retryable(&self) -> bool {
+        match self {
+            TableError::Kernel { source, .. } => match source.as_ref() {
+                delta_kernel::KernelError::ObjectStore(e) => !matches!(
+                    e,
+                    object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                        | object_store::Error::NotSupported { .. }
+                        | object_store::Error::NotImplemented { .. }
+                ),
+                delta_kernel::KernelError::IOError(_) | delta_kernel::KernelError::Reqwest(_) | delta_kernel::KernelError::JoinFailure(_) => true,
+                _ => false,
+            },
+            TableError::Contended { .. } | TableError::Task { .. } => true,
+            TableError::Schema { .. } => false,
+        }
+    }
+}
+
+/// One data file, put under the table's root and not yet referenced by it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFile {
+    /// Relative to the table's root (`__kafka_partition=0/...parquet`).
+    pub path: String,
+    pub size: u64,
+    pub rows: u64,
+    /// Milliseconds since the epoch: when it was put.
+    pub modification_time: i64,
+    /// The Arrow schema of its rows (as written in its footer).
+    pub schema: arrow_schema::SchemaRef,
+}
+
+/// What one partition asks a commit to make durable: the offsets `[start, next)` and the files
+/// holding their rows (none when every record of the range was skipped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    pub partition: i32,
+    /// The partition's txn version this range follows (`None`: the table has none for it yet).
+    pub start: Option<i64>,
+    pub next: i64,
+    pub files: Vec<DataFile>,
+}
+
+/// What a commit did, per partition.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// The log version written, if one was.
+    pub version: Option<u64>,
+    /// Partitions whose txn version is now their staged `next`.
+    pub committed: Vec<(i32, i64)>,
+    /// Partitions whose table version is no longer their staged start: another member wrote
+    /// them. The table's version (where to read from now) is given; their files are never
+    /// referenced.
+    pub fenced: Vec<(i32, Option<i64>)>,
+}
+
+/// One topic's Delta table.
+pub struct Table {
+    engine: Arc<DefaultEngine<TokioMultiThreadExecutor>>,
+    root: Url,
+    topic: String,
+    /// The latest snapshot this member read or wrote.
+    snapshot: Option<SnapshotRef>,
+    /// Write a checkpoint every this many versions (0: never).
+    checkpoint_interval: u64,
+}
+
+impl Table {
+    /// The table of `topic` at `root` (a directory URL, ending in `/`) in `store`. Nothing is
+    /// read until a call needs the log. Needs a multi-threaded tokio runtime.
+    pub fn new(store: Arc<dyn ObjectStore>, root: Url, topic: &str, checkpoint_interval: u64) -> Self {
+        let executor = Arc::new(TokioMultiThreadExecutor::new(tokio::runtime::Handle::current()));
+        let engine = DefaultEngine::builder(store).with_task_executor(executor).build();
+        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval }
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    fn err(&self, source: delta_kernel::KernelError) -> TableError {
+        TableError::Kernel { table: self.root.to_string(), source: Box::new(source) }
+    }
+
+    /// Reads the log's latest version (`None`: no table yet). Incremental from the last
+    /// snapshot read.
+    pub fn refresh(&mut self) -> Result<Option<SnapshotRef>, TableError> {
+        let built = match &self.snapshot {
+            Some(s) => Snapshot::builder_from(s.clone()).build(self.engine.as_ref()),
+            None => Snapshot::builder_for(self.root.as_str()).build(self.engine.as_ref()),
+        };
+        match built {
+            Ok(s) => {
+                self.snapshot = Some(s.clone());
+                Ok(Some(s))
+            }
+            Err(e) if self.snapshot.is_none() && no_table(&e) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// The latest log version, if the table exists (as of the last read).
+    pub fn version(&self) -> Option<u64> {
+        self.snapshot.as_ref().map(|s| s.version())
+    }
+
+    /// Each partition's txn version in the latest log: the next offset to read.
+    pub fn versions(&mut self, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
+        let Some(snapshot) = self.refresh()? else {
+            return Ok(partitions.iter().map(|p| (*p, None)).collect());
+        };
+        self.versions_in(&snapshot, partitions)
+    }
+
+    fn versions_in(&self, snapshot: &SnapshotRef, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
+        let mut out = BTreeMap::new();
+        for p in partitions {
+            let v = snapshot.get_app_id_version(&app_id(&self.topic, *p), self.engine.as_ref()).map_err(|e| self.err(e))?;
+            out.insert(*p, v);
+        }
+        Ok(out)
+    }
+
+    /// Creates the table with the schema of the first files (partitioned by the Kafka
+    /// partition). Another member creating it first is not an error: its table is used.
+    fn create(&mut self, schema: &arrow_schema::Schema) -> Result<SnapshotRef, TableError> {
+        let kernel_schema = actions::kernel_schema(schema).map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
+        let engine = self.engine.as_ref();
+        let txn = create_table(self.root.as_str(), kernel_schema, ENGINE_INFO, true)
+            .with_data_layout(DataLayout::partitioned([actions::PARTITION_COLUMN]))
+            .build(engine, Box::new(FileSystemCommitter::new()))
+            .map_err(|e| self.err(e))?;
+        match txn.commit(engine).map_err(|e| self.err(e))? {
+            CommitResult::Committed(c) => tracing::info!(table = %self.root, version = c.commit_version(), "delta table created"),
+            CommitResult::Conflicted(_) => tracing::info!(table = %self.root, "delta table created by another writer meanwhile"),
+            CommitResult::Retryable(r) => return Err(self.err(r.error)),
+        }
+        self.refresh()?.ok_or_else(|| self.err(delta_kernel::KernelError::generic("the table just created has no log")))
+    }
+
+    /// Commits what `staged` holds, as the module explains: partitions whose txn version is
+    /// still their start are committed in one log version with their files; the others are
+    /// fenced. `Ok` with nothing committed and nothing fenced when `staged` is empty.
+    pub fn commit(&mut self, mut staged: Vec<Staged>) -> Result<Outcome, TableError> {
+        let mut outcome = Outcome::default();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let snapshot = match self.refresh()? {
+                Some(s) => s,
+                None => match staged.iter().flat_map(|s| &s.files).next() {
+                    Some(f) => {
+                        let schema = f.schema.clone();
+                        self.create(&schema)?
+                    }
+                    None if staged.is_empty() => return Ok(outcome),
+                    // Only skipped records and no table: nothing to hold their txn yet; the
+                    // ranges are committed with the first file.
+                    None => return Ok(outcome),
+                },
+            };
+            let partitions: Vec<i32> = staged.iter().map(|s| s.partition).collect();
+            let versions = self.versions_in(&snapshot, &partitions)?;
+            // Sort what is staged by what the log says now.
+            let mut pending = Vec::with_capacity(staged.len());
+            for s in staged {
+                let now = versions.get(&s.partition).copied().flatten();
+                if now == Some(s.next) {
+                    // Our earlier attempt landed (its answer was lost), or another writer
+                    // committed exactly this range: either way it is in the table, once.
+                    outcome.committed.push((s.partition, s.next));
+                } else if now == s.start {
+                    pending.push(s);
+                } else {
+                    tracing::warn!(table = %self.root, partition = s.partition, staged_start = ?s.start, table_version = ?now, "fenced: another writer committed this partition; its staged files are dropped");
+                    outcome.fenced.push((s.partition, now));
+                }
+            }
+            staged = pending;
+            if staged.is_empty() {
+                return Ok(outcome);
+            }
+            let engine = self.engine.as_ref();
+            let mut builder = snapshot.clone().update_table(UpdateTableOperation::StreamingUpdate, ENGINE_INFO, true);
+            let merged = actions::merged_schema(snapshot.schema().as_ref(), staged.iter().flat_map(|s| &s.files))
+                .map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
+            for field in merged {
+                tracing::info!(table = %self.root, column = field.name(), "the table gains a column");
+                builder = builder.add_column(field);
+            }
+            let mut txn = builder.build(engine, Box::new(FileSystemCommitter::new())).map_err(|e| self.err(e))?;
+            for s in &staged {
+                txn = txn.with_transaction_id(app_id(&self.topic, s.partition), s.next);
+            }
+            let files: Vec<&DataFile> = staged.iter().flat_map(|s| &s.files).collect();
+            if !files.is_empty() {
+                txn.add_files(actions::add_files(&files, &staged).map_err(|e| self.err(e))?);
+            }
+            match txn.commit(engine).map_err(|e| self.err(e))? {
+                CommitResult::Committed(c) => {
+                    let version = c.commit_version();
+                    outcome.version = Some(version);
+                    outcome.committed.extend(staged.iter().map(|s| (s.partition, s.next)));
+                    self.snapshot = c.post_commit_snapshot().cloned().or(self.snapshot.take());
+                    self.checkpoint_if_due(version);
+                    return Ok(outcome);
+                }
+                CommitResult::Conflicted(c) => {
+                    tracing::info!(table = %self.root, version = c.conflict_version(), attempt, "another writer took the log version; reloading");
+                }
+                CommitResult::Retryable(r) => {
+                    tracing::warn!(table = %self.root, attempt, error = %r.error, "commit outcome unknown; reading the log to find out");
+                }
+            }
+        }
+        Err(TableError::Contended { table: self.root.to_string(), attempts: MAX_ATTEMPTS })
+    }
+
+    /// Writes a checkpoint at every `checkpoint_interval`-th version. A failure is logged, not
+    /// returned: the commit is done, and readers replay the JSON log meanwhile.
+    fn checkpoint_if_due(&mut self, version: u64) {
+        if self.checkpoint_interval == 0 || version == 0 || version % self.checkpoint_interval != 0 {
+            return;
+        }
+        let Some(snapshot) = self.snapshot.clone() else { return };
+        match snapshot.checkpoint(self.engine.as_ref(), None) {
+            Ok((_, s)) => {
+                tracing::info!(table = %self.root, version, "checkpoint written");
+                self.snapshot = Some(s);
+            }
+            Err(e) => tracing::warn!(table = %self.root, version, error = %e, "checkpoint failed; the next one is tried in time"),
+        }
+    }
+}
+
+/// The kernel's answer when the root holds no log at all.
+fn no_table(e: &delta_kernel::KernelError) -> bool {
+    let text = e.to_string();
+    matches!(e, delta_kernel::KernelError::FileNotFound(_) | delta_kernel::KernelError::EmptyLog | delta_kernel::KernelError::MissingVersion(_))
+        || text.contains("No files in log segment")
+        || text.contains("not found")
+}
+
+#[cfg(test)]
+mod tests;

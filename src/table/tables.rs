@@ -1,0 +1,206 @@
+//! The table stage as the pipeline drives it: files that are durable in offset order are
+//! staged per topic and partition, and every `table.commit_interval_ms` one commit per table
+//! runs on a blocking thread while consumption goes on. Each partition has a cursor: the txn
+//! version its next staged range follows (the table's version, plus what is staged or in
+//! flight). A partition that is revoked or fenced gets a new epoch, and answers of commits
+//! started before are not reported for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+use url::Url;
+
+use super::{DataFile, Outcome, Staged, Table, TableError};
+use crate::source::TopicPartition;
+
+/// Where each topic's table is: its root URL, in the store the engine is given.
+pub type Roots = Arc<dyn Fn(&str) -> Url + Send + Sync>;
+
+/// A commit that finished, as the pipeline sees it.
+pub struct Committed {
+    pub topic: String,
+    /// The partitions of the answer whose epoch is still current; the others are left out.
+    pub result: Result<Outcome, TableError>,
+    pub millis: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The table with the snapshot it last read; `None` before the first commit, while a commit
+    /// task holds it, and after a task lost it.
+    table: Option<Table>,
+    in_flight: bool,
+    staged: BTreeMap<i32, Staged>,
+    /// The ranges of a commit that failed (its outcome unknown): committed, alone, before
+    /// anything staged since, so each attempt carries the same ranges and the log tells which
+    /// landed.
+    retry: Vec<Staged>,
+    last_commit: Option<Instant>,
+}
+
+struct Task {
+    topic: String,
+    table: Option<Table>,
+    /// What the commit was given, handed back for the next attempt when it failed.
+    staged: Vec<Staged>,
+    result: Result<Outcome, TableError>,
+    epochs: HashMap<i32, u64>,
+    started: Instant,
+}
+
+pub struct Tables {
+    store: Arc<dyn ObjectStore>,
+    roots: Roots,
+    interval: Duration,
+    checkpoint_interval: u64,
+    slots: HashMap<String, Slot>,
+    cursors: HashMap<TopicPartition, Option<i64>>,
+    epochs: HashMap<TopicPartition, u64>,
+    next_epoch: u64,
+    tasks: tokio::task::JoinSet<Task>,
+}
+
+impl Tables {
+    pub fn new(store: Arc<dyn ObjectStore>, roots: Roots, interval: Duration, checkpoint_interval: u64) -> Self {
+        Self {
+            store,
+            roots,
+            interval,
+            checkpoint_interval,
+            slots: HashMap::new(),
+            cursors: HashMap::new(),
+            epochs: HashMap::new(),
+            next_epoch: 1,
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    fn table(&self, topic: &str) -> Table {
+        Table::new(self.store.clone(), (self.roots)(topic), topic, self.checkpoint_interval)
+    }
+
+    /// The table's txn version of each partition now (`None`: none yet), read afresh from the log.
+    pub async fn versions(&self, topic: &str, partitions: Vec<i32>) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
+        let mut table = self.table(topic);
+        let name = table.root().to_string();
+        tokio::task::spawn_blocking(move || table.versions(&partitions))
+            .await
+            .map_err(|e| TableError::Task { table: name, reason: e.to_string() })?
+    }
+
+    /// The partition is (again) at `version` of the table: what is staged for it is dropped,
+    /// answers of commits already under way are no longer reported for it, and its next range
+    /// follows `version`.
+    pub fn position(&mut self, tp: &TopicPartition, version: Option<i64>) {
+        self.forget(tp);
+        self.cursors.insert(tp.clone(), version);
+    }
+
+    /// Revoked: nothing of the partition is committed from here on.
+    pub fn forget(&mut self, tp: &TopicPartition) {
+        if let Some(slot) = self.slots.get_mut(&tp.0) {
+            slot.staged.remove(&tp.1);
+            slot.retry.retain(|s| s.partition != tp.1);
+        }
+        self.cursors.remove(tp);
+        self.epochs.insert(tp.clone(), self.next_epoch);
+        self.next_epoch += 1;
+    }
+
+    /// Stages the durable range of the partition up to `next` with its files, for the next
+    /// commit. Ignored for a partition without a cursor (not positioned, or forgotten).
+    pub fn stage(&mut self, tp: &TopicPartition, next: i64, files: Vec<DataFile>) {
+        let Some(cursor) = self.cursors.get_mut(tp) else { return };
+        let start = *cursor;
+        if start.is_some_and(|s| next <= s) && files.is_empty() {
+            return;
+        }
+        *cursor = Some(next);
+        let slot = self.slots.entry(tp.0.clone()).or_default();
+        let staged = slot.staged.entry(tp.1).or_insert_with(|| Staged { partition: tp.1, start, next, files: Vec::new() });
+        staged.next = next;
+        staged.files.extend(files);
+    }
+
+    /// Whether the partition has a range staged or in a commit under way.
+    pub fn busy(&self, tp: &TopicPartition) -> bool {
+        self.slots.get(&tp.0).is_some_and(|s| s.staged.contains_key(&tp.1) || s.retry.iter().any(|r| r.partition == tp.1) || s.in_flight)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Starts the commit of each table with something staged whose last commit is at least the
+    /// interval ago (every one with `now`), unless one is under way.
+    pub fn start_due(&mut self, now: bool) {
+        let due: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.in_flight && !(s.staged.is_empty() && s.retry.is_empty()))
+            .filter(|(_, s)| now || s.last_commit.is_none_or(|t| t.elapsed() >= self.interval))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for topic in due {
+            let fresh = self.table(&topic);
+            let Some(slot) = self.slots.get_mut(&topic) else { continue };
+            let mut table = slot.table.take().unwrap_or(fresh);
+            let staged: Vec<Staged> =
+                if slot.retry.is_empty() { std::mem::take(&mut slot.staged).into_values().collect() } else { std::mem::take(&mut slot.retry) };
+            slot.in_flight = true;
+            slot.last_commit = Some(Instant::now());
+            let epochs: HashMap<i32, u64> =
+                staged.iter().map(|s| (s.partition, self.epochs.get(&(topic.clone(), s.partition)).copied().unwrap_or(0))).collect();
+            let started = Instant::now();
+            let name = topic.clone();
+            self.tasks.spawn(async move {
+                let given = staged.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let result = table.commit(staged);
+                    (table, result)
+                })
+                .await;
+                match joined {
+                    Ok((table, result)) => Task { topic: name, table: Some(table), staged: given, result, epochs, started },
+                    // The kernel panicked: the table object is lost with it; a fresh one reads
+                    // the log again, and the answer is unknown, so the ranges are staged again.
+                    Err(e) => {
+                        let result = Err(TableError::Task { table: name.clone(), reason: e.to_string() });
+                        Task { topic: name, table: None, staged: given, result, epochs, started }
+                    }
+                }
+            });
+        }
+    }
+
+    /// The next finished commit (`None`: none under way), with only the partitions whose epoch
+    /// has not changed since it started.
+    pub async fn next_committed(&mut self) -> Option<Committed> {
+        loop {
+            let task = match self.tasks.join_next().await? {
+                Ok(t) => t,
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => {
+                    let result = Err(TableError::Task { table: String::new(), reason: e.to_string() });
+                    return Some(Committed { topic: String::new(), result, millis: 0 });
+                }
+            };
+            let Task { topic, table, staged, result, epochs, started } = task;
+            let current = |p: &i32| epochs.get(p).copied().unwrap_or(0) == self.epochs.get(&(topic.clone(), *p)).copied().unwrap_or(0);
+            let slot = self.slots.entry(topic.clone()).or_default();
+            slot.table = table;
+            slot.in_flight = false;
+            if result.is_err() {
+                slot.retry = staged.into_iter().filter(|s| current(&s.partition)).collect();
+            }
+            let result = result.map(|mut o| {
+                o.committed.retain(|(p, _)| current(p));
+                o.fenced.retain(|(p, _)| current(p));
+                o
+            });
+            return Some(Committed { topic, result, millis: started.elapsed().as_millis() as u64 });
+        }
+    }
+}
