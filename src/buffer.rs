@@ -141,6 +141,8 @@ pub struct PartitionBuffer {
     /// `output.parallel_encode`: each file encodes on a helper thread while the next batch
     /// decodes.
     parallel_encode: bool,
+    /// Table mode: batches are written as the table's data files hold them.
+    transform: Option<crate::encode::Transform>,
     /// `kps_buffered_records` of this partition, kept equal to the open group's records.
     gauge: IntGauge,
     /// `kps_records_consumed_total` and `kps_bytes_consumed_total` of the topic, looked up once
@@ -192,6 +194,7 @@ impl PartitionBuffer {
             spec: None,
             group: None,
             parallel_encode: false,
+            transform: None,
             gauge,
             consumed: None,
             dead_lettered: Default::default(),
@@ -205,6 +208,12 @@ impl PartitionBuffer {
     }
 
     /// Encode on a helper thread, overlapping decoding (`output.parallel_encode`).
+    /// Table mode: every file's batches go through `t` (see [`crate::encode::Transform`]).
+    pub fn with_transform(mut self, t: Option<crate::encode::Transform>) -> Self {
+        self.transform = t;
+        self
+    }
+
     pub fn with_parallel_encode(mut self, on: bool) -> Self {
         self.parallel_encode = on;
         self
@@ -341,7 +350,7 @@ impl PartitionBuffer {
         let open = self.group.as_ref().and_then(|g| g.files.iter().position(|f| f.path.as_deref() == path));
         let has_decoder = open.and_then(|i| self.group.as_ref().map(|g| g.files[i].decoders.iter().any(|d| d.ids() == ids)));
         let new_decoder = if has_decoder == Some(true) { None } else { Some(spec.build()?) };
-        let parallel = self.parallel_encode;
+        let (parallel, transform) = (self.parallel_encode, self.transform);
         let g = self.open(offset);
         let i = match open {
             Some(i) => i,
@@ -353,7 +362,7 @@ impl PartitionBuffer {
                     end_offset: offset,
                     decoders: Vec::new(),
                     active: None,
-                    parquet: OverlappedFile::new(parallel),
+                    parquet: OverlappedFile::new(parallel).with_transform(transform),
                     encoded: 0,
                     memory: 0,
                     pending_avro_bytes: 0,

@@ -117,8 +117,17 @@ impl ParquetFile {
 /// (`output.parallel_encode`): decode and encode overlap on two cores. At most one batch is in
 /// flight; the next write, the size figures and `finish` wait for it. Without parallelism the
 /// same type encodes inline.
+/// A change every batch of a file goes through before it is encoded (table mode's types), and
+/// the same change of a schema.
+#[derive(Clone, Copy)]
+pub struct Transform {
+    pub batch: fn(RecordBatch) -> Result<RecordBatch, String>,
+    pub schema: fn(&arrow::datatypes::SchemaRef) -> arrow::datatypes::SchemaRef,
+}
+
 pub struct OverlappedFile {
     parallel: bool,
+    transform: Option<Transform>,
     state: State,
     /// Figures as of the last completed write.
     encoded: u64,
@@ -169,12 +178,22 @@ enum State {
 
 impl OverlappedFile {
     pub fn new(parallel: bool) -> Self {
-        Self { parallel, state: State::Idle(None), encoded: 0, memory: 0, in_flight: 0 }
+        Self { parallel, transform: None, state: State::Idle(None), encoded: 0, memory: 0, in_flight: 0 }
+    }
+
+    /// Every batch (and the schema of a merge) goes through `t` first.
+    pub fn with_transform(mut self, t: Option<Transform>) -> Self {
+        self.transform = t;
+        self
     }
 
     /// Encodes `batch` into the file (created with the first batch's schema), on the helper
     /// thread when parallel. An error of the previous write surfaces here.
     pub fn write(&mut self, batch: RecordBatch, props: &WriterProperties) -> Result<(), EncodeError> {
+        let batch = match self.transform {
+            Some(t) => (t.batch)(batch).map_err(EncodeError)?,
+            None => batch,
+        };
         let file = self.wait()?;
         let mut file = match file {
             Some(f) => f,
@@ -223,6 +242,7 @@ impl OverlappedFile {
     /// version that widens the file, never per record.
     pub fn evolve(&mut self, target: &arrow::datatypes::SchemaRef, props: &WriterProperties) -> Result<(), EncodeError> {
         let Some(file) = self.wait()? else { return Ok(()) };
+        let target = &self.transform.map_or_else(|| target.clone(), |t| (t.schema)(target));
         let bytes = file.finish()?;
         let bad = |e: String| EncodeError(format!("rewriting the open file in the merged schema: {e}"));
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)

@@ -6,6 +6,7 @@ use crate::decode::registry::RegistryError;
 use crate::decode::DecodeError;
 use crate::encode::EncodeError;
 use crate::store::StoreError;
+use crate::table::TableError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -21,6 +22,8 @@ pub enum SinkError {
     Store(#[from] StoreError),
     #[error("commit: {0}")]
     Commit(#[from] CommitError),
+    #[error("table: {0}")]
+    Table(#[from] TableError),
     #[error("{0}")]
     DeadLetter(#[from] DeadLetterError),
     /// A bug: the partition's state went away while one of its records was being handled.
@@ -45,6 +48,7 @@ impl SinkError {
             SinkError::Encode(e) => e.retryable(),
             SinkError::Store(e) => e.retryable(),
             SinkError::Commit(e) => e.retryable(),
+            SinkError::Table(e) => e.retryable(),
             SinkError::DeadLetter(e) => e.retryable(),
             SinkError::NotAssigned { .. } => false,
             SinkError::AtRecord { source, .. } => source.retryable(),
@@ -60,6 +64,7 @@ impl SinkError {
             SinkError::Encode(_) => "encode",
             SinkError::Store(_) => "store",
             SinkError::Commit(_) => "commit",
+            SinkError::Table(_) => "table",
             SinkError::DeadLetter(_) => "dead_letter",
             SinkError::NotAssigned { .. } => "buffer",
             SinkError::AtRecord { source, .. } => source.stage(),

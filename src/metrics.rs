@@ -49,6 +49,16 @@ pub struct Metrics {
     /// Records of a new schema version merged into an open file instead of closing it
     /// (`output.schema_change = "merge"`), by topic.
     pub schema_reconciliations: IntCounterVec,
+    /// Table mode: log versions this member wrote, by topic.
+    pub table_commits: IntCounterVec,
+    /// Table mode: seconds of one table commit (reading the log, writing the version).
+    pub table_commit_duration: Histogram,
+    /// Table mode: log versions lost to another writer (each reloads the log), by topic.
+    pub table_conflicts: IntCounterVec,
+    /// Table mode: partitions fenced by the table (another writer moved their version), by topic.
+    pub table_fenced: IntCounterVec,
+    /// Table mode: the table's latest log version as this member last read or wrote it.
+    pub table_version: IntGaugeVec,
     /// Partition states and dependency reachability, for `/readyz` and `/status`.
     pub health: Health,
 }
@@ -83,6 +93,10 @@ impl Metrics {
             &["topic", "from"],
         )?;
         registry.register(Box::new(time_to_lake.clone()))?;
+        let table_commit_duration = Histogram::with_opts(
+            HistogramOpts::new("kps_table_commit_duration_seconds", "Time of one Delta table commit").buckets(prometheus::exponential_buckets(0.005, 2.0, 14)?),
+        )?;
+        registry.register(Box::new(table_commit_duration.clone()))?;
         let buffered_bytes = prometheus::IntGauge::new("kps_buffered_bytes", "Memory held by all open files")?;
         registry.register(Box::new(buffered_bytes.clone()))?;
         let health = Health::new(
@@ -122,6 +136,11 @@ impl Metrics {
                 "Records not yet committed: last stable offset (high watermark under read_uncommitted) minus committed offset",
                 &["topic", "partition"],
             )?,
+            table_commits: counter("kps_table_commits_total", "Delta log versions written", &["topic"])?,
+            table_commit_duration,
+            table_conflicts: counter("kps_table_conflicts_total", "Delta log versions lost to another writer", &["topic"])?,
+            table_fenced: counter("kps_table_fenced_partitions_total", "Partitions fenced by the Delta table", &["topic"])?,
+            table_version: gauge("kps_table_version", "Latest Delta log version seen", &["topic"])?,
             buffered_records: gauge("kps_buffered_records", "Records held in open files", &["topic", "partition"])?,
             flush_duration,
             file_size,

@@ -76,6 +76,8 @@ pub struct Landed {
     pub bytes: usize,
     pub times: RowTimes,
     pub millis: u64,
+    /// In table mode: the file as the table's add action will name it.
+    pub table_file: Option<crate::table::DataFile>,
 }
 
 struct Queued {
@@ -106,11 +108,20 @@ pub struct Uploads {
     tasks: tokio::task::JoinSet<Finished>,
     queues: HashMap<TopicPartition, PartitionQueue>,
     bytes_in_flight: u64,
+    /// `output.format = "delta"`: files get unique names under the table's root, nothing is
+    /// cleaned up or compared with the group's offsets; the table's commit fences.
+    table: bool,
 }
 
 impl Uploads {
     pub fn new(store: Arc<Store>, group: Arc<dyn Group>, metrics: Metrics, limit: usize) -> Self {
-        Self { store, group, metrics, limit: limit.max(1), tasks: tokio::task::JoinSet::new(), queues: HashMap::new(), bytes_in_flight: 0 }
+        Self { store, group, metrics, limit: limit.max(1), tasks: tokio::task::JoinSet::new(), queues: HashMap::new(), bytes_in_flight: 0, table: false }
+    }
+
+    /// Uploads for `output.format = "delta"` (see [`Uploads::table`]).
+    pub fn for_tables(mut self) -> Self {
+        self.table = true;
+        self
     }
 
     /// Encoded bytes of the groups not yet durable (they count toward the memory bound).
@@ -142,7 +153,8 @@ impl Uploads {
         if group.files.is_empty() && !has_paths {
             dirs.push(None);
         }
-        let clean: Vec<Option<String>> = dirs.into_iter().filter(|d| queue.cleaned.insert(d.clone())).collect();
+        let clean: Vec<Option<String>> =
+            if self.table { Vec::new() } else { dirs.into_iter().filter(|d| queue.cleaned.insert(d.clone())).collect() };
         queue.groups.push_back(Queued {
             epoch: owner.epoch,
             start_offset: group.start_offset,
@@ -161,6 +173,7 @@ impl Uploads {
             lock: queue.lock.clone(),
             clean,
             reason,
+            table: self.table,
         };
         self.tasks.spawn(job.run(group));
     }
@@ -239,6 +252,7 @@ struct Job {
     /// Directories whose leftovers this group removes, before its puts.
     clean: Vec<Option<String>>,
     reason: FlushReason,
+    table: bool,
 }
 
 impl Job {
@@ -259,6 +273,15 @@ impl Job {
             }
         }
         let mut landed = Vec::with_capacity(group.files.len());
+        if self.table {
+            for file in group.files {
+                let Some(l) = self.upload_table_file(file, started).await? else {
+                    return Ok(Outcome::Fenced);
+                };
+                landed.push(l);
+            }
+            return Ok(if self.owner.owns() { Outcome::Durable(landed) } else { Outcome::Fenced });
+        }
         for file in group.files {
             let key = self.store.key(&self.tp.0, file.path.as_deref(), self.tp.1, file.start_offset);
             if let Ok(mut created) = self.created.lock() {
@@ -271,6 +294,36 @@ impl Job {
             landed.push(l);
         }
         Ok(if self.owner.owns() { Outcome::Durable(landed) } else { Outcome::Fenced })
+    }
+
+    /// Puts one file of a table under a name no other put uses; `None` when the partition was
+    /// lost meanwhile (the file stays unreferenced: no table version will name it).
+    async fn upload_table_file(&self, file: ClosedFile, started: Instant) -> Result<Option<Landed>, SinkError> {
+        let (key, path) = self.store.table_file_key(&self.tp.0, self.tp.1, file.start_offset);
+        let schema = crate::table::DataFile::schema_of(&file.bytes, &self.tp.0)?;
+        let size = file.bytes.len();
+        if let Uploaded::Exists = self.store.upload_new(&key, file.bytes).await? {
+            return Err(SinkError::Store(crate::store::StoreError {
+                op: "put",
+                key,
+                source: object_store::Error::AlreadyExists { path: path.clone(), source: "a unique name was taken".into() },
+            }));
+        }
+        if !self.owner.owns() {
+            tracing::warn!(topic = %self.tp.0, partition = self.tp.1, key, "partition lost while the file uploaded: it stays unreferenced by the table");
+            return Ok(None);
+        }
+        let modification_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        Ok(Some(Landed {
+            table_file: Some(crate::table::DataFile { path, size: size as u64, rows: file.rows, modification_time, schema }),
+            key,
+            start_offset: file.start_offset,
+            end_offset: file.end_offset,
+            rows: file.rows,
+            bytes: size,
+            times: file.times,
+            millis: started.elapsed().as_millis() as u64,
+        }))
     }
 
     /// Creates one file; `None` when the group must be abandoned uncommitted:
@@ -294,6 +347,7 @@ impl Job {
                             bytes: file.bytes.len(),
                             times: file.times,
                             millis: started.elapsed().as_millis() as u64,
+                            table_file: None,
                         }));
                     }
                     let removed = self.store.delete_if_ours(&key, e_tag.as_deref()).await?;

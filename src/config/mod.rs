@@ -9,7 +9,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod store;
+mod table;
 pub use store::*;
+pub use table::*;
 
 /// Prefix of environment variables that override file values: `KPS__FLUSH__MAX_RECORDS=5000`.
 pub const ENV_PREFIX: &str = "KPS__";
@@ -26,6 +28,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub connect: ConnectConfig,
+    pub table: TableConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -172,6 +175,9 @@ pub(crate) const REDACTED: &str = "***";
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
+    /// `files` (Parquet files, offsets in the group) or `delta` (a Delta Lake table per topic,
+    /// offsets in its log; see `[table]`).
+    pub format: Format,
     /// Where files go: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or
     /// `file:///absolute/dir`; the URL's path is the prefix. Empty: `s3.bucket` and `prefix`.
     pub url: String,
@@ -234,6 +240,7 @@ pub struct OutputConfig {
 impl Default for OutputConfig {
     fn default() -> Self {
         Self {
+            format: Format::Files,
             url: String::new(),
             prefix: "bronze/cdc/tasks".into(),
             file_naming: FileNaming::Offset,
@@ -658,6 +665,7 @@ impl Config {
         if let Err(why) = crate::partition::PathScheme::from_config(o) {
             e.push(why);
         }
+        e.extend(self.table.problems(o));
         if o.row_group_rows == 0 {
             e.push("output.row_group_rows: must be > 0".to_string());
         }

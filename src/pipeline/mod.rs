@@ -6,8 +6,9 @@
 //! Records that can never be written are routed in `bad_records`.
 
 mod bad_records;
+mod tables;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use crate::decode::headers::Headers;
 use crate::commit;
 use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
 use crate::commit::{Group, KafkaGroup};
-use crate::config::{Config, KeyColumn, Layout, SchemaChange, Tolerance, Tombstones};
+use crate::config::{Config, Format, KeyColumn, Layout, SchemaChange, Tolerance, Tombstones};
 use crate::source::deadletter::DeadLetter;
 use crate::decode::registry::Registry;
 use crate::decode::{frame, DecodeError, SchemaIds};
@@ -71,6 +72,20 @@ pub struct Pipeline {
     schema_change: SchemaChange,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
+    /// `output.format = "delta"`: the table stage, which commits what the uploads made durable.
+    tables: Option<crate::table::Tables>,
+    /// Table mode: partitions assigned (and paused) but not yet positioned where their table
+    /// says; their messages are ignored until then.
+    awaiting: HashSet<TopicPartition>,
+    /// Table mode: files of durable groups whose range is not yet the committable prefix, by the
+    /// group's first offset.
+    landed: HashMap<TopicPartition, BTreeMap<i64, Vec<crate::table::DataFile>>>,
+    /// `kafka.auto_offset_reset`: where a partition known to neither the table nor the group
+    /// starts.
+    auto_offset_reset: String,
+    /// Table mode: each partition's table version when it was positioned; offsets below are in
+    /// the table already.
+    floors: HashMap<TopicPartition, i64>,
 }
 
 impl Pipeline {
@@ -88,10 +103,31 @@ impl Pipeline {
             Tolerance::All => Some(DeadLetter::new(&config.kafka, &config.errors.dead_letter_topic, &auth)?),
             Tolerance::None => None,
         };
-        let consumer = source::subscribe(&config.kafka, metrics.clone(), auth)?;
+        let table_mode = config.output.format == Format::Delta;
+        let store = Arc::new(store);
+        let roots = store.clone();
+        let roots: crate::table::tables::Roots = Arc::new(move |topic: &str| roots.table_root(topic).map_err(|e| e.to_string()));
+        let offsets = table_mode.then(|| crate::table::tables::offsets_reader(store.table_store(), roots.clone()));
+        let consumer = source::subscribe(&config.kafka, metrics.clone(), auth, offsets)?;
         let group: Arc<dyn Group> = Arc::new(KafkaGroup(consumer.clone()));
+        let mut uploads = Uploads::new(store.clone(), group.clone(), metrics.clone(), config.flush.max_uploads_in_flight);
+        let mut tables = None;
+        if table_mode {
+            uploads = uploads.for_tables();
+            tables = Some(crate::table::Tables::new(
+                store.table_store(),
+                roots,
+                Duration::from_millis(config.table.commit_interval_ms),
+                config.table.checkpoint_interval,
+            ));
+        }
         Ok(Self {
-            uploads: Uploads::new(Arc::new(store), group.clone(), metrics.clone(), config.flush.max_uploads_in_flight),
+            tables,
+            awaiting: HashSet::new(),
+            landed: HashMap::new(),
+            auto_offset_reset: config.kafka.auto_offset_reset.clone(),
+            floors: HashMap::new(),
+            uploads,
             owners: HashMap::new(),
             group,
             consumer,
@@ -157,6 +193,9 @@ impl Pipeline {
                     next_tick = Instant::now() + tick_every;
                 }
                 Some(done) = self.uploads.next_finished(), if self.uploads.in_flight() > 0 => self.finished(done).await?,
+                Some(done) = tables::next_committed(&mut self.tables), if self.tables.as_ref().is_some_and(|t| t.in_flight() > 0) => {
+                    self.table_committed(done).await?
+                }
             }
         }
         tracing::info!("shutting down: flushing open files");
@@ -168,6 +207,7 @@ impl Pipeline {
         while let Some(done) = self.uploads.next_finished().await {
             self.finished(done).await?;
         }
+        self.drain_tables().await?;
         self.commit_caught_up().await;
         consumer.unsubscribe();
         self.apply_rebalance_events();
@@ -182,6 +222,7 @@ impl Pipeline {
         for event in self.consumer.context().take_events() {
             match event {
                 RebalanceEvent::Assigned(tps) => {
+                    let positions: HashMap<TopicPartition, Option<i64>> = self.consumer.context().take_positions().into_iter().collect();
                     self.metrics.health.joined();
                     for tp in tps {
                         self.metrics.health.assigned(&tp.0, tp.1);
@@ -190,12 +231,18 @@ impl Pipeline {
                         }
                         self.uploads.forget(&tp);
                         let gauge = self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
-                        let mut buf = PartitionBuffer::new(&tp.0, tp.1, gauge).with_parallel_encode(self.parallel_encode);
+                        let mut buf = PartitionBuffer::new(&tp.0, tp.1, gauge)
+                            .with_parallel_encode(self.parallel_encode)
+                            .with_transform(self.table_mode().then_some(crate::encode::Transform {
+                                batch: crate::table::file_batch,
+                                schema: crate::table::file_schema,
+                            }));
                         buf.consumed = Some((
                             self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]),
                             self.metrics.bytes_consumed.with_label_values(&[tp.0.as_str()]),
                         ));
-                        self.partitions.insert(tp, buf);
+                        self.partitions.insert(tp.clone(), buf);
+                        self.assigned_to_table(&tp, positions.get(&tp).copied());
                     }
                 }
                 RebalanceEvent::Revoked(tps) => {
@@ -207,6 +254,7 @@ impl Pipeline {
                             owner.release(); // its uploads in flight find it gone and commit nothing
                         }
                         self.uploads.forget(&tp);
+                        self.revoked_from_table(&tp);
                         if let Some(buf) = self.partitions.remove(&tp) {
                             self.buffered = self.buffered.saturating_sub(buf.accounted);
                             self.metrics.buffered_bytes.set(self.buffered as i64);
@@ -225,6 +273,9 @@ impl Pipeline {
         self.apply_rebalance_events();
         let tp: TopicPartition = (m.topic().to_string(), m.partition());
         let offset = m.offset();
+        if self.awaiting.contains(&tp) || self.floors.get(&tp).is_some_and(|f| offset < *f) {
+            return Ok(()); // not yet positioned, or below its table version: in the table already
+        }
         let Some(buf) = self.partitions.get_mut(&tp) else {
             tracing::debug!(topic = %tp.0, partition = tp.1, offset, "message of a partition not assigned to us, ignored");
             return Ok(());
@@ -523,6 +574,7 @@ impl Pipeline {
     /// Retries commits that failed.
     async fn rotate_expired(&mut self) -> Result<(), SinkError> {
         self.apply_rebalance_events();
+        self.position_awaiting().await?;
         let pending: Vec<(TopicPartition, i64)> =
             self.partitions.iter().filter_map(|(tp, b)| b.pending_commit.map(|o| (tp.clone(), o))).collect();
         for (tp, next) in pending {
@@ -536,6 +588,7 @@ impl Pipeline {
         for (tp, reason) in due {
             self.flush(&tp, reason).await?;
         }
+        self.start_table_commits(false)?;
         self.commit_caught_up().await;
         Ok(())
     }
@@ -564,6 +617,9 @@ impl Pipeline {
         };
         for (tp, position) in positions {
             let Some(buf) = self.partitions.get(&tp) else { continue };
+            if self.awaiting.contains(&tp) || self.tables.as_ref().is_some_and(|t| t.busy(&tp)) || self.landed.get(&tp).is_some_and(|l| !l.is_empty()) {
+                continue; // the table has not committed what this member holds of it
+            }
             let idle = buf.open_start().is_none()
                 && buf.pending_commit.is_none()
                 && !buf.failed
@@ -636,7 +692,7 @@ impl Pipeline {
     /// prefix is committed, in offset order; a fenced group fences its partition; an error is
     /// fatal (the store's retries are exhausted or it refused for good).
     async fn finished(&mut self, done: Finished) -> Result<(), SinkError> {
-        let Finished { tp, epoch, reason, outcome, .. } = done;
+        let Finished { tp, epoch, reason, outcome, start_offset } = done;
         let outcome = outcome?;
         if self.owners.get(&tp).is_none_or(|o| o.epoch != epoch) {
             return Ok(()); // an earlier assignment's upload
@@ -644,6 +700,7 @@ impl Pipeline {
         match outcome {
             Outcome::Fenced => self.fence(&tp),
             Outcome::Durable(files) => {
+                self.keep_landed(&tp, start_offset, &files);
                 let topic = tp.0.as_str();
                 for f in files {
                     self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
@@ -666,7 +723,9 @@ impl Pipeline {
                     );
                 }
                 if let Some(next) = self.uploads.take_committable(&tp) {
-                    if self.owns(&tp) {
+                    if self.owns(&tp) && self.table_mode() {
+                        self.stage(&tp, next);
+                    } else if self.owns(&tp) {
                         self.commit(&tp, next).await;
                     } else {
                         self.fence(&tp);

@@ -68,7 +68,18 @@ pub struct SinkContext {
     lag_from_low_watermark: bool,
     /// `isolation.level` is read_committed: lag counts to the last stable offset.
     read_committed: bool,
+    /// Table mode: where each assigned partition resumes, read from its table while the
+    /// partitions are assigned (see [`TableOffsets`]).
+    table_offsets: Option<TableOffsets>,
+    /// Table mode: what `table_offsets` answered, for the pipeline to take with the assignment.
+    positions: Mutex<Vec<(TopicPartition, Option<i64>)>>,
 }
+
+/// Table mode: the txn version (next offset) of each partition in its table, `None` when the
+/// table has none. Called inside the rebalance, so the partitions are assigned at those offsets
+/// and librdkafka never fetches the group's (a seek after the assignment could lose a race
+/// with that fetch). An error leaves the partitions paused for the pipeline to position.
+pub type TableOffsets = Arc<dyn Fn(&[TopicPartition]) -> Result<Vec<(TopicPartition, Option<i64>)>, String> + Send + Sync>;
 
 /// The part of librdkafka's statistics JSON the sink reads. Parsed on its own rather than
 /// through `rdkafka::statistics::Statistics`, whose every field must be present: a field that a
@@ -204,7 +215,82 @@ impl ClientContext for SinkContext {
     }
 }
 
+impl SinkContext {
+    /// The positions read from the tables at the last assignments (table mode).
+    pub fn take_positions(&self) -> Vec<(TopicPartition, Option<i64>)> {
+        match self.positions.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    /// Sets each partition's offset in `tpl` to its table's version; `false` when the tables
+    /// could not be read.
+    fn position_from_tables(&self, tpl: &mut TopicPartitionList) -> bool {
+        let Some(read) = &self.table_offsets else { return true };
+        let tps = partitions(tpl);
+        match read(&tps) {
+            Ok(found) => {
+                for ((topic, partition), version) in &found {
+                    if let Some(v) = version {
+                        if let Err(e) = tpl.set_partition_offset(topic, *partition, rdkafka::Offset::Offset(*v)) {
+                            tracing::warn!(topic, partition, error = %e, "could not set the table's offset on the assignment");
+                            return false;
+                        }
+                    }
+                    tracing::info!(topic, partition, table_version = ?version, "positioned from the table");
+                }
+                match self.positions.lock() {
+                    Ok(mut q) => q.extend(found),
+                    Err(poisoned) => poisoned.into_inner().extend(found),
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the tables' offsets during the assignment; the partitions stay paused until they are positioned");
+                false
+            }
+        }
+    }
+}
+
 impl ConsumerContext for SinkContext {
+    /// librdkafka's own handling (rdkafka's default), but in table mode the assignment carries
+    /// each partition's offset from its table.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: rdkafka::types::RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        use rdkafka::consumer::{Consumer as _, RebalanceProtocol};
+        use rdkafka::types::RDKafkaRespErr;
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positioned = self.position_from_tables(tpl);
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                let done = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "assigning the partitions failed");
+                }
+                if !positioned {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::warn!(error = %e, "could not pause the assigned partitions until they are positioned");
+                    }
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "revoking the partitions failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                let e = KafkaError::Rebalance(other.into());
+                self.post_rebalance(consumer, &Rebalance::Error(e));
+            }
+        }
+    }
+
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             tracing::info!(partitions = ?partitions(tpl), "partitions revoked");
@@ -258,7 +344,9 @@ pub fn client_config(c: &KafkaConfig, auth: &Auth) -> ClientConfig {
 }
 
 /// Creates the consumer and subscribes to the configured topics.
-pub fn subscribe(c: &KafkaConfig, metrics: Metrics, auth: Auth) -> KafkaResult<Arc<Consumer>> {
+/// With `table_offsets` (table mode) partitions are assigned at their tables' offsets: see
+/// [`TableOffsets`].
+pub fn subscribe(c: &KafkaConfig, metrics: Metrics, auth: Auth, table_offsets: Option<TableOffsets>) -> KafkaResult<Arc<Consumer>> {
     use rdkafka::consumer::Consumer as _;
     let cfg = client_config(c, &auth);
     let ctx = SinkContext {
@@ -267,6 +355,8 @@ pub fn subscribe(c: &KafkaConfig, metrics: Metrics, auth: Auth) -> KafkaResult<A
         metrics,
         lag_from_low_watermark: c.auto_offset_reset == "earliest",
         read_committed: cfg.get("isolation.level") != Some("read_uncommitted"),
+        table_offsets,
+        positions: Mutex::new(Vec::new()),
     };
     let consumer: Consumer = cfg.create_with_context(ctx)?;
     let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();

@@ -83,6 +83,9 @@ pub struct Store {
     put: ObjectSettings,
     /// Where credentials come from, for `check`, `doctor` and `/status` (no secrets).
     credentials: Option<CredentialInfo>,
+    /// The store a Delta table's log is read and written through, and the URL of its root (a
+    /// table's root is this URL joined with the topic's directory; see [`Store::table_root`]).
+    tables: (Arc<dyn ObjectStore>, String),
     part_bytes: usize,
     backoff: Backoff,
     max_attempts: u32,
@@ -196,6 +199,7 @@ impl Store {
 
     pub fn new(inner: Arc<dyn ObjectStore>, prefix: &str, c: &S3Config, metrics: Metrics) -> Self {
         Self {
+            tables: (inner.clone(), "memory:///".to_string()),
             inner,
             prefix: prefix.to_string(),
             conditional: false,
@@ -211,6 +215,27 @@ impl Store {
             max_attempts: c.retry_max_attempts,
             metrics,
         }
+    }
+
+    /// The object store a table's log goes through.
+    pub fn table_store(&self) -> Arc<dyn ObjectStore> {
+        self.tables.0.clone()
+    }
+
+    /// The root of the topic's Delta table: `<prefix>/topics/<topic>/` as a URL of
+    /// [`Store::table_store`].
+    pub fn table_root(&self, topic: &str) -> Result<url::Url, StoreError> {
+        let dir = topic_dir(&self.prefix, topic);
+        let bad = |e: url::ParseError| StoreError { op: "table root", key: dir.clone(), source: object_store::Error::Generic { store: "table", source: Box::new(e) } };
+        url::Url::parse(&self.tables.1).and_then(|base| base.join(&format!("{dir}/"))).map_err(bad)
+    }
+
+    /// Key of a data file of the topic's table: `<table root>/__kafka_partition=<p>/<start
+    /// offset, 20 digits>-<uuid>.parquet`, unique, so no put can meet another's file. The second
+    /// value is the path relative to the table's root, as its add action names it.
+    pub fn table_file_key(&self, topic: &str, partition: i32, start_offset: i64) -> (String, String) {
+        let relative = format!("{}={partition}/{start_offset:020}-{}.parquet", crate::table::PARTITION_COLUMN, uuid::Uuid::new_v4());
+        (format!("{}/{relative}", topic_dir(&self.prefix, topic)), relative)
     }
 
     pub fn key(&self, topic: &str, path: Option<&str>, partition: i32, start_offset: i64) -> String {

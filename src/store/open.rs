@@ -44,7 +44,16 @@ impl Store {
                 (Arc::new(fs.with_automatic_cleanup(true)), None)
             }
         };
+        // The kernel reads a file:// root as a path of the machine, so a local table goes through
+        // an unprefixed local store; the others through the same client as the data files.
+        let tables: (Arc<dyn ObjectStore>, String) = match &location {
+            Location::S3 { bucket, .. } => (inner.clone(), format!("s3://{bucket}/")),
+            Location::Gcs { bucket, .. } => (inner.clone(), format!("gs://{bucket}/")),
+            Location::Azure { container, .. } => (inner.clone(), format!("az://{container}/")),
+            Location::Local { root, .. } => (Arc::new(LocalFileSystem::new()), format!("file://{}/", root.display())),
+        };
         let mut store = Store::new(inner, location.prefix(), &config.s3, metrics).with_naming(Naming::new(&config.output));
+        store.tables = tables;
         store.location = location.url();
         if matches!(location, Location::S3 { .. }) {
             store.put = object_settings(&config.s3);

@@ -17,12 +17,91 @@ use super::{DataFile, Staged};
 /// too (same values), so a reader of the files alone sees what a reader of the table does.
 pub const PARTITION_COLUMN: &str = crate::decode::envelope::KAFKA_PARTITION;
 
+/// A batch as a table's data file holds it: columns of types Delta has no name for become
+/// their integer values (Debezium's `Time`/`MicroTime`/`NanoTime` the time of day in their unit,
+/// `MicroDuration` microseconds), so every reader of the table reads them alike. Types are
+/// changed inside structs and lists too; everything else is untouched.
+pub fn file_batch(batch: RecordBatch) -> Result<RecordBatch, String> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| needs_integer(f.data_type())) {
+        return Ok(batch);
+    }
+    let target = file_schema(&schema);
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .zip(target.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("writing time-of-day and duration columns as integers for the table: {e}"))?;
+    RecordBatch::try_new(target, columns).map_err(|e| e.to_string())
+}
+
+/// The schema [`file_batch`] gives batches of `schema`.
+pub fn file_schema(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
+    if !schema.fields().iter().any(|f| needs_integer(f.data_type())) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema.fields().iter().map(|f| integer_field(f)).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn needs_integer(t: &DataType) -> bool {
+    match t {
+        DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) => true,
+        DataType::Struct(fields) => fields.iter().any(|f| needs_integer(f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => needs_integer(f.data_type()),
+        _ => false,
+    }
+}
+
+fn integer_field(f: &Field) -> Field {
+    let t = match f.data_type() {
+        DataType::Time32(_) => DataType::Int32,
+        DataType::Time64(_) | DataType::Duration(_) => DataType::Int64,
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| integer_field(f)).collect()),
+        DataType::List(inner) => DataType::List(Arc::new(integer_field(inner))),
+        DataType::LargeList(inner) => DataType::LargeList(Arc::new(integer_field(inner))),
+        DataType::Map(inner, sorted) => DataType::Map(Arc::new(integer_field(inner)), *sorted),
+        other => other.clone(),
+    };
+    Field::new(f.name(), t, f.is_nullable()).with_metadata(f.metadata().clone())
+}
+
 /// The table schema of files with this Arrow schema.
 pub fn kernel_schema(schema: &Schema) -> Result<KernelSchemaRef, String> {
     if schema.field_with_name(PARTITION_COLUMN).is_err() {
         return Err(format!("the rows have no {PARTITION_COLUMN} column to partition the table by"));
     }
-    StructType::try_from_arrow(schema).map(Arc::new).map_err(|e| e.to_string())
+    let fields: Vec<Field> = schema.fields().iter().map(|f| table_field(f)).collect();
+    StructType::try_from_arrow(&Schema::new(fields)).map(Arc::new).map_err(|e| kernel_message(&e.to_string()))
+}
+
+/// A column of our files as the table declares it: the same type, with timestamps in UTC
+/// spelled as Delta knows them (the files hold UTC instants whatever the Arrow zone name says)
+/// and without Arrow's field metadata (extension names are Arrow's, not Delta's).
+fn table_field(f: &Field) -> Field {
+    Field::new(f.name(), table_type(f.data_type()), f.is_nullable())
+}
+
+fn table_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, Some("UTC".into())),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| table_field(f)).collect()),
+        DataType::List(f) => DataType::List(Arc::new(table_field(f))),
+        DataType::LargeList(f) => DataType::LargeList(Arc::new(table_field(f))),
+        DataType::Map(f, sorted) => DataType::Map(Arc::new(table_field(f)), *sorted),
+        other => other.clone(),
+    }
+}
+
+/// The kernel's message without the backtrace it may carry.
+fn kernel_message(text: &str) -> String {
+    let mut m = text.lines().next().unwrap_or(text);
+    while let Some(rest) = m.strip_prefix("External error: ") {
+        m = rest;
+    }
+    m.to_string()
 }
 
 /// Top-level columns of `files` the table lacks, nullable (rows written before have none). A

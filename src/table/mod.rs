@@ -18,6 +18,7 @@
 //! loop that consumes.
 
 mod actions;
+pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,16 @@ pub enum TableError {
     Contended { table: String, attempts: u32 },
     #[error("delta table {table}: the commit task failed: {reason}")]
     Task { table: String, reason: String },
+    /// The table's root cannot be named as a URL.
+    #[error("delta table of {topic}: no root URL: {reason}")]
+    Root { topic: String, reason: String },
+    /// A data file we wrote has no readable footer (a bug: the encoder just closed it).
+    #[error("data file of {table}: {source}")]
+    File {
+        table: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
 }
 
 impl TableError {
@@ -82,7 +93,7 @@ impl TableError {
                 _ => false,
             },
             TableError::Contended { .. } | TableError::Task { .. } => true,
-            TableError::Schema { .. } => false,
+            TableError::Schema { .. } | TableError::File { .. } | TableError::Root { .. } => false,
         }
     }
 }
@@ -98,6 +109,15 @@ pub struct DataFile {
     pub modification_time: i64,
     /// The Arrow schema of its rows (as written in its footer).
     pub schema: arrow_schema::SchemaRef,
+}
+
+impl DataFile {
+    /// The Arrow schema in a Parquet file's footer (the one our encoder embeds).
+    pub fn schema_of(bytes: &bytes::Bytes, topic: &str) -> Result<arrow_schema::SchemaRef, TableError> {
+        parquet::arrow::arrow_reader::ArrowReaderMetadata::load(bytes, Default::default())
+            .map(|m| m.schema().clone())
+            .map_err(|source| TableError::File { table: topic.to_string(), source })
+    }
 }
 
 /// What one partition asks a commit to make durable: the offsets `[start, next)` and the files
@@ -122,6 +142,11 @@ pub struct Outcome {
     /// them. The table's version (where to read from now) is given; their files are never
     /// referenced.
     pub fenced: Vec<(i32, Option<i64>)>,
+    /// Log versions lost to other writers on the way.
+    pub conflicts: u32,
+    /// Ranges of skipped records only, given before the table exists: no schema to create it
+    /// with yet, so they wait for the first file.
+    pub deferred: Vec<Staged>,
 }
 
 /// One topic's Delta table.
@@ -221,10 +246,12 @@ impl Table {
                         let schema = f.schema.clone();
                         self.create(&schema)?
                     }
-                    None if staged.is_empty() => return Ok(outcome),
                     // Only skipped records and no table: nothing to hold their txn yet; the
                     // ranges are committed with the first file.
-                    None => return Ok(outcome),
+                    None => {
+                        outcome.deferred = staged;
+                        return Ok(outcome);
+                    }
                 },
             };
             let partitions: Vec<i32> = staged.iter().map(|s| s.partition).collect();
@@ -274,6 +301,7 @@ impl Table {
                     return Ok(outcome);
                 }
                 CommitResult::Conflicted(c) => {
+                    outcome.conflicts += 1;
                     tracing::info!(table = %self.root, version = c.conflict_version(), attempt, "another writer took the log version; reloading");
                 }
                 CommitResult::Retryable(r) => {
@@ -287,7 +315,7 @@ impl Table {
     /// Writes a checkpoint at every `checkpoint_interval`-th version. A failure is logged, not
     /// returned: the commit is done, and readers replay the JSON log meanwhile.
     fn checkpoint_if_due(&mut self, version: u64) {
-        if self.checkpoint_interval == 0 || version == 0 || version % self.checkpoint_interval != 0 {
+        if self.checkpoint_interval == 0 || version == 0 || !version.is_multiple_of(self.checkpoint_interval) {
             return;
         }
         let Some(snapshot) = self.snapshot.clone() else { return };

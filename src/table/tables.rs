@@ -16,7 +16,7 @@ use super::{DataFile, Outcome, Staged, Table, TableError};
 use crate::source::TopicPartition;
 
 /// Where each topic's table is: its root URL, in the store the engine is given.
-pub type Roots = Arc<dyn Fn(&str) -> Url + Send + Sync>;
+pub type Roots = Arc<dyn Fn(&str) -> Result<Url, String> + Send + Sync>;
 
 /// A commit that finished, as the pipeline sees it.
 pub struct Committed {
@@ -62,6 +62,44 @@ pub struct Tables {
     tasks: tokio::task::JoinSet<Task>,
 }
 
+/// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
+/// [`crate::source::TableOffsets`]): on the thread that polls, blocking it while the log is read
+/// (the runtime moves its other tasks away meanwhile), a few attempts while the store heals.
+pub fn offsets_reader(store: Arc<dyn ObjectStore>, roots: Roots) -> crate::source::TableOffsets {
+    Arc::new(move |tps: &[TopicPartition]| {
+        tokio::runtime::Handle::try_current().map_err(|e| format!("the rebalance runs outside the runtime: {e}"))?;
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in tps {
+            by_topic.entry(topic.as_str()).or_default().push(*partition);
+        }
+        tokio::task::block_in_place(|| {
+            let mut out = Vec::with_capacity(tps.len());
+            for (topic, partitions) in by_topic {
+                let root = roots(topic)?;
+                let mut last = String::new();
+                let mut found = None;
+                for attempt in 0..3 {
+                    if attempt > 0 {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    let mut table = Table::new(store.clone(), root.clone(), topic, 0);
+                    match table.versions(&partitions) {
+                        Ok(v) => {
+                            found = Some(v);
+                            break;
+                        }
+                        Err(e) if e.retryable() => last = e.to_string(),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                let versions = found.ok_or(last)?;
+                out.extend(versions.into_iter().map(|(p, v)| ((topic.to_string(), p), v)));
+            }
+            Ok(out)
+        })
+    })
+}
+
 impl Tables {
     pub fn new(store: Arc<dyn ObjectStore>, roots: Roots, interval: Duration, checkpoint_interval: u64) -> Self {
         Self {
@@ -77,13 +115,14 @@ impl Tables {
         }
     }
 
-    fn table(&self, topic: &str) -> Table {
-        Table::new(self.store.clone(), (self.roots)(topic), topic, self.checkpoint_interval)
+    fn table(&self, topic: &str) -> Result<Table, TableError> {
+        let root = (self.roots)(topic).map_err(|reason| TableError::Root { topic: topic.to_string(), reason })?;
+        Ok(Table::new(self.store.clone(), root, topic, self.checkpoint_interval))
     }
 
     /// The table's txn version of each partition now (`None`: none yet), read afresh from the log.
     pub async fn versions(&self, topic: &str, partitions: Vec<i32>) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
-        let mut table = self.table(topic);
+        let mut table = self.table(topic)?;
         let name = table.root().to_string();
         tokio::task::spawn_blocking(move || table.versions(&partitions))
             .await
@@ -114,7 +153,10 @@ impl Tables {
     pub fn stage(&mut self, tp: &TopicPartition, next: i64, files: Vec<DataFile>) {
         let Some(cursor) = self.cursors.get_mut(tp) else { return };
         let start = *cursor;
-        if start.is_some_and(|s| next <= s) && files.is_empty() {
+        if start.is_some_and(|s| next <= s) {
+            if !files.is_empty() {
+                tracing::warn!(topic = %tp.0, partition = tp.1, next, table_version = ?start, "a range at or below the table's version is not staged (its rows are in the table already)");
+            }
             return;
         }
         *cursor = Some(next);
@@ -129,24 +171,32 @@ impl Tables {
         self.slots.get(&tp.0).is_some_and(|s| s.staged.contains_key(&tp.1) || s.retry.iter().any(|r| r.partition == tp.1) || s.in_flight)
     }
 
+    /// Whether any table has ranges staged or to retry.
+    pub fn has_staged(&self) -> bool {
+        self.slots.values().any(|s| !s.staged.is_empty() || !s.retry.is_empty())
+    }
+
     pub fn in_flight(&self) -> usize {
         self.tasks.len()
     }
 
     /// Starts the commit of each table with something staged whose last commit is at least the
     /// interval ago (every one with `now`), unless one is under way.
-    pub fn start_due(&mut self, now: bool) {
+    pub fn start_due(&mut self, now: bool) -> Result<(), TableError> {
         let due: Vec<String> = self
             .slots
             .iter()
-            .filter(|(_, s)| !s.in_flight && !(s.staged.is_empty() && s.retry.is_empty()))
+            .filter(|(_, s)| !s.in_flight && (!s.staged.is_empty() || !s.retry.is_empty()))
             .filter(|(_, s)| now || s.last_commit.is_none_or(|t| t.elapsed() >= self.interval))
             .map(|(t, _)| t.clone())
             .collect();
         for topic in due {
-            let fresh = self.table(&topic);
+            let existing = self.slots.get_mut(&topic).and_then(|s| s.table.take());
+            let mut table = match existing {
+                Some(t) => t,
+                None => self.table(&topic)?,
+            };
             let Some(slot) = self.slots.get_mut(&topic) else { continue };
-            let mut table = slot.table.take().unwrap_or(fresh);
             let staged: Vec<Staged> =
                 if slot.retry.is_empty() { std::mem::take(&mut slot.staged).into_values().collect() } else { std::mem::take(&mut slot.retry) };
             slot.in_flight = true;
@@ -173,6 +223,7 @@ impl Tables {
                 }
             });
         }
+        Ok(())
     }
 
     /// The next finished commit (`None`: none under way), with only the partitions whose epoch
@@ -194,6 +245,15 @@ impl Tables {
             slot.in_flight = false;
             if result.is_err() {
                 slot.retry = staged.into_iter().filter(|s| current(&s.partition)).collect();
+            }
+            if let Ok(o) = &result {
+                for old in o.deferred.iter().filter(|s| current(&s.partition)) {
+                    let merged = match slot.staged.remove(&old.partition) {
+                        Some(newer) => Staged { partition: old.partition, start: old.start, next: newer.next, files: newer.files },
+                        None => old.clone(),
+                    };
+                    slot.staged.insert(old.partition, merged);
+                }
             }
             let result = result.map(|mut o| {
                 o.committed.retain(|(p, _)| current(p));

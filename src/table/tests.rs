@@ -120,7 +120,7 @@ async fn a_commit_whose_answer_was_lost_is_found_in_the_log_not_made_twice() -> 
     });
     let (first, again) = run.await??;
     assert_eq!(first.version, Some(1));
-    assert_eq!(again, Outcome { version: None, committed: vec![(0, 10)], fenced: vec![] }, "the second attempt of one range");
+    assert_eq!(again, Outcome { version: None, committed: vec![(0, 10)], fenced: vec![], conflicts: 0, deferred: vec![] }, "the second attempt of one range");
     assert_eq!(log(&store).await?.len(), 2, "no second version for the same range");
     Ok(())
 }

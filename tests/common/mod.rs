@@ -941,3 +941,57 @@ fn start_stub(script: &str, args: &[&str], log: &std::path::Path) -> TestResult<
 fn json_lines(path: &std::path::Path) -> TestResult<Vec<serde_json::Value>> {
     Ok(std::fs::read_to_string(path)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
 }
+
+/// A Delta table as the `deltalake` package (delta-rs) reads it: `scripts/delta.py dump`.
+#[derive(Debug, serde::Deserialize)]
+pub struct DeltaDump {
+    pub version: i64,
+    pub files: Vec<String>,
+    pub partition_columns: Vec<String>,
+    pub columns: Vec<String>,
+    /// Every row's (Kafka partition, offset).
+    pub rows: Vec<(i32, i64)>,
+    /// The txn version (next offset) of each partition asked for, under the sink's app ids.
+    pub txn: BTreeMap<String, Option<i64>>,
+}
+
+impl DeltaDump {
+    /// Every (partition, offset) of `produced` but its tombstones exactly once, and nothing else.
+    pub fn exactly_once(&self, produced: &[(Produced, TaskEvent)]) -> TestResult {
+        let mut seen: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+        for r in &self.rows {
+            *seen.entry(*r).or_default() += 1;
+        }
+        let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(10).collect();
+        if !dups.is_empty() {
+            return Err(format!("duplicate rows in the table at version {} (partition, offset) → count: {dups:?}", self.version).into());
+        }
+        let want: std::collections::BTreeSet<(i32, i64)> =
+            produced.iter().filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
+        let missing: Vec<_> = want.iter().filter(|k| !seen.contains_key(k)).take(10).collect();
+        let extra: Vec<_> = seen.keys().filter(|k| !want.contains(k)).take(10).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            return Err(format!(
+                "table version {}: {} rows against {} produced; missing (first 10) {missing:?}, not produced {extra:?}",
+                self.version,
+                self.rows.len(),
+                want.len()
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// The topic's Delta table under `prefix` in the stack's bucket, read by `deltalake`.
+pub fn read_delta(stack: &Stack, prefix: &str, topic: &str, partitions: i32) -> TestResult<DeltaDump> {
+    let table = format!("{prefix}/topics/{topic}");
+    let out = Command::new("python3")
+        .arg(root().join("scripts/delta.py"))
+        .args(["--endpoint", &stack.s3, "dump", "--table", &table, "--partitions", &partitions.to_string()])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("delta.py dump of {table} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

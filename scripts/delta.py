@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Reads a Delta table the sink wrote with an independent reader: the `deltalake` package
+(delta-rs), never the sink's own code.
+
+  delta.py dump --table PATH [--partitions N]
+      JSON: the table's version, its data files, every row's Kafka partition and offset, and
+      the txn version (next offset) of partitions 0 .. N-1 under the sink's app ids
+  delta.py show --table PATH [--rows N]
+      the table's schema, version and a few rows, for a person
+
+PATH is the table's root under the bucket (bronze/cdc/tasks/topics/<topic>), or file:///dir for
+a local table. --endpoint and --bucket name the S3 server (the local stack's by default).
+"""
+import argparse
+import json
+import os
+import sys
+
+from deltalake import DeltaTable
+
+APP_ID = "kafka-parquet-sink:{topic}:{partition}"
+
+
+def open_table(a):
+    if a.table.startswith("file://"):
+        return DeltaTable(a.table)
+    opts = {
+        "AWS_ENDPOINT_URL": a.endpoint,
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "minioadmin"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "minioadmin"),
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    return DeltaTable(f"s3://{a.bucket}/{a.table}", storage_options=opts)
+
+
+def topic_of(path):
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def dump(a):
+    dt = open_table(a)
+    rows = dt.to_pyarrow_table(columns=["__kafka_partition", "__kafka_offset"])
+    parts = rows.column("__kafka_partition").to_pylist()
+    offsets = rows.column("__kafka_offset").to_pylist()
+    topic = topic_of(a.table)
+    txn = {}
+    for p in range(a.partitions):
+        v = dt.transaction_version(APP_ID.format(topic=topic, partition=p))
+        txn[str(p)] = v
+    out = {
+        "version": dt.version(),
+        "files": sorted(dt.file_uris()),
+        "partition_columns": dt.metadata().partition_columns,
+        "columns": [f.name for f in dt.schema().fields],
+        "rows": [[p, o] for p, o in zip(parts, offsets)],
+        "txn": txn,
+    }
+    json.dump(out, sys.stdout)
+
+
+def show(a):
+    dt = open_table(a)
+    print(f"version {dt.version()}, {len(dt.file_uris())} files, partitioned by {dt.metadata().partition_columns}")
+    print(dt.schema().to_arrow())
+    for row in dt.to_pyarrow_table().slice(0, a.rows).to_pylist():
+        print(row)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--endpoint", default=os.environ.get("S3_ENDPOINT", "http://127.0.0.1:9000"))
+    ap.add_argument("--bucket", default="datalake")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dump")
+    d.add_argument("--table", required=True)
+    d.add_argument("--partitions", type=int, default=0)
+    s = sub.add_parser("show")
+    s.add_argument("--table", required=True)
+    s.add_argument("--rows", type=int, default=5)
+    a = ap.parse_args()
+    {"dump": dump, "show": show}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+//! Table mode (`output.format = "delta"`) in the loop: where an assigned partition resumes (the
+//! table's txn version, not the group's offset), what becomes of a durable prefix (staged for
+//! the table's next commit instead of committed to the group), and what a commit's answer does
+//! (the group's offset follows as a hint; a fenced partition drops its state and reads again
+//! from the table's version).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Pipeline;
+use crate::commit;
+use crate::commit::uploads::{Landed, Ownership};
+use crate::error::SinkError;
+use crate::source::TopicPartition;
+use crate::table::tables::Committed;
+
+impl Pipeline {
+    pub(super) fn table_mode(&self) -> bool {
+        self.tables.is_some()
+    }
+
+    /// Table mode: the partition's landed files up to `next` (the durable prefix) go to the
+    /// table's next commit.
+    pub(super) fn stage(&mut self, tp: &TopicPartition, next: i64) {
+        let Some(tables) = self.tables.as_mut() else { return };
+        let mut files = Vec::new();
+        if let Some(groups) = self.landed.get_mut(tp) {
+            let later = groups.split_off(&next);
+            files = std::mem::replace(groups, later).into_values().flatten().collect();
+        }
+        tables.stage(tp, next, files);
+    }
+
+    /// Table mode: keeps a durable group's files until its range is in the committable prefix.
+    pub(super) fn keep_landed(&mut self, tp: &TopicPartition, start_offset: i64, files: &[Landed]) {
+        if self.tables.is_none() {
+            return;
+        }
+        let files = files.iter().filter_map(|f| f.table_file.clone()).collect();
+        self.landed.entry(tp.clone()).or_default().insert(start_offset, files);
+    }
+
+    /// Table mode: a partition newly assigned starts where the rebalance read its table
+    /// (`position`); when that read failed it waits, paused, until the loop positions it.
+    pub(super) fn assigned_to_table(&mut self, tp: &TopicPartition, position: Option<Option<i64>>) {
+        let Some(tables) = self.tables.as_mut() else { return };
+        tables.forget(tp);
+        self.landed.remove(tp);
+        match position {
+            Some(version) => {
+                tables.position(tp, version);
+                self.set_floor(tp, version);
+            }
+            None => {
+                self.awaiting.insert(tp.clone());
+            }
+        }
+    }
+
+    /// Offsets below the table's version are in the table: a message below it (fetched before
+    /// a seek took effect) is dropped, never staged twice.
+    fn set_floor(&mut self, tp: &TopicPartition, version: Option<i64>) {
+        match version {
+            Some(v) => self.floors.insert(tp.clone(), v),
+            None => self.floors.remove(tp),
+        };
+        if let Some(buf) = self.partitions.get_mut(tp) {
+            buf.committed = version.or(buf.committed);
+        }
+    }
+
+    pub(super) fn revoked_from_table(&mut self, tp: &TopicPartition) {
+        if let Some(tables) = self.tables.as_mut() {
+            tables.forget(tp);
+        }
+        self.landed.remove(tp);
+        self.awaiting.remove(tp);
+        self.floors.remove(tp);
+    }
+
+    /// Positions every partition that waits: reads the table's txn versions, seeks there (or,
+    /// for a partition the table does not know, to the group's committed offset, else where
+    /// `kafka.auto_offset_reset` says) and resumes it. A store that does not answer leaves them
+    /// waiting until the next tick; a table that cannot be read is fatal.
+    pub(super) async fn position_awaiting(&mut self) -> Result<(), SinkError> {
+        if self.awaiting.is_empty() {
+            return Ok(());
+        }
+        let Some(tables) = self.tables.as_ref() else { return Ok(()) };
+        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in &self.awaiting {
+            by_topic.entry(topic.clone()).or_default().push(*partition);
+        }
+        let mut found = Vec::new();
+        for (topic, partitions) in by_topic {
+            match tables.versions(&topic, partitions).await {
+                Ok(versions) => found.extend(versions.into_iter().map(|(p, v)| ((topic.clone(), p), v))),
+                Err(e) if e.retryable() => {
+                    self.metrics.errors.with_label_values(&["table", "read"]).inc();
+                    tracing::warn!(error = %e, "cannot read the table's offsets yet; the partitions stay paused and are tried again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (tp, version) in found {
+            if !self.awaiting.contains(&tp) {
+                continue;
+            }
+            self.seek_to_table(&tp, version).await?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.0, tp.1);
+            self.consumer.resume(&tpl).map_err(SinkError::Source)?;
+            self.awaiting.remove(&tp);
+        }
+        Ok(())
+    }
+
+    /// Seeks the partition to the table's `version` and makes it the start of what is staged
+    /// next. Without one: the group's committed offset, else `kafka.auto_offset_reset`.
+    async fn seek_to_table(&mut self, tp: &TopicPartition, version: Option<i64>) -> Result<(), SinkError> {
+        let group = match version {
+            Some(_) => None,
+            None => commit::broker_committed(self.consumer.clone(), &tp.0, tp.1).await?,
+        };
+        let target = match (version, group) {
+            (Some(v), _) => Offset::Offset(v),
+            (None, Some(c)) => Offset::Offset(c),
+            (None, None) if self.auto_offset_reset == "latest" => Offset::End,
+            (None, None) => Offset::Beginning,
+        };
+        tracing::info!(topic = %tp.0, partition = tp.1, table_version = ?version, group_offset = ?group, "positioned from the table");
+        self.consumer.seek(&tp.0, tp.1, target, Duration::from_secs(10)).map_err(SinkError::Source)?;
+        if let Some(tables) = self.tables.as_mut() {
+            tables.position(tp, version);
+        }
+        self.set_floor(tp, version);
+        if let Some(buf) = self.partitions.get_mut(tp) {
+            buf.committed = version.or(group);
+        }
+        Ok(())
+    }
+
+    /// Starts the commits that are due (all of them with `now`).
+    pub(super) fn start_table_commits(&mut self, now: bool) -> Result<(), SinkError> {
+        match self.tables.as_mut() {
+            Some(t) => t.start_due(now).map_err(SinkError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// A table commit's answer: the group's offsets follow the committed partitions (a hint
+    /// for lag dashboards: the table decides where a partition resumes); a fenced partition is
+    /// positioned again at the table's version. A failure the store may heal is retried by the
+    /// next commit with the same ranges; any other stops the sink.
+    pub(super) async fn table_committed(&mut self, done: Committed) -> Result<(), SinkError> {
+        let Committed { topic, result, millis } = done;
+        self.metrics.table_commit_duration.observe(millis as f64 / 1000.0);
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) if e.retryable() => {
+                self.metrics.errors.with_label_values(&["table", "commit"]).inc();
+                tracing::warn!(error = %e, "table commit failed; its ranges are committed again once the store answers");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.metrics.table_conflicts.with_label_values(&[topic.as_str()]).inc_by(outcome.conflicts.into());
+        if let Some(v) = outcome.version {
+            self.metrics.table_commits.with_label_values(&[topic.as_str()]).inc();
+            self.metrics.table_version.with_label_values(&[topic.as_str()]).set(v as i64);
+            tracing::info!(topic, version = v, partitions = ?outcome.committed, duration_ms = millis, "table commit");
+        }
+        for (partition, next) in outcome.committed {
+            let tp = (topic.clone(), partition);
+            if self.owns(&tp) {
+                self.commit(&tp, next).await;
+            }
+        }
+        for (partition, version) in outcome.fenced {
+            let tp = (topic.clone(), partition);
+            self.metrics.table_fenced.with_label_values(&[topic.as_str()]).inc();
+            self.fenced_by_table(&tp, version).await?;
+        }
+        Ok(())
+    }
+
+    /// Another writer moved the partition's table version: what this member holds of it (open
+    /// file, uploads in flight, staged files) is dropped, never referenced, and it reads again
+    /// from the table's version.
+    async fn fenced_by_table(&mut self, tp: &TopicPartition, version: Option<i64>) -> Result<(), SinkError> {
+        if !self.partitions.contains_key(tp) {
+            return Ok(());
+        }
+        if let Some(old) = self.owners.insert(tp.clone(), Ownership::new(tp.clone(), self.group.clone())) {
+            old.release(); // its uploads in flight report to an epoch that is gone
+        }
+        self.uploads.forget(tp);
+        self.landed.remove(tp);
+        if let Some(buf) = self.partitions.get_mut(tp) {
+            buf.discard();
+            buf.pending_commit = None;
+            buf.replay_through = None;
+        }
+        self.remeasure(tp);
+        tracing::warn!(topic = %tp.0, partition = tp.1, table_version = ?version, "fenced by the table: reading again from its version");
+        self.seek_to_table(tp, version).await
+    }
+
+    /// Shutdown in table mode: commits everything staged, trying again while the store heals
+    /// for a bounded number of rounds.
+    pub(super) async fn drain_tables(&mut self) -> Result<(), SinkError> {
+        for _ in 0..10 {
+            self.start_table_commits(true)?;
+            let Some(tables) = self.tables.as_mut() else { return Ok(()) };
+            if tables.in_flight() == 0 {
+                return Ok(());
+            }
+            while let Some(done) = next_committed(&mut self.tables).await {
+                self.table_committed(done).await?;
+            }
+            if self.tables.as_ref().is_some_and(|t| t.has_staged()) {
+                tokio::time::sleep(Duration::from_millis(500)).await; // a failed commit: let the store heal
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The next table commit to finish; pending forever when there is no table stage.
+pub(super) async fn next_committed(tables: &mut Option<crate::table::Tables>) -> Option<Committed> {
+    match tables {
+        Some(t) => t.next_committed().await,
+        None => std::future::pending().await,
+    }
+}
