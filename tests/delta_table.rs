@@ -86,3 +86,112 @@ fn two_members_racing_for_one_table_never_commit_a_row_twice() -> TestResult {
     assert!(fenced > 0, "the members never met in the table: the race was not run (A and B each committed alone)");
     Ok(())
 }
+
+/// The kill -9 loop in table mode, with a reader (`deltalake`) polling the table after every
+/// kill: at each poll no (partition, offset) appears twice and every row below each partition's
+/// txn version is there; at the end every offset exactly once.
+#[test]
+fn random_kill9_under_load_never_shows_a_reader_a_duplicate_or_a_hole() -> TestResult {
+    use rand::Rng;
+    let cycles: usize = std::env::var("KPS_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).map_or(10, |c: usize| (c / 2).max(4));
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-delta-kill"), unique("it-group"), unique("it/delta-kill"));
+    let partitions = 4;
+    let spec = || {
+        SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 150\nrotate_interval_ms = 700")
+            .output(DELTA)
+            .tables("[table]\ncommit_interval_ms = 500\ncheckpoint_interval = 4")
+            .env("KPS__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("KPS__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000")
+    };
+    let producer = BackgroundProducer::start(&stack, &topic, partitions, 120, Duration::from_millis(50));
+    let mut rng = rand::rng();
+    let mut polls = Vec::new();
+    let mut commits = 0;
+    for cycle in 0..cycles {
+        let mut sink = spec().start()?;
+        wait_for(Duration::from_secs(60), &format!("cycle {cycle}: the member to get partitions"), || {
+            Ok((sink.metric_sum("kps_partition_state", &[("state", "RUNNING")]) > 0.0).then_some(()))
+        })?;
+        if cycle % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..2500)));
+        } else {
+            // Right after a table commit is logged, before the group's offsets follow it.
+            let before = sink.log().matches("table commit").count();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while sink.log().matches("table commit").count() == before && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        sink.kill9()?;
+        commits += sink.log().matches("table commit").count();
+        if commits > 0 {
+            polls.push(read_delta(&stack, &prefix, &topic, partitions)?);
+        }
+    }
+    let produced = producer.stop()?;
+    let mut sink = spec().start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(120)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+
+    let rows: std::collections::BTreeSet<(i32, i64)> =
+        produced.iter().filter(|(_, e)| e.op != kafka_parquet_sink::testkit::Op::Tombstone).map(|(p, _)| (p.partition, p.offset)).collect();
+    for (i, poll) in polls.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &poll.rows {
+            assert!(seen.insert(*r), "poll {i} (table version {}): row {r:?} twice", poll.version);
+        }
+        for (p, v) in &poll.txn {
+            let p: i32 = p.parse()?;
+            let below = v.unwrap_or(0);
+            let missing: Vec<_> = rows.iter().filter(|(q, o)| *q == p && *o < below && !seen.contains(&(*q, *o))).take(5).collect();
+            assert!(missing.is_empty(), "poll {i} (table version {}): partition {p} txn version {below}, rows below it missing: {missing:?}", poll.version);
+        }
+    }
+    let last = read_delta(&stack, &prefix, &topic, partitions)?;
+    last.exactly_once(&produced)?;
+    assert_eq!(last.txn, txn_of(&ends), "txn versions at the end");
+    assert!(commits > 0 && !polls.is_empty(), "no table commit happened between kills: the loop tested nothing");
+    eprintln!("delta kill loop: {cycles} kills, {commits} table commits before kills, {} polls, final version {}", polls.len(), last.version);
+    Ok(())
+}
+
+/// Compaction while records keep coming: many small files (a file per flush every 300 ms) are
+/// swapped for few, readers see every row once before and after, the txn versions hold.
+#[test]
+fn small_files_are_compacted_while_consuming_and_the_rows_stay_the_same() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-delta-compact"), unique("it-group"), unique("it/delta-compact"));
+    let partitions = 2;
+    let producer = BackgroundProducer::start(&stack, &topic, partitions, 40, Duration::from_millis(100));
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 100000\nrotate_interval_ms = 300")
+        .output(DELTA)
+        .tables("[table]\ncommit_interval_ms = 300\ncompaction_min_files = 4")
+        .start()?;
+    std::thread::sleep(Duration::from_secs(20));
+    let produced = producer.stop()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    // One more commit round after the last data, so the last compaction had its chance.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    let log = sink.log();
+    let uploads = log.matches("file uploaded").count();
+    let compactions = log.matches("compacted").count();
+    let table = read_delta(&stack, &prefix, &topic, partitions)?;
+    table.exactly_once(&produced)?;
+    assert_eq!(table.txn, txn_of(&ends), "txn versions after compaction");
+    let mut per_partition: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &table.files {
+        let p = f.split("__kafka_partition=").nth(1).and_then(|r| r.split('/').next()).unwrap_or("?").to_string();
+        *per_partition.entry(p).or_default() += 1;
+    }
+    assert!(compactions > 0, "{uploads} files uploaded and no compaction ran:\n{log}");
+    assert!(
+        per_partition.values().all(|n| *n < 8),
+        "{uploads} files uploaded, {compactions} compactions; files per partition value now {per_partition:?}"
+    );
+    eprintln!("compaction: {uploads} files uploaded, {compactions} compactions, files per partition value at the end {per_partition:?}");
+    Ok(())
+}

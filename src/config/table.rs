@@ -23,11 +23,17 @@ pub struct TableConfig {
     pub commit_interval_ms: u64,
     /// A checkpoint (Parquet summary of the log) every this many versions; 0: never.
     pub checkpoint_interval: u64,
+    /// Compaction: a partition value holding this many committed files smaller than
+    /// `target_file_bytes` has them rewritten into one file near the target, in one version;
+    /// 0: never. Looked at after every this many commits of the table.
+    pub compaction_min_files: usize,
+    /// The size compaction writes files up to (and what counts as small).
+    pub target_file_bytes: u64,
 }
 
 impl Default for TableConfig {
     fn default() -> Self {
-        Self { commit_interval_ms: 2_000, checkpoint_interval: 10 }
+        Self { commit_interval_ms: 2_000, checkpoint_interval: 10, compaction_min_files: 10, target_file_bytes: 128 * 1024 * 1024 }
     }
 }
 
@@ -37,6 +43,12 @@ impl TableConfig {
         let mut e = Vec::new();
         if !(100..=3_600_000).contains(&self.commit_interval_ms) {
             e.push(format!("table.commit_interval_ms: 100 .. 3600000 ms, got {}", self.commit_interval_ms));
+        }
+        if self.compaction_min_files == 1 {
+            e.push("table.compaction_min_files: 0 (off) or at least 2 (one file is already compact)".to_string());
+        }
+        if self.target_file_bytes < 1024 * 1024 {
+            e.push(format!("table.target_file_bytes: at least 1048576 (1 MiB), got {}", self.target_file_bytes));
         }
         if output.format == Format::Delta && output.partitioner != Partitioner::Kafka {
             e.push(format!(

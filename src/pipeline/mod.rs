@@ -119,7 +119,12 @@ impl Pipeline {
                 roots,
                 Duration::from_millis(config.table.commit_interval_ms),
                 config.table.checkpoint_interval,
-            ));
+            )
+            .with_compaction((config.table.compaction_min_files > 0).then(|| crate::table::compact::Policy {
+                min_files: config.table.compaction_min_files,
+                target_file_bytes: config.table.target_file_bytes,
+                props: encode::writer_properties(&config.output),
+            })));
         }
         Ok(Self {
             tables,

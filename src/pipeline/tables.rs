@@ -67,9 +67,6 @@ impl Pipeline {
             Some(v) => self.floors.insert(tp.clone(), v),
             None => self.floors.remove(tp),
         };
-        if let Some(buf) = self.partitions.get_mut(tp) {
-            buf.committed = version.or(buf.committed);
-        }
     }
 
     pub(super) fn revoked_from_table(&mut self, tp: &TopicPartition) {
@@ -136,10 +133,9 @@ impl Pipeline {
         if let Some(tables) = self.tables.as_mut() {
             tables.position(tp, version);
         }
+        // The group's offset follows once the partition is idle (`commit_caught_up`): a member
+        // fenced at the end of the log has nothing more to commit, and its lag still reaches 0.
         self.set_floor(tp, version);
-        if let Some(buf) = self.partitions.get_mut(tp) {
-            buf.committed = version.or(group);
-        }
         Ok(())
     }
 
@@ -156,8 +152,21 @@ impl Pipeline {
     /// positioned again at the table's version. A failure the store may heal is retried by the
     /// next commit with the same ranges; any other stops the sink.
     pub(super) async fn table_committed(&mut self, done: Committed) -> Result<(), SinkError> {
-        let Committed { topic, result, millis } = done;
+        let Committed { topic, result, millis, compacted } = done;
         self.metrics.table_commit_duration.observe(millis as f64 / 1000.0);
+        match compacted {
+            Some(Ok(c)) => {
+                self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), "in"]).inc_by(c.bytes_in);
+                self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), "out"]).inc_by(c.bytes_out);
+            }
+            // The commit is done; a compaction that failed leaves the small files as they were
+            // and is tried again later.
+            Some(Err(e)) => {
+                self.metrics.errors.with_label_values(&["table", "compaction"]).inc();
+                tracing::warn!(topic, error = %e, "compaction failed; the files stay as they are");
+            }
+            None => {}
+        }
         let outcome = match result {
             Ok(o) => o,
             Err(e) if e.retryable() => {

@@ -18,6 +18,7 @@
 //! loop that consumes.
 
 mod actions;
+pub mod compact;
 pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
 pub mod tables;
 
@@ -194,6 +195,19 @@ impl Table {
         }
     }
 
+    /// Paths (relative to the root) of the data files of the latest version.
+    pub fn file_paths(&mut self) -> Result<Vec<String>, TableError> {
+        let Some(snapshot) = self.refresh()? else { return Ok(Vec::new()) };
+        let scan = snapshot.scan_builder().build().map_err(|e| self.err(e))?;
+        let mut paths = Vec::new();
+        for meta in scan.scan_metadata(self.engine.as_ref()).map_err(|e| self.err(e))? {
+            let meta = meta.map_err(|e| self.err(e))?;
+            paths = meta.visit_scan_files(paths, |acc: &mut Vec<String>, f| acc.push(f.path)).map_err(|e| self.err(e))?;
+        }
+        paths.sort();
+        Ok(paths)
+    }
+
     /// The latest log version, if the table exists (as of the last read).
     pub fn version(&self) -> Option<u64> {
         self.snapshot.as_ref().map(|s| s.version())
@@ -221,10 +235,17 @@ impl Table {
     fn create(&mut self, schema: &arrow_schema::Schema) -> Result<SnapshotRef, TableError> {
         let kernel_schema = actions::kernel_schema(schema).map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
         let engine = self.engine.as_ref();
-        let txn = create_table(self.root.as_str(), kernel_schema, ENGINE_INFO, true)
+        let built = create_table(self.root.as_str(), kernel_schema, ENGINE_INFO, true)
             .with_data_layout(DataLayout::partitioned([actions::PARTITION_COLUMN]))
-            .build(engine, Box::new(FileSystemCommitter::new()))
-            .map_err(|e| self.err(e))?;
+            .build(engine, Box::new(FileSystemCommitter::new()));
+        let txn = match built {
+            Ok(t) => t,
+            Err(delta_kernel::KernelError::TableAlreadyExistsAtPath(_)) => {
+                tracing::info!(table = %self.root, "delta table created by another writer meanwhile");
+                return self.refresh()?.ok_or_else(|| self.err(delta_kernel::KernelError::generic("the table another writer created has no log")));
+            }
+            Err(e) => return Err(self.err(e)),
+        };
         match txn.commit(engine).map_err(|e| self.err(e))? {
             CommitResult::Committed(c) => tracing::info!(table = %self.root, version = c.commit_version(), "delta table created"),
             CommitResult::Conflicted(_) => tracing::info!(table = %self.root, "delta table created by another writer meanwhile"),

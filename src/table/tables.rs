@@ -21,6 +21,8 @@ pub type Roots = Arc<dyn Fn(&str) -> Result<Url, String> + Send + Sync>;
 /// A commit that finished, as the pipeline sees it.
 pub struct Committed {
     pub topic: String,
+    /// The compaction run after the commit, if one was due.
+    pub compacted: Option<Result<super::compact::Compacted, TableError>>,
     /// The partitions of the answer whose epoch is still current; the others are left out.
     pub result: Result<Outcome, TableError>,
     pub millis: u64,
@@ -38,10 +40,13 @@ struct Slot {
     /// landed.
     retry: Vec<Staged>,
     last_commit: Option<Instant>,
+    /// Commits since compaction last looked at the table.
+    commits_since_compaction: usize,
 }
 
 struct Task {
     topic: String,
+    compacted: Option<Result<super::compact::Compacted, TableError>>,
     table: Option<Table>,
     /// What the commit was given, handed back for the next attempt when it failed.
     staged: Vec<Staged>,
@@ -60,6 +65,7 @@ pub struct Tables {
     epochs: HashMap<TopicPartition, u64>,
     next_epoch: u64,
     tasks: tokio::task::JoinSet<Task>,
+    compaction: Option<super::compact::Policy>,
 }
 
 /// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
@@ -112,7 +118,14 @@ impl Tables {
             epochs: HashMap::new(),
             next_epoch: 1,
             tasks: tokio::task::JoinSet::new(),
+            compaction: None,
         }
+    }
+
+    /// Compaction after commits (see [`super::compact`]).
+    pub fn with_compaction(mut self, policy: Option<super::compact::Policy>) -> Self {
+        self.compaction = policy;
+        self
     }
 
     fn table(&self, topic: &str) -> Result<Table, TableError> {
@@ -205,20 +218,34 @@ impl Tables {
                 staged.iter().map(|s| (s.partition, self.epochs.get(&(topic.clone(), s.partition)).copied().unwrap_or(0))).collect();
             let started = Instant::now();
             let name = topic.clone();
+            let compaction = self.compaction.clone().filter(|p| p.min_files > 0 && slot.commits_since_compaction + 1 >= p.min_files);
+            slot.commits_since_compaction = if compaction.is_some() { 0 } else { slot.commits_since_compaction + 1 };
+            let store = self.store.clone();
             self.tasks.spawn(async move {
                 let given = staged.clone();
                 let joined = tokio::task::spawn_blocking(move || {
                     let result = table.commit(staged);
-                    (table, result)
+                    // After the commit, on the same thread: never while one of ours is under way.
+                    let compacted = match (&result, compaction) {
+                        (Ok(_), Some(policy)) => {
+                            let root = object_store::path::Path::from_url_path(table.root().path()).map_err(|e| e.to_string());
+                            Some(match root {
+                                Ok(root) => table.compact(&store, root.as_ref(), &policy),
+                                Err(reason) => Err(TableError::Root { topic: table.topic.clone(), reason }),
+                            })
+                        }
+                        _ => None,
+                    };
+                    (table, result, compacted)
                 })
                 .await;
                 match joined {
-                    Ok((table, result)) => Task { topic: name, table: Some(table), staged: given, result, epochs, started },
+                    Ok((table, result, compacted)) => Task { topic: name, compacted, table: Some(table), staged: given, result, epochs, started },
                     // The kernel panicked: the table object is lost with it; a fresh one reads
                     // the log again, and the answer is unknown, so the ranges are staged again.
                     Err(e) => {
                         let result = Err(TableError::Task { table: name.clone(), reason: e.to_string() });
-                        Task { topic: name, table: None, staged: given, result, epochs, started }
+                        Task { topic: name, compacted: None, table: None, staged: given, result, epochs, started }
                     }
                 }
             });
@@ -235,10 +262,10 @@ impl Tables {
                 Err(e) if e.is_cancelled() => continue,
                 Err(e) => {
                     let result = Err(TableError::Task { table: String::new(), reason: e.to_string() });
-                    return Some(Committed { topic: String::new(), result, millis: 0 });
+                    return Some(Committed { topic: String::new(), compacted: None, result, millis: 0 });
                 }
             };
-            let Task { topic, table, staged, result, epochs, started } = task;
+            let Task { topic, compacted, table, staged, result, epochs, started } = task;
             let current = |p: &i32| epochs.get(p).copied().unwrap_or(0) == self.epochs.get(&(topic.clone(), *p)).copied().unwrap_or(0);
             let slot = self.slots.entry(topic.clone()).or_default();
             slot.table = table;
@@ -260,7 +287,7 @@ impl Tables {
                 o.fenced.retain(|(p, _)| current(p));
                 o
             });
-            return Some(Committed { topic, result, millis: started.elapsed().as_millis() as u64 });
+            return Some(Committed { topic, compacted, result, millis: started.elapsed().as_millis() as u64 });
         }
     }
 }

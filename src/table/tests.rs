@@ -176,3 +176,88 @@ async fn txn_versions_survive_checkpoints() -> TestResult {
     assert_eq!(versions, BTreeMap::from([(0, Some(50)), (2, Some(7))]), "versions read through the checkpoint");
     Ok(())
 }
+
+/// A real Parquet file of `rows` rows of partition `p` from offset `start`, put in the store.
+async fn put_file(store: &Arc<dyn ObjectStore>, p: i32, start: i64, rows: i64) -> Result<DataFile, Box<dyn std::error::Error>> {
+    use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    let schema = schema(false);
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![p; rows as usize])),
+            Arc::new(Int64Array::from_iter_values(start..start + rows)),
+            Arc::new(TimestampMillisecondArray::from_iter_values((start..start + rows).map(|o| 1_700_000_000_000 + o)).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values((start..start + rows).map(|o| format!("id-{o}")))),
+        ],
+    )?;
+    let mut w = crate::encode::ParquetFile::new(&batch, parquet::file::properties::WriterProperties::builder().build())?;
+    w.write(&batch)?;
+    let bytes = w.finish()?;
+    let path = format!("__kafka_partition={p}/{start:020}-test.parquet");
+    store.put(&format!("bronze/topics/t/{path}").as_str().into(), bytes.clone().into()).await?;
+    Ok(DataFile { path, size: bytes.len() as u64, rows: rows as u64, modification_time: 1, schema: DataFile::schema_of(&bytes, "t")? })
+}
+
+/// Every (partition, offset) the table's current files hold, read from the files themselves.
+async fn table_rows(store: &Arc<dyn ObjectStore>) -> Result<(Vec<String>, Vec<(i32, i64)>), Box<dyn std::error::Error>> {
+    use arrow::array::{AsArray, Int32Array, Int64Array};
+    let mut t = table(store, 0)?;
+    let files = tokio::task::spawn_blocking(move || t.file_paths()).await??;
+    let mut rows = Vec::new();
+    for f in &files {
+        let bytes = store.get(&format!("bronze/topics/t/{f}").as_str().into()).await?.bytes().await?;
+        for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+            let batch = batch?;
+            let ps = batch.column_by_name("__kafka_partition").and_then(|c| c.as_any().downcast_ref::<Int32Array>().cloned()).ok_or("no partition column")?;
+            let os = batch.column_by_name("__kafka_offset").map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone()).ok_or("no offset column")?;
+            let os: &Int64Array = &os;
+            rows.extend(ps.values().iter().zip(os.values().iter()).map(|(p, o)| (*p, *o)));
+        }
+    }
+    rows.sort();
+    Ok((files, rows))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_version() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut t = table(&store, 0)?;
+    let mut start = None;
+    let mut commits = Vec::new();
+    for i in 0..6 {
+        let from = i * 10;
+        let f = put_file(&store, 0, from, 10).await?;
+        let other = put_file(&store, 1, from, 10).await?;
+        commits.push(vec![
+            Staged { partition: 0, start, next: from + 10, files: vec![f] },
+            Staged { partition: 1, start, next: from + 10, files: vec![other] },
+        ]);
+        start = Some(from + 10);
+    }
+    let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        for c in commits {
+            t.commit(c)?;
+        }
+        Ok(t)
+    });
+    let mut t = run.await??;
+    let (files_before, rows_before) = table_rows(&store).await?;
+    assert_eq!(files_before.len(), 12, "files before: {files_before:?}");
+    let policy = compact::Policy { min_files: 4, target_file_bytes: 1 << 20, props: parquet::file::properties::WriterProperties::builder().build() };
+    let kv = store.clone();
+    let (done, versions) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        let first = t.compact(&kv, "bronze/topics/t", &policy)?;
+        let second = t.compact(&kv, "bronze/topics/t", &policy)?;
+        Ok(((first, second), t.versions(&[0, 1])?))
+    })
+    .await??;
+    assert_eq!((done.0.files_in, done.0.files_out), (12, 2), "one round: each partition value's six files into one");
+    assert_eq!(done.0.version, Some(8), "versions 7 and 8, one per partition value");
+    assert_eq!(done.1, compact::Compacted::default(), "the next round: nothing left to do");
+    let (files_after, rows_after) = table_rows(&store).await?;
+    assert_eq!(files_after.len(), 2, "files after: {files_after:?}");
+    assert!(files_after.iter().all(|f| f.contains("-compacted-")), "{files_after:?}");
+    assert_eq!(rows_after, rows_before, "the rows of the table's files before and after");
+    assert_eq!(versions, BTreeMap::from([(0, Some(60)), (1, Some(60))]), "txn versions after compaction");
+    Ok(())
+}
