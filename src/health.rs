@@ -62,6 +62,17 @@ pub struct PartitionStatus {
     /// Unix milliseconds of the last upload.
     pub last_flush_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// Table mode: the partition's txn version in its table (the next offset the table holds),
+    /// beside the group's `committed_offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<i64>,
+}
+
+/// Table mode: a table's latest log version as this member last read or wrote it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableStatus {
+    pub topic: String,
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +98,9 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
     pub dependencies: Vec<DependencyStatus>,
     pub object_store: StoreStatus,
+    /// Table mode: each table's latest version.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableStatus>,
 }
 
 #[derive(Default)]
@@ -95,6 +109,7 @@ struct Board {
     partitions: BTreeMap<(String, i32), PartitionStatus>,
     down: BTreeMap<Dependency, String>,
     store: StoreStatus,
+    tables: BTreeMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -139,6 +154,7 @@ impl Health {
             committed_offset: None,
             last_flush_ms: None,
             last_error: None,
+            table_version: None,
         };
         b.partitions.insert((topic.to_string(), partition), status);
         drop(b);
@@ -172,6 +188,18 @@ impl Health {
                 p.committed_offset = committed;
             }
         }
+    }
+
+    /// Table mode: the partition's txn version in its table now.
+    pub fn table_position(&self, topic: &str, partition: i32, version: Option<i64>) {
+        if let Some(p) = self.board().partitions.get_mut(&(topic.to_string(), partition)) {
+            p.table_version = version;
+        }
+    }
+
+    /// Table mode: the table's latest log version.
+    pub fn table_version(&self, topic: &str, version: u64) {
+        self.board().tables.insert(topic.to_string(), version);
     }
 
     pub fn object_store(&self, location: &str, credentials: Option<String>) {
@@ -208,6 +236,7 @@ impl Health {
                 .map(|d| DependencyStatus { dependency: *d, up: !b.down.contains_key(d), last_error: b.down.get(d).cloned() })
                 .collect(),
             object_store: b.store.clone(),
+            tables: b.tables.iter().map(|(topic, version)| TableStatus { topic: topic.clone(), version: *version }).collect(),
         }
     }
 

@@ -29,6 +29,16 @@ fn records_land_once_in_the_table_and_a_new_group_resumes_from_it() -> TestResul
     let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
     // The group's offsets are committed after the table's: once they are there, so is the table.
     wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    // /status shows each partition's table version beside the group's offset, and the table's.
+    let status = sink.status()?;
+    let shown: BTreeMap<i32, Option<i64>> = status["partitions"]
+        .as_array()
+        .ok_or("no partitions in /status")?
+        .iter()
+        .map(|p| (p["partition"].as_i64().unwrap_or(-1) as i32, p["table_version"].as_i64()))
+        .collect();
+    assert_eq!(shown, ends.iter().map(|(p, e)| (*p, Some(*e))).collect::<BTreeMap<_, _>>(), "table versions in /status:\n{status}");
+    assert!(status["tables"][0]["version"].as_u64().is_some_and(|v| v >= 1), "the table's version in /status:\n{status}");
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
     let table = read_delta(&stack, &prefix, &topic, partitions)?;
     table.exactly_once(&produced)?;

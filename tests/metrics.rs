@@ -48,12 +48,24 @@ fn every_documented_metric_is_exported_with_its_type() -> TestResult {
         .tables(&format!("[errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\""))
         .start()?;
     wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(60))?;
+    // A second sink in table mode (`output.format = "delta"`) exports the `kps_table_*` series.
+    let (table_topic, table_group, table_prefix) = (unique("it-metrics-delta"), unique("it-group"), unique("it/metrics-delta"));
+    let table_produced = produce(&stack, &table_topic, 1, 60, None, 93)?;
+    let table_sink = SinkSpec::new(&stack, &table_topic, &table_group, &table_prefix, "max_records = 10\nrotate_interval_ms = 500")
+        .output("format = \"delta\"")
+        .tables("[table]\ncommit_interval_ms = 300\ncompaction_min_files = 2")
+        .start()?;
+    let table_ends = log_ends(table_produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &table_group, &table_topic, &table_ends, Duration::from_secs(60))?;
     let docs = documented()?;
     let mut text = String::new();
+    let both = |text: &mut String| {
+        *text = format!("{}\n{}", sink.metrics(), table_sink.metrics());
+        exported(text)
+    };
     // Lag comes with librdkafka's statistics, every 5 s.
     wait_for(Duration::from_secs(20), "every documented metric to be exported", || {
-        text = sink.metrics();
-        let got = exported(&text);
+        let got = both(&mut text);
         Ok(docs.keys().all(|m| got.contains_key(m)).then_some(()))
     })
     .map_err(|e| format!("{e}; missing: {:?}", docs.keys().filter(|m| !exported(&text).contains_key(*m)).collect::<Vec<_>>()))?;

@@ -63,6 +63,7 @@ impl Pipeline {
     /// Offsets below the table's version are in the table: a message below it (fetched before
     /// a seek took effect) is dropped, never staged twice.
     fn set_floor(&mut self, tp: &TopicPartition, version: Option<i64>) {
+        self.metrics.health.table_position(&tp.0, tp.1, version);
         match version {
             Some(v) => self.floors.insert(tp.clone(), v),
             None => self.floors.remove(tp),
@@ -154,6 +155,11 @@ impl Pipeline {
     pub(super) async fn table_committed(&mut self, done: Committed) -> Result<(), SinkError> {
         let Committed { topic, result, millis, compacted } = done;
         self.metrics.table_commit_duration.observe(millis as f64 / 1000.0);
+        // Present at 0 from the first commit on, so dashboards see the series before it moves.
+        self.metrics.table_fenced.with_label_values(&[topic.as_str()]);
+        for direction in ["in", "out"] {
+            self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), direction]);
+        }
         match compacted {
             Some(Ok(c)) => {
                 self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), "in"]).inc_by(c.bytes_in);
@@ -180,10 +186,12 @@ impl Pipeline {
         if let Some(v) = outcome.version {
             self.metrics.table_commits.with_label_values(&[topic.as_str()]).inc();
             self.metrics.table_version.with_label_values(&[topic.as_str()]).set(v as i64);
+            self.metrics.health.table_version(&topic, v);
             tracing::info!(topic, version = v, partitions = ?outcome.committed, duration_ms = millis, "table commit");
         }
         for (partition, next) in outcome.committed {
             let tp = (topic.clone(), partition);
+            self.metrics.health.table_position(&topic, partition, Some(next));
             if self.owns(&tp) {
                 self.commit(&tp, next).await;
             }
