@@ -55,10 +55,18 @@ enum Command {
     },
 }
 
-/// Logs to stderr in the configured format; `RUST_LOG` wins over `log.level`.
+/// Logs to stderr in the configured format; `RUST_LOG` wins over `log.level`. delta_kernel's own
+/// events (a line per snapshot it builds, an ERROR for a table that does not exist yet) are off
+/// unless the filter names `delta_kernel`: its errors reach the log as the sink's, with context.
 fn init_logging(log: &LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| !v.trim().is_empty());
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    if !from_env.as_deref().unwrap_or(&log.level).contains("delta_kernel") {
+        if let Ok(quiet) = "delta_kernel=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match log.format {
         LogFormat::Json => builder.json().with_current_span(false).init(),

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub table_fenced: IntCounterVec,
     /// Table mode: the table's latest log version as this member last read or wrote it.
     pub table_version: IntGaugeVec,
+    /// Table mode: data files no version named, removed after the orphan retention, by topic.
+    pub table_orphans_removed: IntCounterVec,
     /// Table mode: bytes compaction read (`in`) and wrote (`out`), by topic.
     pub table_compaction_bytes: IntCounterVec,
     /// Partition states and dependency reachability, for `/readyz` and `/status`.
@@ -143,6 +145,7 @@ impl Metrics {
             table_conflicts: counter("kps_table_conflicts_total", "Delta log versions lost to another writer", &["topic"])?,
             table_fenced: counter("kps_table_fenced_partitions_total", "Partitions fenced by the Delta table", &["topic"])?,
             table_version: gauge("kps_table_version", "Latest Delta log version seen", &["topic"])?,
+            table_orphans_removed: counter("kps_table_orphans_removed_total", "Data files no Delta version named, removed", &["topic"])?,
             table_compaction_bytes: counter("kps_table_compaction_bytes_total", "Bytes compaction read and wrote", &["topic", "direction"])?,
             buffered_records: gauge("kps_buffered_records", "Records held in open files", &["topic", "partition"])?,
             flush_duration,

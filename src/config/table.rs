@@ -29,11 +29,14 @@ pub struct TableConfig {
     pub compaction_min_files: usize,
     /// The size compaction writes files up to (and what counts as small).
     pub target_file_bytes: u64,
+    /// Data files no version names (a crash's, a fenced member's) are removed once older than
+    /// this, unless a version this recent swapped them out; 0: never.
+    pub orphan_retention_ms: u64,
 }
 
 impl Default for TableConfig {
     fn default() -> Self {
-        Self { commit_interval_ms: 2_000, checkpoint_interval: 10, compaction_min_files: 10, target_file_bytes: 128 * 1024 * 1024 }
+        Self { commit_interval_ms: 2_000, checkpoint_interval: 10, compaction_min_files: 10, target_file_bytes: 128 * 1024 * 1024, orphan_retention_ms: 3_600_000 }
     }
 }
 
@@ -49,6 +52,13 @@ impl TableConfig {
         }
         if self.target_file_bytes < 1024 * 1024 {
             e.push(format!("table.target_file_bytes: at least 1048576 (1 MiB), got {}", self.target_file_bytes));
+        }
+        if self.orphan_retention_ms != 0 && self.orphan_retention_ms < 60_000.max(10 * self.commit_interval_ms) {
+            e.push(format!(
+                "table.orphan_retention_ms: 0 (never) or at least 60000 and ten commit intervals ({} ms), got {}",
+                60_000.max(10 * self.commit_interval_ms),
+                self.orphan_retention_ms
+            ));
         }
         if output.format == Format::Delta && output.partitioner != Partitioner::Kafka {
             e.push(format!(

@@ -124,7 +124,8 @@ impl Pipeline {
                 min_files: config.table.compaction_min_files,
                 target_file_bytes: config.table.target_file_bytes,
                 props: encode::writer_properties(&config.output),
-            })));
+            }))
+            .with_orphan_retention((config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64)));
         }
         Ok(Self {
             tables,

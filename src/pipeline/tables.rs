@@ -153,10 +153,14 @@ impl Pipeline {
     /// positioned again at the table's version. A failure the store may heal is retried by the
     /// next commit with the same ranges; any other stops the sink.
     pub(super) async fn table_committed(&mut self, done: Committed) -> Result<(), SinkError> {
-        let Committed { topic, result, millis, compacted } = done;
+        let Committed { topic, result, millis, compacted, orphans_removed } = done;
         self.metrics.table_commit_duration.observe(millis as f64 / 1000.0);
         // Present at 0 from the first commit on, so dashboards see the series before it moves.
         self.metrics.table_fenced.with_label_values(&[topic.as_str()]);
+        self.metrics.table_orphans_removed.with_label_values(&[topic.as_str()]).inc_by(orphans_removed as u64);
+        if orphans_removed > 0 {
+            tracing::info!(topic, removed = orphans_removed, "data files no version named removed");
+        }
         for direction in ["in", "out"] {
             self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), direction]);
         }

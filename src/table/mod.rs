@@ -19,6 +19,7 @@
 
 mod actions;
 pub mod compact;
+mod orphans;
 pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
 pub mod tables;
 
@@ -32,7 +33,7 @@ use delta_kernel::transaction::data_layout::DataLayout;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::DefaultEngine;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use url::Url;
 
 pub use tables::Tables;
@@ -159,6 +160,11 @@ pub struct Table {
     snapshot: Option<SnapshotRef>,
     /// Write a checkpoint every this many versions (0: never).
     checkpoint_interval: u64,
+    /// The table's store, for the checks the kernel does not make.
+    store: Arc<dyn ObjectStore>,
+    /// `table.orphan_retention_ms` when orphans are removed: a file staged for longer than half
+    /// of it is checked before a commit names it.
+    orphan_retention_ms: Option<i64>,
 }
 
 impl Table {
@@ -166,8 +172,38 @@ impl Table {
     /// read until a call needs the log. Needs a multi-threaded tokio runtime.
     pub fn new(store: Arc<dyn ObjectStore>, root: Url, topic: &str, checkpoint_interval: u64) -> Self {
         let executor = Arc::new(TokioMultiThreadExecutor::new(tokio::runtime::Handle::current()));
-        let engine = DefaultEngine::builder(store).with_task_executor(executor).build();
-        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval }
+        let engine = DefaultEngine::builder(store.clone()).with_task_executor(executor).build();
+        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval, store, orphan_retention_ms: None }
+    }
+
+    /// Orphans are removed after `ms` (see `orphans`): commits check old staged files first.
+    pub fn with_orphan_retention(mut self, ms: Option<i64>) -> Self {
+        self.orphan_retention_ms = ms;
+        self
+    }
+
+    /// The root as a key of the table's store.
+    pub fn root_key(&self) -> Result<String, TableError> {
+        object_store::path::Path::from_url_path(self.root.path())
+            .map(|p| p.as_ref().to_string())
+            .map_err(|e| TableError::Root { topic: self.topic.clone(), reason: e.to_string() })
+    }
+
+    /// Whether every file of `s` staged for longer than half the orphan retention is still in
+    /// the store (an orphan removal by another member could have taken it).
+    fn files_still_there(&self, s: &Staged) -> Result<bool, TableError> {
+        let Some(retention) = self.orphan_retention_ms else { return Ok(true) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let root = self.root_key()?;
+        for f in s.files.iter().filter(|f| now - f.modification_time > retention / 2) {
+            let path = object_store::path::Path::from(format!("{root}/{}", f.path));
+            match tokio::runtime::Handle::current().block_on(self.store.head(&path)) {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(self.err(e.into())),
+            }
+        }
+        Ok(true)
     }
 
     pub fn root(&self) -> &Url {
@@ -281,7 +317,10 @@ impl Table {
             let mut pending = Vec::with_capacity(staged.len());
             for s in staged {
                 let now = versions.get(&s.partition).copied().flatten();
-                if now == Some(s.next) {
+                if now == s.start && !self.files_still_there(&s)? {
+                    tracing::warn!(table = %self.root, partition = s.partition, "a staged file was removed before its commit (it waited past the orphan retention); the range is read again");
+                    outcome.fenced.push((s.partition, now));
+                } else if now == Some(s.next) {
                     // Our earlier attempt landed (its answer was lost), or another writer
                     // committed exactly this range: either way it is in the table, once.
                     outcome.committed.push((s.partition, s.next));

@@ -23,6 +23,8 @@ pub struct Committed {
     pub topic: String,
     /// The compaction run after the commit, if one was due.
     pub compacted: Option<Result<super::compact::Compacted, TableError>>,
+    /// Files no version named, removed after the commit.
+    pub orphans_removed: usize,
     /// The partitions of the answer whose epoch is still current; the others are left out.
     pub result: Result<Outcome, TableError>,
     pub millis: u64,
@@ -42,11 +44,14 @@ struct Slot {
     last_commit: Option<Instant>,
     /// Commits since compaction last looked at the table.
     commits_since_compaction: usize,
+    /// When orphans were last looked for (at most every quarter of the retention).
+    last_sweep: Option<Instant>,
 }
 
 struct Task {
     topic: String,
     compacted: Option<Result<super::compact::Compacted, TableError>>,
+    orphans_removed: usize,
     table: Option<Table>,
     /// What the commit was given, handed back for the next attempt when it failed.
     staged: Vec<Staged>,
@@ -66,6 +71,8 @@ pub struct Tables {
     next_epoch: u64,
     tasks: tokio::task::JoinSet<Task>,
     compaction: Option<super::compact::Policy>,
+    /// `table.orphan_retention_ms` (`None`: orphans stay).
+    orphan_retention_ms: Option<i64>,
 }
 
 /// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
@@ -119,7 +126,14 @@ impl Tables {
             next_epoch: 1,
             tasks: tokio::task::JoinSet::new(),
             compaction: None,
+            orphan_retention_ms: None,
         }
+    }
+
+    /// Removal of files no version names, older than `ms` (see `orphans`).
+    pub fn with_orphan_retention(mut self, ms: Option<i64>) -> Self {
+        self.orphan_retention_ms = ms;
+        self
     }
 
     /// Compaction after commits (see [`super::compact`]).
@@ -130,7 +144,7 @@ impl Tables {
 
     fn table(&self, topic: &str) -> Result<Table, TableError> {
         let root = (self.roots)(topic).map_err(|reason| TableError::Root { topic: topic.to_string(), reason })?;
-        Ok(Table::new(self.store.clone(), root, topic, self.checkpoint_interval))
+        Ok(Table::new(self.store.clone(), root, topic, self.checkpoint_interval).with_orphan_retention(self.orphan_retention_ms))
     }
 
     /// The table's txn version of each partition now (`None`: none yet), read afresh from the log.
@@ -221,31 +235,39 @@ impl Tables {
             let compaction = self.compaction.clone().filter(|p| p.min_files > 0 && slot.commits_since_compaction + 1 >= p.min_files);
             slot.commits_since_compaction = if compaction.is_some() { 0 } else { slot.commits_since_compaction + 1 };
             let store = self.store.clone();
+            let sweep = self.orphan_retention_ms.filter(|ms| slot.last_sweep.is_none_or(|t| t.elapsed().as_millis() as i64 >= ms / 4));
+            if sweep.is_some() {
+                slot.last_sweep = Some(Instant::now());
+            }
             self.tasks.spawn(async move {
                 let given = staged.clone();
                 let joined = tokio::task::spawn_blocking(move || {
                     let result = table.commit(staged);
                     // After the commit, on the same thread: never while one of ours is under way.
                     let compacted = match (&result, compaction) {
-                        (Ok(_), Some(policy)) => {
-                            let root = object_store::path::Path::from_url_path(table.root().path()).map_err(|e| e.to_string());
-                            Some(match root {
-                                Ok(root) => table.compact(&store, root.as_ref(), &policy),
-                                Err(reason) => Err(TableError::Root { topic: table.topic.clone(), reason }),
-                            })
-                        }
+                        (Ok(_), Some(policy)) => Some(table.root_key().and_then(|root| table.compact(&store, &root, &policy))),
                         _ => None,
                     };
-                    (table, result, compacted)
+                    let mut orphans_removed = 0;
+                    if let (Ok(_), Some(ms)) = (&result, sweep) {
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                        match table.root_key().and_then(|root| table.remove_orphans(&store, &root, ms, now)) {
+                            Ok(n) => orphans_removed = n,
+                            Err(e) => tracing::warn!(table = %table.root(), error = %e, "looking for orphan files failed; tried again later"),
+                        }
+                    }
+                    (table, result, compacted, orphans_removed)
                 })
                 .await;
                 match joined {
-                    Ok((table, result, compacted)) => Task { topic: name, compacted, table: Some(table), staged: given, result, epochs, started },
+                    Ok((table, result, compacted, orphans_removed)) => {
+                        Task { topic: name, compacted, orphans_removed, table: Some(table), staged: given, result, epochs, started }
+                    }
                     // The kernel panicked: the table object is lost with it; a fresh one reads
                     // the log again, and the answer is unknown, so the ranges are staged again.
                     Err(e) => {
                         let result = Err(TableError::Task { table: name.clone(), reason: e.to_string() });
-                        Task { topic: name, compacted: None, table: None, staged: given, result, epochs, started }
+                        Task { topic: name, compacted: None, orphans_removed: 0, table: None, staged: given, result, epochs, started }
                     }
                 }
             });
@@ -262,10 +284,10 @@ impl Tables {
                 Err(e) if e.is_cancelled() => continue,
                 Err(e) => {
                     let result = Err(TableError::Task { table: String::new(), reason: e.to_string() });
-                    return Some(Committed { topic: String::new(), compacted: None, result, millis: 0 });
+                    return Some(Committed { topic: String::new(), compacted: None, orphans_removed: 0, result, millis: 0 });
                 }
             };
-            let Task { topic, compacted, table, staged, result, epochs, started } = task;
+            let Task { topic, compacted, orphans_removed, table, staged, result, epochs, started } = task;
             let current = |p: &i32| epochs.get(p).copied().unwrap_or(0) == self.epochs.get(&(topic.clone(), *p)).copied().unwrap_or(0);
             let slot = self.slots.entry(topic.clone()).or_default();
             slot.table = table;
@@ -287,7 +309,7 @@ impl Tables {
                 o.fenced.retain(|(p, _)| current(p));
                 o
             });
-            return Some(Committed { topic, compacted, result, millis: started.elapsed().as_millis() as u64 });
+            return Some(Committed { topic, compacted, orphans_removed, result, millis: started.elapsed().as_millis() as u64 });
         }
     }
 }

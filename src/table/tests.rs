@@ -261,3 +261,49 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
     assert_eq!(versions, BTreeMap::from([(0, Some(60)), (1, Some(60))]), "txn versions after compaction");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_no_version_names_are_removed_after_the_retention_and_named_ones_never() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let named = put_file(&store, 0, 0, 10).await?;
+    let orphan = put_file(&store, 0, 10, 10).await?; // uploaded, never committed: a crash's leftover
+    let mut t = table(&store, 0)?;
+    let kv = store.clone();
+    let named_path = named.path.clone();
+    let (early, late, files) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![named] }])?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let early = t.remove_orphans(&kv, "bronze/topics/t", 60_000, now)?;
+        let late = t.remove_orphans(&kv, "bronze/topics/t", 60_000, now + 120_000)?;
+        Ok((early, late, t.file_paths()?))
+    })
+    .await??;
+    assert_eq!(early, 0, "nothing is removed before the retention");
+    assert_eq!(late, 1, "the never-committed file, once older than the retention");
+    assert_eq!(files, vec![named_path.clone()], "the table's files");
+    let exists = |p: &str| {
+        let store = store.clone();
+        let key = format!("bronze/topics/t/{p}");
+        async move { store.head(&key.as_str().into()).await.is_ok() }
+    };
+    assert!(exists(&named_path).await, "the named file is still there");
+    assert!(!exists(&orphan.path).await, "the orphan is gone");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_staged_file_removed_before_its_commit_is_never_named() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut gone = put_file(&store, 0, 0, 10).await?;
+    store.delete(&format!("bronze/topics/t/{}", gone.path).as_str().into()).await?;
+    gone.modification_time = 1; // staged long ago, past half the retention
+    let kept = put_file(&store, 1, 0, 10).await?;
+    let mut t = table(&store, 0)?.with_orphan_retention(Some(60_000));
+    let outcome = tokio::task::spawn_blocking(move || {
+        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![gone] }, Staged { partition: 1, start: None, next: 10, files: vec![kept] }])
+    })
+    .await??;
+    assert_eq!(outcome.fenced, vec![(0, None)], "the partition whose file is gone reads its range again");
+    assert_eq!(outcome.committed, vec![(1, 10)], "the other partition commits");
+    Ok(())
+}
