@@ -46,6 +46,9 @@ ensure_python() {
   python3 -c 'import pyarrow' 2>/dev/null || { log "installing pyarrow"; python3 -m pip install -q pyarrow; }
   python3 -c 'import duckdb' 2>/dev/null || { log "installing duckdb"; python3 -m pip install -q duckdb; }
   python3 -c 'import deltalake' 2>/dev/null || { log "installing deltalake (delta-rs), the independent reader of Delta tables"; python3 -m pip install -q deltalake==1.6.6; }
+  # DuckDB's delta_scan, a second reader of Delta tables: its extensions come as PyPI wheels that
+  # pin duckdb 1.5.5, so they live in a directory of their own beside the system's duckdb.
+  [ -d "$STACK_DIR/duckdb-delta/duckdb_extension_delta" ] || { log "installing DuckDB 1.5.5 with its delta and httpfs extensions into $STACK_DIR/duckdb-delta"; python3 -m pip install -q --target "$STACK_DIR/duckdb-delta" duckdb==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-httpfs==1.5.5; }
   python3 -c 'import jsonschema, yaml' 2>/dev/null || { log "installing jsonschema and pyyaml"; python3 -m pip install -q jsonschema pyyaml; }
 }
 

@@ -62,6 +62,12 @@ fn records_land_once_in_the_table_and_a_new_group_resumes_from_it() -> TestResul
     let table = read_delta(&stack, &prefix, &topic, partitions)?;
     table.exactly_once(&produced)?;
     assert_eq!(table.txn, txn_of(&ends), "txn versions after the second group");
+    // DuckDB's delta_scan, a reader built on another code base, sees the same rows.
+    let mut by_deltalake = table.rows.clone();
+    by_deltalake.sort();
+    let by_duckdb = read_delta_duckdb(&stack, &prefix, &topic)?;
+    assert_eq!(by_duckdb.len(), by_deltalake.len(), "rows DuckDB's delta_scan reads against deltalake's");
+    assert!(by_duckdb == by_deltalake, "DuckDB's delta_scan and deltalake read different (partition, offset) rows");
     Ok(())
 }
 

@@ -86,6 +86,8 @@ pub struct Pipeline {
     /// Table mode: each partition's table version when it was positioned; offsets below are in
     /// the table already.
     floors: HashMap<TopicPartition, i64>,
+    /// Table mode: group offsets to commit because the table is there (see `tables::set_floor`).
+    hints: HashMap<TopicPartition, i64>,
 }
 
 impl Pipeline {
@@ -133,6 +135,7 @@ impl Pipeline {
             landed: HashMap::new(),
             auto_offset_reset: config.kafka.auto_offset_reset.clone(),
             floors: HashMap::new(),
+            hints: HashMap::new(),
             uploads,
             owners: HashMap::new(),
             group,
@@ -595,6 +598,7 @@ impl Pipeline {
             self.flush(&tp, reason).await?;
         }
         self.start_table_commits(false)?;
+        self.commit_hints().await;
         self.commit_caught_up().await;
         Ok(())
     }

@@ -65,9 +65,29 @@ impl Pipeline {
     fn set_floor(&mut self, tp: &TopicPartition, version: Option<i64>) {
         self.metrics.health.table_position(&tp.0, tp.1, version);
         match version {
-            Some(v) => self.floors.insert(tp.clone(), v),
-            None => self.floors.remove(tp),
-        };
+            Some(v) => {
+                self.floors.insert(tp.clone(), v);
+                // The group's offset follows the table's on the next tick, even when nothing is
+                // left to read (a member fenced at the end of the log): the table holds every
+                // offset below it.
+                if self.partitions.get(tp).is_none_or(|b| b.committed.is_none_or(|c| c < v)) {
+                    self.hints.insert(tp.clone(), v);
+                }
+            }
+            None => {
+                self.floors.remove(tp);
+            }
+        }
+    }
+
+    /// Commits the group offsets that follow table positions (see `set_floor`).
+    pub(super) async fn commit_hints(&mut self) {
+        let hints: Vec<(TopicPartition, i64)> = self.hints.drain().collect();
+        for (tp, v) in hints {
+            if self.owns(&tp) && self.partitions.get(&tp).is_some_and(|b| b.committed.is_none_or(|c| c < v)) {
+                self.commit(&tp, v).await;
+            }
+        }
     }
 
     pub(super) fn revoked_from_table(&mut self, tp: &TopicPartition) {
@@ -77,6 +97,7 @@ impl Pipeline {
         self.landed.remove(tp);
         self.awaiting.remove(tp);
         self.floors.remove(tp);
+        self.hints.remove(tp);
     }
 
     /// Positions every partition that waits: reads the table's txn versions, seeks there (or,

@@ -995,3 +995,25 @@ pub fn read_delta(stack: &Stack, prefix: &str, topic: &str, partitions: i32) -> 
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+/// Every row's (Kafka partition, offset) of the topic's Delta table as DuckDB's `delta_scan`
+/// reads it (`scripts/delta_duckdb.py`, on the DuckDB that `scripts/stack.sh` installs for it).
+pub fn read_delta_duckdb(stack: &Stack, prefix: &str, topic: &str) -> TestResult<Vec<(i32, i64)>> {
+    #[derive(serde::Deserialize)]
+    struct Dump {
+        rows: Vec<(i32, i64)>,
+    }
+    let stack_dir = std::env::var("STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join(".stack"));
+    let table = format!("{prefix}/topics/{topic}");
+    let out = Command::new("python3")
+        .arg(root().join("scripts/delta_duckdb.py"))
+        .args(["--endpoint", &stack.s3, "dump", "--table", &table])
+        .env("DUCKDB_DELTA_DIR", stack_dir.join("duckdb-delta"))
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("delta_duckdb.py dump of {table} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let mut rows = serde_json::from_slice::<Dump>(&out.stdout)?.rows;
+    rows.sort();
+    Ok(rows)
+}
