@@ -14,7 +14,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rand::Rng;
 
 #[test]
 fn random_kill9_under_load_loses_and_duplicates_nothing() -> TestResult {
@@ -47,26 +46,13 @@ fn kill_loop(cycles: usize, prefix: &str) -> TestResult {
     };
 
     let producer = BackgroundProducer::start(&stack, &topic, partitions, 120, Duration::from_millis(50));
-    let mut rng = rand::rng();
     let (mut cleanups, mut uploads, mut uncommitted_uploads) = (0, 0, 0);
     let started = Instant::now();
     for cycle in 0..cycles {
         let mut sink = spec().start()?;
-        // Wait until this member owns partitions, then kill it somewhere in its work.
-        wait_for(Duration::from_secs(60), &format!("cycle {cycle}: the member to get partitions"), || {
-            Ok((sink.metric_sum("kps_partition_state", &[("state", "RUNNING")]) > 0.0).then_some(()))
-        })?;
-        if cycle % 2 == 0 {
-            std::thread::sleep(Duration::from_millis(rng.random_range(100..2500)));
-        } else {
-            // Right after an upload is logged, before (or while) its offset is committed.
-            let before = sink.log().matches("file uploaded").count();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while sink.log().matches("file uploaded").count() == before && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-        sink.kill9()?;
+        // Kill it somewhere in its work; on odd cycles right after an upload is logged, before
+        // (or while) its offset is committed.
+        kill_somewhere(&mut sink, cycle, "file uploaded")?;
         let log = sink.log();
         cleanups += log.matches("removed files uploaded but never committed").count();
         uploads += log.matches("file uploaded").count();

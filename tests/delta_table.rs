@@ -108,7 +108,6 @@ fn two_members_racing_for_one_table_never_commit_a_row_twice() -> TestResult {
 /// txn version is there; at the end every offset exactly once.
 #[test]
 fn random_kill9_under_load_never_shows_a_reader_a_duplicate_or_a_hole() -> TestResult {
-    use rand::Rng;
     let cycles: usize = std::env::var("KPS_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).map_or(10, |c: usize| (c / 2).max(4));
     let stack = Stack::get()?;
     let (topic, group, prefix) = (unique("it-delta-kill"), unique("it-group"), unique("it/delta-kill"));
@@ -121,25 +120,12 @@ fn random_kill9_under_load_never_shows_a_reader_a_duplicate_or_a_hole() -> TestR
             .env("KPS__KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000")
     };
     let producer = BackgroundProducer::start(&stack, &topic, partitions, 120, Duration::from_millis(50));
-    let mut rng = rand::rng();
     let mut polls = Vec::new();
     let mut commits = 0;
     for cycle in 0..cycles {
         let mut sink = spec().start()?;
-        wait_for(Duration::from_secs(60), &format!("cycle {cycle}: the member to get partitions"), || {
-            Ok((sink.metric_sum("kps_partition_state", &[("state", "RUNNING")]) > 0.0).then_some(()))
-        })?;
-        if cycle % 2 == 0 {
-            std::thread::sleep(Duration::from_millis(rng.random_range(100..2500)));
-        } else {
-            // Right after a table commit is logged, before the group's offsets follow it.
-            let before = sink.log().matches("table commit").count();
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while sink.log().matches("table commit").count() == before && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-        sink.kill9()?;
+        // On odd cycles right after a table commit is logged, before the group's offsets follow.
+        kill_somewhere(&mut sink, cycle, "table commit")?;
         commits += sink.log().matches("table commit").count();
         if commits > 0 {
             polls.push(read_delta(&stack, &prefix, &topic, partitions)?);
@@ -209,5 +195,26 @@ fn small_files_are_compacted_while_consuming_and_the_rows_stay_the_same() -> Tes
         "{uploads} files uploaded, {compactions} compactions; files per partition value now {per_partition:?}"
     );
     eprintln!("compaction: {uploads} files uploaded, {compactions} compactions, files per partition value at the end {per_partition:?}");
+    Ok(())
+}
+
+/// The same table on a local directory (`output.url = "file:///..."`): the kernel reads and
+/// writes the log through the machine's filesystem.
+#[test]
+fn a_local_directory_holds_the_table_too() -> TestResult {
+    let stack = Stack::get()?;
+    let dir = tempfile::tempdir()?;
+    let (topic, group) = (unique("it-delta-local"), unique("it-group"));
+    let prefix = format!("file://{}/lake", dir.path().display());
+    let partitions = 2;
+    let produced = produce(&stack, &topic, partitions, 400, None, 1903)?;
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, FLUSH).output(DELTA).tables(TABLE).start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    let table = read_delta(&stack, &prefix, &topic, partitions)?;
+    table.exactly_once(&produced)?;
+    assert_eq!(table.txn, txn_of(&ends), "txn versions");
+    assert!(dir.path().join(format!("lake/topics/{topic}/_delta_log/00000000000000000000.json")).exists(), "the log under the directory");
     Ok(())
 }

@@ -217,6 +217,13 @@ impl Table {
     /// Reads the log's latest version (`None`: no table yet). Incremental from the last
     /// snapshot read.
     pub fn refresh(&mut self) -> Result<Option<SnapshotRef>, TableError> {
+        if self.snapshot.is_none() && self.root.scheme() == "file" {
+            // The kernel refuses a local root that does not exist yet; a new table's directory is
+            // made here (what a put makes on an object store).
+            if let Ok(dir) = self.root.to_file_path() {
+                std::fs::create_dir_all(&dir).map_err(|e| self.err(delta_kernel::KernelError::IOError(e)))?;
+            }
+        }
         let built = match &self.snapshot {
             Some(s) => Snapshot::builder_from(s.clone()).build(self.engine.as_ref()),
             None => Snapshot::builder_for(self.root.as_str()).build(self.engine.as_ref()),

@@ -1017,3 +1017,23 @@ pub fn read_delta_duckdb(stack: &Stack, prefix: &str, topic: &str) -> TestResult
     rows.sort();
     Ok(rows)
 }
+
+/// One cycle of a kill loop: waits until the member owns partitions, then SIGKILLs it somewhere
+/// in its work: after a random pause on even cycles, on odd ones the moment a new `marker` line
+/// is logged (an upload, a table commit), to land between that step and the next.
+pub fn kill_somewhere(sink: &mut SinkProcess, cycle: usize, marker: &str) -> TestResult {
+    use rand::Rng;
+    wait_for(Duration::from_secs(60), &format!("cycle {cycle}: the member to get partitions"), || {
+        Ok((sink.metric_sum("kps_partition_state", &[("state", "RUNNING")]) > 0.0).then_some(()))
+    })?;
+    if cycle % 2 == 0 {
+        std::thread::sleep(Duration::from_millis(rand::rng().random_range(100..2500)));
+    } else {
+        let before = sink.log().matches(marker).count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sink.log().matches(marker).count() == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    sink.kill9()
+}
