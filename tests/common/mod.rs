@@ -1026,7 +1026,7 @@ pub fn kill_somewhere(sink: &mut SinkProcess, cycle: usize, marker: &str) -> Tes
     wait_for(Duration::from_secs(60), &format!("cycle {cycle}: the member to get partitions"), || {
         Ok((sink.metric_sum("kps_partition_state", &[("state", "RUNNING")]) > 0.0).then_some(()))
     })?;
-    if cycle % 2 == 0 {
+    if cycle.is_multiple_of(2) {
         std::thread::sleep(Duration::from_millis(rand::rng().random_range(100..2500)));
     } else {
         let before = sink.log().matches(marker).count();
