@@ -119,7 +119,8 @@ pub struct Health {
     up_gauge: IntGaugeVec,
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in Unix milliseconds (0 before 1970): one reading for every stage.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

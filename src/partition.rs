@@ -130,7 +130,7 @@ impl PathScheme {
                     None => None,
                 };
                 let ms = from_field.or(timestamp_ms).unwrap_or_else(|| {
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+                    crate::health::now_ms()
                 });
                 Ok(Some(format_time(tokens, *zone, ms)))
             }

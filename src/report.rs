@@ -76,7 +76,7 @@ pub fn render(doc: &Value) -> String {
 }
 
 fn ago(unix_ms: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = crate::health::now_ms();
     format!("{}s ago", (now - unix_ms).max(0) / 1000)
 }
 

@@ -313,7 +313,7 @@ impl Job {
             tracing::warn!(topic = %self.tp.0, partition = self.tp.1, key, "partition lost while the file uploaded: it stays unreferenced by the table");
             return Ok(None);
         }
-        let modification_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let modification_time = crate::health::now_ms();
         Ok(Some(Landed {
             table_file: Some(crate::table::DataFile { path, size: size as u64, rows: file.rows, modification_time, schema }),
             key,

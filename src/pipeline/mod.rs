@@ -544,7 +544,7 @@ impl Pipeline {
 
     /// One observation per row and clock: now (the upload just completed) minus the event time.
     fn observe_time_to_lake(&self, topic: &str, times: &crate::buffer::RowTimes) {
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = crate::health::now_ms();
         for (from, values) in [("source", &times.source_ms), ("kafka", &times.kafka_ms)] {
             let h = self.metrics.time_to_lake.with_label_values(&[topic, from]);
             for t in values {

@@ -107,7 +107,7 @@ impl Table {
                 .update_table(UpdateTableOperation::Optimize, ENGINE_INFO, false)
                 .build(engine.as_ref(), Box::new(FileSystemCommitter::new()))
                 .map_err(|e| self.err(e))?;
-            let modification_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let modification_time = crate::health::now_ms();
             let partition: i32 = files[0].partition.parse().unwrap_or_default();
             let new_file = DataFile { path: relative, size, rows, modification_time, schema };
             let staged = [super::Staged { partition, start: None, next: 0, files: vec![new_file.clone()] }];

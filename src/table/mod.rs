@@ -193,7 +193,7 @@ impl Table {
     /// the store (an orphan removal by another member could have taken it).
     fn files_still_there(&self, s: &Staged) -> Result<bool, TableError> {
         let Some(retention) = self.orphan_retention_ms else { return Ok(true) };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = crate::health::now_ms();
         let root = self.root_key()?;
         for f in s.files.iter().filter(|f| now - f.modification_time > retention / 2) {
             let path = object_store::path::Path::from(format!("{root}/{}", f.path));

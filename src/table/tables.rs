@@ -250,7 +250,7 @@ impl Tables {
                     };
                     let mut orphans_removed = 0;
                     if let (Ok(_), Some(ms)) = (&result, sweep) {
-                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                        let now = crate::health::now_ms();
                         match table.root_key().and_then(|root| table.remove_orphans(&store, &root, ms, now)) {
                             Ok(n) => orphans_removed = n,
                             Err(e) => tracing::warn!(table = %table.root(), error = %e, "looking for orphan files failed; tried again later"),
