@@ -7,6 +7,10 @@
       the txn version (next offset) of partitions 0 .. N-1 under the sink's app ids
   delta.py show --table PATH [--rows N]
       the table's schema, version and a few rows, for a person
+  delta.py append --table PATH --rows N --offset-base B [--below O]
+      another writer: appends N of the table's rows (of those with an offset below O) again,
+      their __kafka_offset moved up by B, in one commit of its own (a test's outside writer);
+      prints the version it wrote and the rows appended
 
 PATH is the table's root under the bucket (bronze/cdc/tasks/topics/<topic>), or file:///dir for
 a local table. --endpoint and --bucket name the S3 server (the local stack's by default).
@@ -68,6 +72,22 @@ def show(a):
         print(row)
 
 
+def append(a):
+    from deltalake import write_deltalake
+    import pyarrow.compute as pc
+
+    dt = open_table(a)
+    rows = dt.to_pyarrow_table()
+    if a.below is not None:
+        rows = rows.filter(pc.less(rows.column("__kafka_offset"), a.below))
+    rows = rows.slice(0, a.rows)
+    i = rows.schema.get_field_index("__kafka_offset")
+    rows = rows.set_column(i, rows.schema.field(i), pc.add(rows.column(i), a.offset_base))
+    write_deltalake(dt, rows, mode="append")
+    dt.update_incremental()
+    json.dump({"version": dt.version(), "rows": rows.num_rows}, sys.stdout)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoint", default=os.environ.get("S3_ENDPOINT", "http://127.0.0.1:9000"))
@@ -79,8 +99,13 @@ def main():
     s = sub.add_parser("show")
     s.add_argument("--table", required=True)
     s.add_argument("--rows", type=int, default=5)
+    w = sub.add_parser("append")
+    w.add_argument("--table", required=True)
+    w.add_argument("--rows", type=int, required=True)
+    w.add_argument("--offset-base", type=int, required=True)
+    w.add_argument("--below", type=int)
     a = ap.parse_args()
-    {"dump": dump, "show": show}[a.cmd](a)
+    {"dump": dump, "show": show, "append": append}[a.cmd](a)
 
 
 if __name__ == "__main__":

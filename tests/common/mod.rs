@@ -358,6 +358,18 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
     Ok(got.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { Some(o) } else { None })).collect())
 }
 
+/// Deletes a consumer group (its committed offsets with it), as `kafka-consumer-groups.sh
+/// --delete` does; the group must have no members.
+pub fn delete_group(bootstrap: &str, group: &str) -> TestResult {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let answers = tokio::runtime::Runtime::new()?.block_on(admin.delete_groups(&[group], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
+    for a in answers {
+        a.map_err(|(g, e)| format!("deleting group {g}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Polls `f` until it returns `Some`, or fails after `timeout` with `what` in the message.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> TestResult<Option<T>>) -> TestResult<T> {
     let deadline = Instant::now() + timeout;
