@@ -124,7 +124,11 @@ pub async fn run(config: &Config, store: &mut Store, auth: &Auth) -> Vec<Check> 
         let Some(view) = &kafka else { break };
         let Some(t) = view.topics.iter().find(|t| &t.name == topic) else { continue };
         push(&format!("consumer group {} on {topic}", config.kafka.group_id), lag(t));
-        push(&format!("files of {topic} in the lake"), check_files(store, topic).await);
+        if config.output.format == crate::config::Format::Delta {
+            push(&format!("delta table of {topic}"), check_table(store, t).await);
+        } else {
+            push(&format!("files of {topic} in the lake"), check_files(store, topic).await);
+        }
     }
     out
 }
@@ -299,6 +303,38 @@ async fn check_files(store: &Store, topic: &str) -> Result<String, Failure> {
         fail(format!("{key} is not readable as Parquet: {e}"), "remove the object; the sink rewrites it from Kafka if not committed")
     })?;
     Ok(format!("{count} file(s); newest {key} has {rows} row(s)"))
+}
+
+/// Table mode: the topic's Delta table, its latest version and files, and each partition's
+/// txn version (where the table says it resumes) beside the group's offset (only a hint).
+async fn check_table(store: &Store, t: &TopicView) -> Result<String, Failure> {
+    let root = store.table_root(&t.name).map_err(|e| fail(e.to_string(), "check output.prefix and the store's URL"))?;
+    let partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+    let mut table = crate::table::Table::new(store.table_store(), root.clone(), &t.name, 0);
+    let read = tokio::task::spawn_blocking(move || -> Result<_, crate::table::TableError> {
+        let versions = table.versions(&partitions)?;
+        let files = table.file_paths()?.len();
+        Ok((table.version(), files, versions))
+    })
+    .await
+    .map_err(|e| fail(format!("reading the table's log stopped: {e}"), "run doctor again"))?;
+    let (version, files, versions) = read.map_err(|e| fail(e.to_string(), "check the store's credentials, and that nothing but the sink rewrites _delta_log/"))?;
+    let Some(version) = version else {
+        return Err(fail(
+            format!("no Delta table at {root}"),
+            "the sink creates it with its first commit: check its log and /status (table.commit_interval_ms sets the cadence)",
+        ));
+    };
+    let detail: Vec<String> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let table = versions.get(&p.partition).copied().flatten().map_or("-".to_string(), |v| v.to_string());
+            let group = p.committed.map_or("-".to_string(), |c| c.to_string());
+            format!("p{}={table} (group {group})", p.partition)
+        })
+        .collect();
+    Ok(format!("version {version}, {files} file(s); resumes at {}", detail.join(" ")))
 }
 
 fn parquet_rows(bytes: Bytes) -> Result<i64, parquet::errors::ParquetError> {

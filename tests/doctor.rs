@@ -190,3 +190,34 @@ fn doctor_reports_the_debezium_connector_running_failed_or_missing() -> TestResu
     assert!(text.get(l + 1).is_some_and(|f| f.trim_start().starts_with("fix: ")), "failed connector: no fix line\n{out}");
     Ok(())
 }
+
+/// Table mode: the last checkpoint reads the topic's Delta table (its version, files, and each
+/// partition's txn version beside the group's offset) instead of listing files; no table yet
+/// fails the line with a fix.
+#[test]
+fn doctor_shows_the_delta_table_and_where_each_partition_resumes() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-doctor-delta"), unique("it-group"), unique("it/doctor-delta"));
+    let produced = produce(&stack, &topic, 2, 100, None, 82)?;
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 40\nrotate_interval_ms = 1000")
+        .output("format = \"delta\"")
+        .tables("[table]\ncommit_interval_ms = 500")
+        .start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(60)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
+    let delta = [("KPS__OUTPUT__FORMAT", "delta")];
+    let (code, out) = doctor(&stack, &topic, &group, &prefix, &delta)?;
+    assert_eq!(code, 0, "healthy table-mode pipeline:\n{out}");
+    let table_line = line(&out, "delta table of").ok_or(format!("no table checkpoint in:\n{out}"))?;
+    assert!(table_line.starts_with("✅"), "{table_line}");
+    let resumes: Vec<String> = ends.iter().map(|(p, e)| format!("p{p}={e} (group {e})")).collect();
+    assert!(table_line.contains(&format!("resumes at {}", resumes.join(" "))), "each partition's txn version and group offset: {table_line}");
+    assert!(line(&out, "files of").is_none(), "no file listing in table mode:\n{out}");
+
+    let (code, out) = doctor(&stack, &topic, &group, &unique("it/no-table"), &delta)?;
+    assert_eq!(code, 1, "no table under another prefix:\n{out}");
+    let table_line = line(&out, "delta table of").ok_or(format!("no table checkpoint in:\n{out}"))?;
+    assert!(table_line.starts_with("❌") && table_line.contains("no Delta table at s3://datalake/"), "{table_line}");
+    Ok(())
+}

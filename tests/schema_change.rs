@@ -127,3 +127,59 @@ fn an_incompatible_change_still_rolls_and_loses_nothing() -> TestResult {
     assert!(log.contains("does not reconcile") && log.contains("x: type changed from string to long"), "the log says why:\n{log}");
     Ok(())
 }
+
+/// Table mode: rows whose column changes kind (string → long) cannot join a Delta table. Their
+/// partition stops, FAILED with the reason, nothing of it committed past the table's version;
+/// the other partition goes on.
+#[test]
+fn in_table_mode_a_change_delta_cannot_express_fails_only_its_partition() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-schema-delta"), unique("it-group"), unique("it/schema-delta"));
+    let v1 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "string"}]}"#;
+    let v2 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "long"}]}"#;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &topic, 2))?;
+    let ids = [rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v1))?, rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v2))?];
+    kafka_parquet_sink::testkit::allow_debezium_names();
+    let schemas = [apache_avro::Schema::parse_str(v1)?, apache_avro::Schema::parse_str(v2)?];
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
+    // Partition 0: v1 only. Partition 1: v1, then v2.
+    for (partition, versions) in [(0, vec![0usize]), (1, vec![0, 1])] {
+        for (round, version) in versions.into_iter().enumerate() {
+            for i in 0..10i64 {
+                use apache_avro::types::Value;
+                let x = if version == 0 { Value::String(format!("s{i}")) } else { Value::Long(i) };
+                let body = apache_avro::to_avro_datum(&schemas[version], Value::Record(vec![("id".into(), Value::Long(round as i64 * 10 + i)), ("x".into(), x)]))?;
+                let value = frame::encode(ids[version], &body);
+                let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value);
+                rt.block_on(producer.send(record, Duration::from_secs(10))).map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 1000")
+        .output("format = \"delta\"")
+        .tables("[table]\ncommit_interval_ms = 500")
+        .start()?;
+    let status = wait_for(Duration::from_secs(60), "partition 1 to be FAILED and partition 0 committed", || {
+        let status = sink.status()?;
+        let parts = status["partitions"].as_array().cloned().unwrap_or_default();
+        let state = |p: i64| parts.iter().find(|x| x["partition"].as_i64() == Some(p)).map(|x| (x["state"].clone(), x["table_version"].clone()));
+        let done = state(1).is_some_and(|(s, _)| s == "FAILED") && state(0).is_some_and(|(_, v)| v == 10);
+        Ok(done.then_some(status))
+    })
+    .map_err(|e| format!("{e}\n{}", sink.log()))?;
+    let failed = status["partitions"].as_array().and_then(|p| p.iter().find(|x| x["partition"].as_i64() == Some(1)).cloned()).ok_or("no partition 1")?;
+    let why = failed["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("column x is string in the table and long in the rows"), "partition 1's reason: {failed}");
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    let table = read_delta(&stack, &prefix, &topic, 2)?;
+    let p1 = table.txn.get("1").copied().flatten();
+    assert!(p1.is_none_or(|v| v <= 10), "partition 1 committed past its v1 rows: txn {p1:?}");
+    let mut rows = table.rows.clone();
+    rows.sort();
+    let want: Vec<(i32, i64)> = (0..10).map(|o| (0, o)).chain((0..p1.unwrap_or(0)).map(|o| (1, o))).collect();
+    assert_eq!(rows, want, "the table's rows: partition 0's ten, partition 1's below its txn version {p1:?}");
+    let committed = committed(&stack.bootstrap, &group, &topic, 2)?;
+    assert!(committed.get(&1).copied().flatten().is_none_or(|c| c <= 10), "the group's offset of the failed partition: {committed:?}");
+    Ok(())
+}

@@ -14,6 +14,7 @@ use super::Pipeline;
 use crate::commit;
 use crate::commit::uploads::{Landed, Ownership};
 use crate::error::SinkError;
+use crate::health::PartitionState;
 use crate::source::TopicPartition;
 use crate::table::tables::Committed;
 
@@ -226,6 +227,9 @@ impl Pipeline {
             self.metrics.table_fenced.with_label_values(&[topic.as_str()]).inc();
             self.fenced_by_table(&tp, version).await?;
         }
+        for (partition, reason) in outcome.refused {
+            self.refused_by_table(&(topic.clone(), partition), reason);
+        }
         Ok(())
     }
 
@@ -233,8 +237,45 @@ impl Pipeline {
     /// file, uploads in flight, staged files) is dropped, never referenced, and it reads again
     /// from the table's version.
     async fn fenced_by_table(&mut self, tp: &TopicPartition, version: Option<i64>) -> Result<(), SinkError> {
-        if !self.partitions.contains_key(tp) {
+        if !self.drop_held(tp) {
             return Ok(());
+        }
+        tracing::warn!(topic = %tp.0, partition = tp.1, table_version = ?version, "fenced by the table: reading again from its version");
+        self.seek_to_table(tp, version).await
+    }
+
+    /// The table cannot take the partition's rows (a column type Delta cannot change): the
+    /// partition stops, FAILED, as a record that cannot be written stops it under
+    /// `errors.tolerance = "none"`, whatever the tolerance: the records are well-formed, and
+    /// sending every later change to the dead-letter topic would empty the table of them
+    /// silently. Nothing of it is committed past the table's version; a restart after the fix
+    /// (a new table, or `output.schema_change`) reads it again from there.
+    fn refused_by_table(&mut self, tp: &TopicPartition, reason: String) {
+        if !self.drop_held(tp) {
+            return;
+        }
+        if let Some(tables) = self.tables.as_mut() {
+            tables.forget(tp); // no cursor: nothing of it is staged any more
+        }
+        self.hints.remove(tp);
+        if let Some(buf) = self.partitions.get_mut(tp) {
+            buf.failed = true;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.0, tp.1);
+        if let Err(err) = self.consumer.pause(&tpl) {
+            tracing::warn!(topic = %tp.0, partition = tp.1, error = %err, "could not pause the failed partition; its records are ignored");
+        }
+        self.metrics.errors.with_label_values(&["table", "schema"]).inc();
+        tracing::error!(topic = %tp.0, partition = tp.1, %reason, "the table cannot take the partition's rows: partition FAILED; nothing is committed past the table's version");
+        self.metrics.health.set_state(&tp.0, tp.1, PartitionState::Failed, Some(format!("delta table: {reason}")));
+    }
+
+    /// Drops what this member holds of the partition (open file, uploads in flight, files
+    /// landed or staged), never to be referenced; `false` when it does not own it.
+    fn drop_held(&mut self, tp: &TopicPartition) -> bool {
+        if !self.partitions.contains_key(tp) {
+            return false;
         }
         if let Some(old) = self.owners.insert(tp.clone(), Ownership::new(tp.clone(), self.group.clone())) {
             old.release(); // its uploads in flight report to an epoch that is gone
@@ -247,8 +288,7 @@ impl Pipeline {
             buf.replay_through = None;
         }
         self.remeasure(tp);
-        tracing::warn!(topic = %tp.0, partition = tp.1, table_version = ?version, "fenced by the table: reading again from its version");
-        self.seek_to_table(tp, version).await
+        true
     }
 
     /// Shutdown in table mode: commits everything staged, trying again while the store heals

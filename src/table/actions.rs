@@ -1,5 +1,5 @@
-//! What a commit hands the kernel: the table schema from our files' Arrow schema, the columns a
-//! new schema version adds, and the add actions of the files.
+//! What a commit hands the kernel: the table schema from our files' Arrow schema, and the add
+//! actions of the files.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Fields, Schema};
 use delta_kernel::engine::arrow_conversion::TryFromArrow as _;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
-use delta_kernel::schema::{SchemaRef as KernelSchemaRef, StructField, StructType};
+use delta_kernel::schema::{SchemaRef as KernelSchemaRef, StructType};
 use delta_kernel::EngineData;
 
 use super::{DataFile, Staged};
@@ -102,33 +102,6 @@ fn kernel_message(text: &str) -> String {
         m = rest;
     }
     m.to_string()
-}
-
-/// Top-level columns of `files` the table lacks, nullable (rows written before have none). A
-/// column the table has with another type is refused: Delta's type widening is not used, and
-/// a reader would misread the older files.
-pub fn merged_schema<'a>(table: &StructType, files: impl Iterator<Item = &'a DataFile>) -> Result<Vec<StructField>, String> {
-    let mut added: Vec<StructField> = Vec::new();
-    for f in files {
-        let theirs = kernel_schema(&f.schema)?;
-        for field in theirs.fields() {
-            match table.field(field.name()) {
-                Some(ours) if ours.data_type() == field.data_type() => {}
-                Some(ours) => {
-                    return Err(format!(
-                        "column {} is {} in the table and {} in file {}",
-                        field.name(),
-                        ours.data_type(),
-                        field.data_type(),
-                        f.path
-                    ))
-                }
-                None if added.iter().any(|a| a.name() == field.name()) => {}
-                None => added.push(StructField::nullable(field.name().clone(), field.data_type().clone())),
-            }
-        }
-    }
-    Ok(added)
 }
 
 /// The add actions of `files` in the shape `Transaction::add_files_schema` asks for, with

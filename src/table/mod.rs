@@ -19,6 +19,7 @@
 
 mod actions;
 pub mod compact;
+mod evolve;
 mod orphans;
 pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
 pub mod tables;
@@ -144,6 +145,9 @@ pub struct Outcome {
     /// them. The table's version (where to read from now) is given; their files are never
     /// referenced.
     pub fenced: Vec<(i32, Option<i64>)>,
+    /// Partitions whose rows the table cannot take (a column type Delta cannot change), with
+    /// the reason; none of their files is referenced.
+    pub refused: Vec<(i32, String)>,
     /// Log versions lost to other writers on the way.
     pub conflicts: u32,
     /// Ranges of skipped records only, given before the table exists: no schema to create it
@@ -342,14 +346,40 @@ impl Table {
             if staged.is_empty() {
                 return Ok(outcome);
             }
-            let engine = self.engine.as_ref();
-            let mut builder = snapshot.clone().update_table(UpdateTableOperation::StreamingUpdate, ENGINE_INFO, true);
-            let merged = actions::merged_schema(snapshot.schema().as_ref(), staged.iter().flat_map(|s| &s.files))
-                .map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
-            for field in merged {
-                tracing::info!(table = %self.root, column = field.name(), "the table gains a column");
-                builder = builder.add_column(field);
+            // The schema the files need, partition by partition: one whose rows the table cannot
+            // take is refused alone, the others go on. A change is a version of its own, then
+            // this commit on top.
+            let mut evolution: Option<evolve::Evolution> = None;
+            let mut kept = Vec::with_capacity(staged.len());
+            for s in staged {
+                let schema = evolution.as_ref().map_or_else(|| snapshot.schema().as_ref().clone(), |e| e.schema.clone());
+                match evolve::evolve(&schema, s.files.iter()) {
+                    Ok(None) => kept.push(s),
+                    Ok(Some(e)) => {
+                        evolution = Some(match evolution.take() {
+                            Some(before) => before.then(e),
+                            None => e,
+                        });
+                        kept.push(s);
+                    }
+                    Err(reason) => {
+                        tracing::error!(table = %self.root, partition = s.partition, %reason, "the table cannot take this partition's rows: it is refused, nothing of it committed");
+                        outcome.refused.push((s.partition, reason));
+                    }
+                }
             }
+            staged = kept;
+            if staged.is_empty() {
+                return Ok(outcome);
+            }
+            if let Some(evolution) = evolution {
+                if !self.change_schema(&snapshot, &evolution)? {
+                    outcome.conflicts += 1;
+                }
+                continue;
+            }
+            let engine = self.engine.as_ref();
+            let builder = snapshot.clone().update_table(UpdateTableOperation::StreamingUpdate, ENGINE_INFO, true);
             let mut txn = builder.build(engine, Box::new(FileSystemCommitter::new())).map_err(|e| self.err(e))?;
             for s in &staged {
                 txn = txn.with_transaction_id(app_id(&self.topic, s.partition), s.next);

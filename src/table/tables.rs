@@ -307,6 +307,7 @@ impl Tables {
             let result = result.map(|mut o| {
                 o.committed.retain(|(p, _)| current(p));
                 o.fenced.retain(|(p, _)| current(p));
+                o.refused.retain(|(p, _)| current(p));
                 o
             });
             return Some(Committed { topic, compacted, orphans_removed, result, millis: started.elapsed().as_millis() as u64 });

@@ -120,13 +120,13 @@ async fn a_commit_whose_answer_was_lost_is_found_in_the_log_not_made_twice() -> 
     });
     let (first, again) = run.await??;
     assert_eq!(first.version, Some(1));
-    assert_eq!(again, Outcome { version: None, committed: vec![(0, 10)], fenced: vec![], conflicts: 0, deferred: vec![] }, "the second attempt of one range");
+    assert_eq!(again, Outcome { version: None, committed: vec![(0, 10)], fenced: vec![], refused: vec![], conflicts: 0, deferred: vec![] }, "the second attempt of one range");
     assert_eq!(log(&store).await?.len(), 2, "no second version for the same range");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_column_joins_the_table_schema_and_a_changed_type_is_refused() -> TestResult {
+async fn a_new_column_joins_the_table_schema_and_a_partition_changing_a_type_is_refused_alone() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut t = table(&store, 0)?;
     let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
@@ -139,18 +139,69 @@ async fn a_new_column_joins_the_table_schema_and_a_changed_type_is_refused() -> 
             Field::new("__kafka_partition", DataType::Int32, false),
             Field::new("__kafka_offset", DataType::Utf8, false),
         ]));
-        let refused = t.commit(vec![Staged { partition: 0, start: Some(20), next: 25, files: vec![changed] }]);
-        Ok((fields, refused))
+        // Partition 0's rows change a column's kind; partition 1's commit beside it goes on.
+        let refused = t.commit(vec![Staged { partition: 0, start: Some(20), next: 25, files: vec![changed] }, staged(1, None, 10)])?;
+        let versions = t.versions(&[0, 1])?;
+        Ok((fields, refused, versions))
     });
-    let (fields, refused) = run.await??;
+    let (fields, refused, versions) = run.await??;
     assert_eq!(fields, ["__kafka_partition", "__kafka_offset", "__kafka_timestamp", "id", "priority"], "table columns after the wider file");
-    match refused {
-        Err(e @ TableError::Schema { .. }) => {
-            assert!(!e.retryable());
-            assert!(e.to_string().contains("column __kafka_offset is long in the table and string"), "{e}");
-        }
-        other => return Err(format!("a changed column type: expected a schema error, got {other:?}").into()),
+    assert_eq!(refused.committed, [(1, 10)], "the other partition commits");
+    let [(0, reason)] = refused.refused.as_slice() else { return Err(format!("partition 0 refused alone: {refused:?}").into()) };
+    assert!(reason.contains("column __kafka_offset is long in the table and string in the rows"), "{reason}");
+    assert_eq!(versions, [(0, Some(20)), (1, Some(10))].into_iter().collect(), "txn versions: the refused partition stays where it was");
+    Ok(())
+}
+
+/// `after` as Debezium's envelope has it: `streak` of the given width, `category` when added.
+fn image_schema(streak: DataType, category: bool) -> arrow_schema::SchemaRef {
+    let mut image = vec![Field::new("id", DataType::Utf8, false), Field::new("streak", streak, true)];
+    if category {
+        image.push(Field::new("category", DataType::Utf8, true));
     }
+    Arc::new(Schema::new(vec![
+        Field::new("__kafka_partition", DataType::Int32, false),
+        Field::new("__kafka_offset", DataType::Int64, false),
+        Field::new("after", DataType::Struct(image.into()), true),
+    ]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_widened_column_and_a_nested_new_field_evolve_the_table_in_a_version_of_their_own() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut t = table(&store, 0)?;
+    let with = |p: i32, start: i64, schema: arrow_schema::SchemaRef| {
+        let mut f = file(p, start, 10, false);
+        f.schema = schema;
+        Staged { partition: p, start: if start == 0 { None } else { Some(start) }, next: start + 10, files: vec![f] }
+    };
+    let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        t.commit(vec![with(0, 0, image_schema(DataType::Int32, false)), with(1, 0, image_schema(DataType::Int32, false))])?;
+        // Partition 0 sees the ALTER TABLE first; partition 1 still has rows of the old version.
+        let widened = t.commit(vec![with(0, 10, image_schema(DataType::Int64, true))])?;
+        let older = t.commit(vec![with(1, 10, image_schema(DataType::Int32, false))])?;
+        let schema = t.refresh()?.map(|s| s.schema());
+        Ok((widened, older, schema))
+    });
+    let (widened, older, schema) = run.await??;
+    // Version 0 creates, 1 holds the first files, 2 changes the schema, 3 and 4 the later files.
+    assert_eq!((widened.version, widened.committed), (Some(3), vec![(0, 20)]), "the commit after the schema change");
+    assert_eq!((older.version, older.committed), (Some(4), vec![(1, 20)]), "older rows need no change of their own");
+    let schema = schema.ok_or("no table")?;
+    let after = schema.field("after").ok_or("no after column")?;
+    let delta_kernel::schema::DataType::Struct(image) = after.data_type() else { return Err(format!("after is {}", after.data_type()).into()) };
+    let streak = image.field("streak").ok_or("no after.streak")?;
+    assert_eq!(streak.data_type().to_string(), "long", "after.streak widened");
+    let changes = serde_json::to_value(streak.metadata())?;
+    assert_eq!(changes["delta.typeChanges"], serde_json::json!([{"fromType": "integer", "toType": "long"}]), "the recorded change");
+    assert!(image.field("category").is_some_and(|c| c.is_nullable()), "after.category added, nullable: {image:?}");
+    let entry = store.get(&object_store::path::Path::from("bronze/topics/t/_delta_log/00000000000000000002.json")).await?.bytes().await?;
+    let text = String::from_utf8_lossy(&entry);
+    let protocol: serde_json::Value = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|a| a.get("protocol").cloned()).ok_or("no protocol in version 2")?;
+    for side in ["readerFeatures", "writerFeatures"] {
+        assert!(protocol[side].as_array().is_some_and(|f| f.iter().any(|x| x == "typeWidening")), "{side} of {protocol}");
+    }
+    assert!(!text.contains("\"txn\""), "the schema change carries no txn: {text}");
     Ok(())
 }
 
