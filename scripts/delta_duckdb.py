@@ -3,6 +3,9 @@
 delta-kernel-rs's C API), a second reader beside the deltalake package.
 
   delta_duckdb.py dump --table PATH     JSON: every row's Kafka partition and offset
+  delta_duckdb.py images --table PATH   JSON: every row's images as `lake.py images` gives them
+                                        (the reader of tables whose types widened, which the
+                                        deltalake package 1.6 cannot read)
 
 DuckDB's extensions download at run time, which an offline machine cannot; the extensions come
 from PyPI wheels (duckdb-extension-delta, -httpfs 1.5.5) that pin duckdb 1.5.5, so
@@ -34,6 +37,8 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("dump")
     d.add_argument("--table", required=True)
+    i = sub.add_parser("images")
+    i.add_argument("--table", required=True)
     a = ap.parse_args()
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
     con.execute(f"LOAD '{extension(duckdb_extension_httpfs, 'httpfs')}'")
@@ -49,6 +54,14 @@ def main():
             f"URL_STYLE 'path', USE_SSL {'true' if scheme == 'https' else 'false'}, REGION 'us-east-1')"
         )
         uri = f"s3://{a.bucket}/{a.table}"
+    if a.cmd == "images":
+        sys.path.insert(1, here)
+        import lake  # noqa: E402  (this directory's lake.py: one rendering of row images)
+
+        out = []
+        lake.table_images(con.execute(f"SELECT * FROM delta_scan('{uri}')").to_arrow_table(), out)
+        json.dump(out, sys.stdout)
+        return
     rows = con.execute(f"SELECT __kafka_partition, __kafka_offset FROM delta_scan('{uri}')").fetchall()
     json.dump({"rows": [[p, o] for p, o in rows]}, sys.stdout)
 

@@ -134,33 +134,36 @@ def canon(v):
 def images(fs, a):
     out = []
     for info in files(fs, a.bucket, a.prefix):
-        if not info.path.endswith(".parquet"):
-            continue
-        table = pq.ParquetFile(info.path, filesystem=fs).read()
-        types = {f.name: str(f.type) for f in table.schema.field("after").type} if "after" in table.schema.names else {}
-        flat = "after" not in table.schema.names
-        if flat:
-            types = {f.name: str(f.type) for f in table.schema if not f.name.startswith("__")}
-        for r in table.to_pylist():
-            img = lambda x: None if x is None else {k: canon(v) for k, v in x.items()}
-            if flat:  # layout = "flatten": the row image is the top-level columns
-                out.append({
-                    "offset": r["__kafka_offset"], "partition": r["__kafka_partition"], "op": r["__op"],
-                    "deleted": r["__deleted"], "tx_id": r.get("__source_txid"),
-                    "key_id": (r.get("__kafka_key") or {}).get("id"), "before": None,
-                    "after": {k: canon(v) for k, v in r.items() if not k.startswith("__")},
-                    "source_lsn": r.get("__source_lsn"), "types": types,
-                    "unavailable": r.get("__unavailable_columns"),
-                })
-                continue
+        if info.path.endswith(".parquet"):
+            table_images(pq.ParquetFile(info.path, filesystem=fs).read(), out)
+    json.dump(out, sys.stdout)
+
+
+def table_images(table, out):
+    """Appends the row images of one Arrow table (a file's, or a Delta table's) to `out`."""
+    types = {f.name: str(f.type) for f in table.schema.field("after").type} if "after" in table.schema.names else {}
+    flat = "after" not in table.schema.names
+    if flat:
+        types = {f.name: str(f.type) for f in table.schema if not f.name.startswith("__")}
+    for r in table.to_pylist():
+        img = lambda x: None if x is None else {k: canon(v) for k, v in x.items()}
+        if flat:  # layout = "flatten": the row image is the top-level columns
             out.append({
-                "offset": r["__kafka_offset"], "partition": r["__kafka_partition"], "op": r["op"],
-                "deleted": r["__deleted"], "tx_id": (r.get("source") or {}).get("txId"),
-                "key_id": (r.get("__kafka_key") or {}).get("id"),
-                "before": img(r.get("before")), "after": img(r.get("after")), "types": types,
+                "offset": r["__kafka_offset"], "partition": r["__kafka_partition"], "op": r["__op"],
+                "deleted": r["__deleted"], "tx_id": r.get("__source_txid"),
+                "key_id": (r.get("__kafka_key") or {}).get("id"), "before": None,
+                "after": {k: canon(v) for k, v in r.items() if not k.startswith("__")},
+                "source_lsn": r.get("__source_lsn"), "types": types,
                 "unavailable": r.get("__unavailable_columns"),
             })
-    json.dump(out, sys.stdout)
+            continue
+        out.append({
+            "offset": r["__kafka_offset"], "partition": r["__kafka_partition"], "op": r["op"],
+            "deleted": r["__deleted"], "tx_id": (r.get("source") or {}).get("txId"),
+            "key_id": (r.get("__kafka_key") or {}).get("id"),
+            "before": img(r.get("before")), "after": img(r.get("after")), "types": types,
+            "unavailable": r.get("__unavailable_columns"),
+        })
 
 
 def show(fs, a):

@@ -107,6 +107,23 @@ struct Image {
     types: BTreeMap<String, String>,
 }
 
+
+/// Row images of the Delta table at `table` as DuckDB's `delta_scan` reads it (the `deltalake`
+/// package 1.6 cannot read a table whose types widened).
+fn table_images(stack: &Stack, table: &str) -> TestResult<Vec<Image>> {
+    let stack_dir = std::env::var("STACK_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| root().join(".stack"));
+    let out = Command::new("python3")
+        .arg(root().join("scripts/delta_duckdb.py"))
+        .args(["--endpoint", &stack.s3, "images", "--table", table])
+        .env("DUCKDB_DELTA_DIR", stack_dir.join("duckdb-delta"))
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("delta_duckdb.py images failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Row images of the lake's files under `prefix`.
 fn images(stack: &Stack, prefix: &str) -> TestResult<Vec<Image>> {
     let out = Command::new("python3")
         .arg(root().join("scripts/lake.py"))
@@ -168,16 +185,63 @@ fn assert_merge_equals_roll(merged: &[Image], rolled: &[Image]) -> TestResult {
     Ok(())
 }
 
+/// A value of the file lake as the Delta table holds it: a time of day is its integer count of
+/// the unit (`time64[us]` microseconds, `time32[ms]` milliseconds; see `table::file_batch`).
+fn as_in_table(value: &Value, file_type: Option<&str>) -> Value {
+    let unit = match file_type {
+        Some("time64[us]") => 1_000_000.0,
+        Some("time32[ms]") => 1_000.0,
+        _ => return value.clone(),
+    };
+    let Some(text) = value.as_str() else { return value.clone() };
+    let parts: Vec<f64> = text.split(':').filter_map(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [h, m, sec] => Value::String(format!("{}", ((h * 3600.0 + m * 60.0 + sec) * unit).round() as i64)),
+        _ => value.clone(),
+    }
+}
+
+/// The bronze Delta table holds every event of the file lake once, with the same values (a
+/// time of day as its integer; a column of only part of the run null where a file of the
+/// other sink held Avro's default for it).
+fn assert_table_equals_files(table: &[Image], files: &[Image]) -> TestResult {
+    assert_eq!(table.len(), files.len(), "rows of the table against rows of the file lake");
+    let by_offset: BTreeMap<i64, &Image> = table.iter().map(|i| (i.offset, i)).collect();
+    assert_eq!(by_offset.len(), table.len(), "an offset twice in the table");
+    for f in files {
+        let t = by_offset.get(&f.offset).ok_or_else(|| format!("offset {} of the file lake is not in the table", f.offset))?;
+        assert_eq!((&t.op, t.deleted, &t.key_id, t.tx_id, &t.unavailable), (&f.op, f.deleted, &f.key_id, f.tx_id, &f.unavailable), "offset {}", f.offset);
+        for (side, ti, fi) in [("before", &t.before, &f.before), ("after", &t.after, &f.after)] {
+            let (Some(ti), Some(fi)) = (ti, fi) else {
+                assert_eq!((ti.is_some(), fi.is_some()), (false, false), "offset {} {side}: table (left) vs files (right)", f.offset);
+                continue;
+            };
+            for (column, got) in ti {
+                let want = fi.get(column).map(|v| as_in_table(v, f.types.get(column).map(String::as_str))).unwrap_or(Value::Null);
+                let defaulted = |v: &Value| v.is_null() || v == &Value::String("general".into());
+                let changing = CHANGING_COLUMNS.contains(&column.as_str()) && defaulted(got) && defaulted(&want);
+                assert!(got == &want || changing, "offset {} {side}.{column}: table {got} vs files {want}", f.offset);
+            }
+            let missing: Vec<&String> = fi.keys().filter(|c| !ti.contains_key(*c)).collect();
+            assert!(missing.is_empty(), "offset {} {side}: columns {missing:?} of the files are not in the table", f.offset);
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     let stack = Stack::get()?;
     psql("select 1").map_err(|e| format!("PostgreSQL of scripts/debezium.sh is not up: {e}"))?;
+    // A local re-run finds the schema changes of the last run applied: undo the drop and the
+    // widening (a value past 32 bits only the last run wrote cannot narrow back), before the
+    // connector's snapshot reads the table.
+    psql("alter table public.tasks add column if not exists small smallint")?;
+    psql("update public.tasks set streak = null where streak not between -2147483648 and 2147483647; alter table public.tasks alter column streak type integer")?;
     let connector = OwnConnector::add()?;
     let topic = connector.topic.as_str();
     let (group, prefix) = (unique("it-dbz"), unique("it/dbz"));
     let tag = unique("run");
-    // A local re-run finds the schema changes of the last run applied: undo the drop.
-    psql("alter table public.tasks add column if not exists small smallint")?;
 
     // A multi-row transaction: every type set, one row of NULLs, one with edge values.
     let ids = psql(&format!(
@@ -237,6 +301,14 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     let flat_roll_prefix = format!("{prefix}-flat-roll");
     let flat_roll = "layout = \"flatten\"\nschema_change = \"roll\"";
     let mut flat_roll_sink = SinkProcess::start_with(&stack, topic, &format!("{group}-flat-roll"), &flat_roll_prefix, flush, flat_roll)?;
+    // The bronze table (`output.format = "delta"`) from the same events. Under `roll` each
+    // schema version has files of its own, so the table's schema changes with them: a nested
+    // column added, `streak` widened (Delta's type widening, `table.type_widening`), `small`
+    // kept for older rows.
+    let delta_prefix = format!("{prefix}-delta");
+    let delta_group = format!("{group}-delta");
+    let mut delta_sink =
+        SinkSpec::new(&stack, topic, &delta_group, &delta_prefix, flush).output("format = \"delta\"\nschema_change = \"roll\"").tables("[table]\ncommit_interval_ms = 1000\ntype_widening = true").start()?;
     let wait_all = |prefix: &str| {
         wait_for(Duration::from_secs(90), "every change of this run in the lake", || {
             let imgs = images(&stack, prefix)?;
@@ -248,9 +320,16 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     let flat = wait_all(&flat_prefix)?;
     let rolled = wait_all(&roll_prefix)?;
     let flat_rolled = wait_all(&flat_roll_prefix)?;
+    let table_path = format!("{delta_prefix}/topics/{topic}");
+    let table = wait_for(Duration::from_secs(90), "every change of this run in the Delta table", || {
+        let imgs = table_images(&stack, &table_path)?;
+        let mine = |id: &str| imgs.iter().filter(|i| i.key_id.as_deref() == Some(id)).count();
+        Ok((mine(full) >= 2 && mine(nulls) >= 2 && mine(edges) >= 3 && mine(&toast) >= 2).then_some(imgs))
+    })
+    .map_err(|e| format!("{e}\n{}", delta_sink.log()))?;
     // The worker runs with exactly-once source support: Debezium's records come in transactions,
     // each partition ends with a commit marker, and the groups still reach lag 0.
-    for g in [group.clone(), format!("{group}-flat"), format!("{group}-roll"), format!("{group}-flat-roll")] {
+    for g in [group.clone(), format!("{group}-flat"), format!("{group}-roll"), format!("{group}-flat-roll"), delta_group.clone()] {
         wait_caught_up(&stack, &g, topic, Duration::from_secs(60))?;
     }
     let merged_versions = sink.metric_sum("kps_schema_reconciliations_total", &[]);
@@ -258,7 +337,13 @@ fn sql_changes_land_typed_and_equal_to_postgres() -> TestResult {
     assert!(flat_sink.terminate(Duration::from_secs(30))?.success(), "flatten sink exit status");
     assert!(roll_sink.terminate(Duration::from_secs(30))?.success(), "roll sink exit status");
     assert!(flat_roll_sink.terminate(Duration::from_secs(30))?.success(), "flatten roll sink exit status");
+    assert!(delta_sink.terminate(Duration::from_secs(30))?.success(), "table sink exit status\n{}", delta_sink.log());
     assert_merge_equals_roll(&lake, &rolled)?;
+    // Read once more after the table sink stopped: everything it committed, nothing twice.
+    let table = if table.len() == rolled.len() { table } else { table_images(&stack, &table_path)? };
+    assert_table_equals_files(&table, &rolled)?;
+    assert_eq!(table.first().and_then(|t| t.types.get("streak")).map(String::as_str), Some("int64"), "the table's after.streak, widened");
+    assert!(delta_sink.log().contains("widened after.streak: integer → long"), "the schema change in the table sink's log:\n{}", delta_sink.log());
     assert_merge_equals_roll(&flat, &flat_rolled)?;
     let files = |p: &str| read_lake(&stack, p).map(|f| f.len());
     eprintln!("merge: {} files ({merged_versions} versions merged), roll: {} files", files(&prefix)?, files(&roll_prefix)?);

@@ -32,11 +32,16 @@ pub struct TableConfig {
     /// Data files no version names (a crash's, a fenced member's) are removed once older than
     /// this, unless a version this recent swapped them out; 0: never.
     pub orphan_retention_ms: u64,
+    /// A column whose type widens (Debezium's `int` → `bigint`) widens in the table too, by
+    /// Delta's type widening: the table's protocol gains the `typeWidening` feature, which
+    /// readers must support (Spark 4, DuckDB's delta extension; not deltalake/delta-rs 1.6).
+    /// Off: such rows fail their partition, and the table stays readable by every reader.
+    pub type_widening: bool,
 }
 
 impl Default for TableConfig {
     fn default() -> Self {
-        Self { commit_interval_ms: 2_000, checkpoint_interval: 10, compaction_min_files: 10, target_file_bytes: 128 * 1024 * 1024, orphan_retention_ms: 3_600_000 }
+        Self { commit_interval_ms: 2_000, checkpoint_interval: 10, compaction_min_files: 10, target_file_bytes: 128 * 1024 * 1024, orphan_retention_ms: 3_600_000, type_widening: false }
     }
 }
 

@@ -127,7 +127,8 @@ impl Pipeline {
                 target_file_bytes: config.table.target_file_bytes,
                 props: encode::writer_properties(&config.output),
             }))
-            .with_orphan_retention((config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64)));
+            .with_orphan_retention((config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64))
+            .with_type_widening(config.table.type_widening));
         }
         Ok(Self {
             tables,

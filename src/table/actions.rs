@@ -19,11 +19,13 @@ pub const PARTITION_COLUMN: &str = crate::decode::envelope::KAFKA_PARTITION;
 
 /// A batch as a table's data file holds it: columns of types Delta has no name for become
 /// their integer values (Debezium's `Time`/`MicroTime`/`NanoTime` the time of day in their unit,
-/// `MicroDuration` microseconds), so every reader of the table reads them alike. Types are
-/// changed inside structs and lists too; everything else is untouched.
+/// `MicroDuration` microseconds), and decimals wider than Delta's 38 digits (PostgreSQL's
+/// `numeric(64, 2)`, Arrow's Decimal256) their exact decimal text, so every reader of the table
+/// reads them alike. Types are changed inside structs and lists too; everything else is
+/// untouched.
 pub fn file_batch(batch: RecordBatch) -> Result<RecordBatch, String> {
     let schema = batch.schema();
-    if !schema.fields().iter().any(|f| needs_integer(f.data_type())) {
+    if !schema.fields().iter().any(|f| needs_change(f.data_type())) {
         return Ok(batch);
     }
     let target = file_schema(&schema);
@@ -33,36 +35,37 @@ pub fn file_batch(batch: RecordBatch) -> Result<RecordBatch, String> {
         .zip(target.fields())
         .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) })
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("writing time-of-day and duration columns as integers for the table: {e}"))?;
+        .map_err(|e| format!("writing time-of-day, duration and wide decimal columns as the table holds them: {e}"))?;
     RecordBatch::try_new(target, columns).map_err(|e| e.to_string())
 }
 
 /// The schema [`file_batch`] gives batches of `schema`.
 pub fn file_schema(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
-    if !schema.fields().iter().any(|f| needs_integer(f.data_type())) {
+    if !schema.fields().iter().any(|f| needs_change(f.data_type())) {
         return schema.clone();
     }
-    let fields: Vec<Field> = schema.fields().iter().map(|f| integer_field(f)).collect();
+    let fields: Vec<Field> = schema.fields().iter().map(|f| delta_field(f)).collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-fn needs_integer(t: &DataType) -> bool {
+fn needs_change(t: &DataType) -> bool {
     match t {
-        DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) => true,
-        DataType::Struct(fields) => fields.iter().any(|f| needs_integer(f.data_type())),
-        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => needs_integer(f.data_type()),
+        DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) | DataType::Decimal256(_, _) => true,
+        DataType::Struct(fields) => fields.iter().any(|f| needs_change(f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => needs_change(f.data_type()),
         _ => false,
     }
 }
 
-fn integer_field(f: &Field) -> Field {
+fn delta_field(f: &Field) -> Field {
     let t = match f.data_type() {
         DataType::Time32(_) => DataType::Int32,
         DataType::Time64(_) | DataType::Duration(_) => DataType::Int64,
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| integer_field(f)).collect()),
-        DataType::List(inner) => DataType::List(Arc::new(integer_field(inner))),
-        DataType::LargeList(inner) => DataType::LargeList(Arc::new(integer_field(inner))),
-        DataType::Map(inner, sorted) => DataType::Map(Arc::new(integer_field(inner)), *sorted),
+        DataType::Decimal256(_, _) => DataType::Utf8,
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| delta_field(f)).collect()),
+        DataType::List(inner) => DataType::List(Arc::new(delta_field(inner))),
+        DataType::LargeList(inner) => DataType::LargeList(Arc::new(delta_field(inner))),
+        DataType::Map(inner, sorted) => DataType::Map(Arc::new(delta_field(inner)), *sorted),
         other => other.clone(),
     };
     Field::new(f.name(), t, f.is_nullable()).with_metadata(f.metadata().clone())

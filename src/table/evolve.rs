@@ -43,13 +43,14 @@ impl Evolution {
 }
 
 /// The table's schema evolved to hold rows of `files`, or `None` when it holds them as it is.
-pub fn evolve<'a>(table: &StructType, files: impl Iterator<Item = &'a DataFile>) -> Result<Option<Evolution>, String> {
+/// A type widens only with `widening` (`table.type_widening`); else the change is refused.
+pub fn evolve<'a>(table: &StructType, files: impl Iterator<Item = &'a DataFile>, widening: bool) -> Result<Option<Evolution>, String> {
     let mut schema = table.clone();
     let mut changes = Vec::new();
     let mut widens = false;
     for f in files {
         let theirs = actions::kernel_schema(&f.schema)?;
-        let mut change = Change { lines: &mut changes, widens: &mut widens };
+        let mut change = Change { lines: &mut changes, widens: &mut widens, allowed: widening };
         schema = merge_struct(&schema, &theirs, "", &mut change).map_err(|e| format!("{e} (file {})", f.path))?;
     }
     Ok((schema != *table).then_some(Evolution { schema, changes, widens }))
@@ -58,6 +59,26 @@ pub fn evolve<'a>(table: &StructType, files: impl Iterator<Item = &'a DataFile>)
 struct Change<'a> {
     lines: &'a mut Vec<String>,
     widens: &'a mut bool,
+    /// `table.type_widening`.
+    allowed: bool,
+}
+
+impl Change<'_> {
+    /// A widening of `column` from `from` to `to`, when the config allows one.
+    fn widen(&mut self, column: &str, from: &PrimitiveType, to: &PrimitiveType, older: bool) -> Result<(), String> {
+        let (from, to) = (type_name(from)?, type_name(to)?);
+        if !self.allowed {
+            let whose = if older { "rows of an older version hold" } else { "the rows widen it to" };
+            return Err(format!(
+                "column {column} is {} in the table and {whose} {}: set table.type_widening = true to widen it by Delta's type widening (its readers must support the typeWidening feature; deltalake/delta-rs 1.6 does not), or write this topic to a new table",
+                if older { &to } else { &from },
+                if older { &from } else { &to }
+            ));
+        }
+        self.lines.push(format!("widened {column}: {from} → {to}{}", if older { " (older rows)" } else { "" }));
+        *self.widens = true;
+        Ok(())
+    }
 }
 
 fn merge_struct(ours: &StructType, theirs: &StructType, path: &str, change: &mut Change<'_>) -> Result<StructType, String> {
@@ -100,9 +121,8 @@ fn merge_field(o: &StructField, t: &StructField, column: &str, change: &mut Chan
         }
         (a, b) if a == b => a.clone(),
         (DataType::Primitive(a), DataType::Primitive(b)) if widens(a, b) => {
+            change.widen(column, a, b, false)?;
             record(&mut metadata, a, b)?;
-            change.lines.push(format!("widened {column}: {} → {}", type_name(a)?, type_name(b)?));
-            *change.widens = true;
             t.data_type().clone()
         }
         // Files of an older version in a column widened since: readers widen their values, as
@@ -110,9 +130,8 @@ fn merge_field(o: &StructField, t: &StructField, column: &str, change: &mut Chan
         // it recorded now).
         (DataType::Primitive(a), DataType::Primitive(b)) if widens(b, a) => {
             if !recorded(&metadata, b, a)? {
+                change.widen(column, b, a, true)?;
                 record(&mut metadata, b, a)?;
-                change.lines.push(format!("widened {column}: {} → {} (older rows)", type_name(b)?, type_name(a)?));
-                *change.widens = true;
             }
             o.data_type().clone()
         }

@@ -169,6 +169,8 @@ pub struct Table {
     /// `table.orphan_retention_ms` when orphans are removed: a file staged for longer than half
     /// of it is checked before a commit names it.
     orphan_retention_ms: Option<i64>,
+    /// Whether a column may widen its type (`table.type_widening`).
+    type_widening: bool,
 }
 
 impl Table {
@@ -177,12 +179,18 @@ impl Table {
     pub fn new(store: Arc<dyn ObjectStore>, root: Url, topic: &str, checkpoint_interval: u64) -> Self {
         let executor = Arc::new(TokioMultiThreadExecutor::new(tokio::runtime::Handle::current()));
         let engine = DefaultEngine::builder(store.clone()).with_task_executor(executor).build();
-        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval, store, orphan_retention_ms: None }
+        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval, store, orphan_retention_ms: None, type_widening: false }
     }
 
     /// Orphans are removed after `ms` (see `orphans`): commits check old staged files first.
     pub fn with_orphan_retention(mut self, ms: Option<i64>) -> Self {
         self.orphan_retention_ms = ms;
+        self
+    }
+
+    /// Columns may widen their type by Delta's type widening (see `evolve`).
+    pub fn with_type_widening(mut self, on: bool) -> Self {
+        self.type_widening = on;
         self
     }
 
@@ -353,7 +361,7 @@ impl Table {
             let mut kept = Vec::with_capacity(staged.len());
             for s in staged {
                 let schema = evolution.as_ref().map_or_else(|| snapshot.schema().as_ref().clone(), |e| e.schema.clone());
-                match evolve::evolve(&schema, s.files.iter()) {
+                match evolve::evolve(&schema, s.files.iter(), self.type_widening) {
                     Ok(None) => kept.push(s),
                     Ok(Some(e)) => {
                         evolution = Some(match evolution.take() {

@@ -73,6 +73,8 @@ pub struct Tables {
     compaction: Option<super::compact::Policy>,
     /// `table.orphan_retention_ms` (`None`: orphans stay).
     orphan_retention_ms: Option<i64>,
+    /// `table.type_widening`.
+    type_widening: bool,
 }
 
 /// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
@@ -127,12 +129,19 @@ impl Tables {
             tasks: tokio::task::JoinSet::new(),
             compaction: None,
             orphan_retention_ms: None,
+            type_widening: false,
         }
     }
 
     /// Removal of files no version names, older than `ms` (see `orphans`).
     pub fn with_orphan_retention(mut self, ms: Option<i64>) -> Self {
         self.orphan_retention_ms = ms;
+        self
+    }
+
+    /// Columns may widen their type (see `table.type_widening`).
+    pub fn with_type_widening(mut self, on: bool) -> Self {
+        self.type_widening = on;
         self
     }
 
@@ -144,7 +153,9 @@ impl Tables {
 
     fn table(&self, topic: &str) -> Result<Table, TableError> {
         let root = (self.roots)(topic).map_err(|reason| TableError::Root { topic: topic.to_string(), reason })?;
-        Ok(Table::new(self.store.clone(), root, topic, self.checkpoint_interval).with_orphan_retention(self.orphan_retention_ms))
+        Ok(Table::new(self.store.clone(), root, topic, self.checkpoint_interval)
+            .with_orphan_retention(self.orphan_retention_ms)
+            .with_type_widening(self.type_widening))
     }
 
     /// The table's txn version of each partition now (`None`: none yet), read afresh from the log.

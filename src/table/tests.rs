@@ -169,7 +169,7 @@ fn image_schema(streak: DataType, category: bool) -> arrow_schema::SchemaRef {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_widened_column_and_a_nested_new_field_evolve_the_table_in_a_version_of_their_own() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let mut t = table(&store, 0)?;
+    let mut t = table(&store, 0)?.with_type_widening(true);
     let with = |p: i32, start: i64, schema: arrow_schema::SchemaRef| {
         let mut f = file(p, start, 10, false);
         f.schema = schema;
@@ -202,6 +202,26 @@ async fn a_widened_column_and_a_nested_new_field_evolve_the_table_in_a_version_o
         assert!(protocol[side].as_array().is_some_and(|f| f.iter().any(|x| x == "typeWidening")), "{side} of {protocol}");
     }
     assert!(!text.contains("\"txn\""), "the schema change carries no txn: {text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_type_widening_a_widening_partition_is_refused_naming_the_key() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut t = table(&store, 0)?;
+    let mut first = file(0, 0, 10, false);
+    first.schema = image_schema(DataType::Int32, false);
+    let mut wider = file(0, 10, 10, false);
+    wider.schema = image_schema(DataType::Int64, false);
+    let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![first] }])?;
+        let refused = t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![wider] }])?;
+        Ok((refused, t.version()))
+    });
+    let (refused, version) = run.await??;
+    let [(0, reason)] = refused.refused.as_slice() else { return Err(format!("partition 0 refused: {refused:?}").into()) };
+    assert!(reason.contains("column after.streak is integer in the table and the rows widen it to long: set table.type_widening = true"), "{reason}");
+    assert_eq!((refused.version, version), (None, Some(1)), "no version written for the refused partition");
     Ok(())
 }
 
