@@ -2,9 +2,10 @@
 """Reads a Delta table the sink wrote with an independent reader: the `deltalake` package
 (delta-rs), never the sink's own code.
 
-  delta.py dump --table PATH [--partitions N]
-      JSON: the table's version, its data files, every row's Kafka partition and offset, and
-      the txn version (next offset) of partitions 0 .. N-1 under the sink's app ids
+  delta.py dump --table PATH [--partitions N] [--column C ...]
+      JSON: the table's version, its data files, every row's Kafka partition and offset (and
+      its values of the columns C, timestamps in Unix ms), and the txn version (next offset) of
+      partitions 0 .. N-1 under the sink's app ids
   delta.py show --table PATH [--rows N]
       the table's schema, version and a few rows, for a person
   delta.py append --table PATH --rows N --offset-base B [--below O]
@@ -43,9 +44,18 @@ def topic_of(path):
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def json_values(column):
+    """A column's values as JSON takes them: timestamps as Unix milliseconds."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp("ms", tz=column.type.tz)).cast(pa.int64())
+    return column.to_pylist()
+
+
 def dump(a):
     dt = open_table(a)
-    rows = dt.to_pyarrow_table(columns=["__kafka_partition", "__kafka_offset"])
+    rows = dt.to_pyarrow_table(columns=["__kafka_partition", "__kafka_offset"] + a.column)
     parts = rows.column("__kafka_partition").to_pylist()
     offsets = rows.column("__kafka_offset").to_pylist()
     topic = topic_of(a.table)
@@ -60,6 +70,7 @@ def dump(a):
         "columns": [f.name for f in dt.schema().fields],
         "rows": [[p, o] for p, o in zip(parts, offsets)],
         "txn": txn,
+        "values": {c: json_values(rows.column(c)) for c in a.column},
     }
     json.dump(out, sys.stdout)
 
@@ -96,6 +107,7 @@ def main():
     d = sub.add_parser("dump")
     d.add_argument("--table", required=True)
     d.add_argument("--partitions", type=int, default=0)
+    d.add_argument("--column", action="append", default=[], help="also each row's value of this column (repeatable)")
     s = sub.add_parser("show")
     s.add_argument("--table", required=True)
     s.add_argument("--rows", type=int, default=5)

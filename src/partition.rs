@@ -74,7 +74,38 @@ impl PathScheme {
                 Scheme::Field { fields: c.partition_fields.clone() }
             }
         };
-        Ok(Self { scheme, readers: HashMap::new() })
+        let paths = Self { scheme, readers: HashMap::new() };
+        if c.format == crate::config::Format::Delta {
+            paths.columns()?;
+        }
+        Ok(paths)
+    }
+
+    /// The columns a Delta table is partitioned by besides the Kafka partition: each directory
+    /// of the path must name its column (`dt={YYYY}-{MM}-{DD}/hr={HH}` gives `dt`, `hr`; the
+    /// field partitioner's `<name>=<value>` always does). An error names `output.path_format`.
+    pub fn columns(&self) -> Result<Vec<String>, String> {
+        match &self.scheme {
+            Scheme::Kafka => Ok(Vec::new()),
+            Scheme::Field { fields } => Ok(fields.iter().map(|f| directory_name(f).to_string()).collect()),
+            Scheme::Time { tokens, .. } => {
+                // The format as text, each token a placeholder character no name can hold.
+                let text: String = tokens.iter().map(|t| if let Token::Text(s) = t { s.clone() } else { "{}".to_string() }).collect();
+                let mut names: Vec<String> = Vec::new();
+                for dir in text.split('/') {
+                    let name = dir.split_once('=').map(|(n, _)| n).filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    match name {
+                        Some(n) if !names.iter().any(|x| x == n) && n != crate::decode::envelope::KAFKA_PARTITION => names.push(n.to_string()),
+                        _ => {
+                            return Err(format!(
+                                "output.path_format: with output.format = \"delta\" every directory names its table column once, like \"dt={{YYYY}}-{{MM}}-{{DD}}/hr={{HH}}\"; got {dir:?}"
+                            ))
+                        }
+                    }
+                }
+                Ok(names)
+            }
+        }
     }
 
     /// Whether records go under a path of their own (time or field partitioner).
@@ -148,6 +179,36 @@ impl PathScheme {
             }
         }
     }
+}
+
+/// The column values of a path this scheme made (`dt=2026-12-02/status=open%2Fnew`): each
+/// directory's name and its value unescaped, `None` for Hive's null directory.
+pub fn values_of(path: &str) -> Vec<(String, Option<String>)> {
+    path.split('/')
+        .filter_map(|dir| dir.split_once('='))
+        .map(|(name, value)| (name.to_string(), (value != NULL_DIRECTORY).then(|| unescape(value))))
+        .collect()
+}
+
+/// The inverse of [`escape_into`]'s `%XX` escapes.
+fn unescape(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Why a record's path cannot be made; each is a bad record, never retryable.
@@ -359,6 +420,28 @@ mod tests {
         assert_eq!(f(FieldValue::Str("2023-11-14T22:13:20.123+01:00"))?, Some(1_699_996_400_123));
         assert_eq!(f(FieldValue::Null)?, None);
         assert!(f(FieldValue::Bool(true)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_delta_table_takes_the_paths_directory_names_as_columns_and_their_values_unescaped() -> Result<(), String> {
+        let delta = |format: &str| OutputConfig {
+            format: crate::config::Format::Delta,
+            partitioner: Partitioner::Time,
+            path_format: format.into(),
+            ..OutputConfig::default()
+        };
+        assert_eq!(PathScheme::from_config(&delta("dt={YYYY}-{MM}-{DD}/hr={HH}"))?.columns()?, ["dt", "hr"]);
+        for bad in ["{YYYY}/{MM}", "dt={YYYY}/dt={MM}", "x-{YYYY}=1", "__kafka_partition={HH}"] {
+            let e = PathScheme::from_config(&delta(bad)).err().unwrap_or_default();
+            assert!(e.starts_with("output.path_format: with output.format = \"delta\""), "{bad}: {e}");
+        }
+        let field = OutputConfig { partitioner: Partitioner::Field, partition_fields: vec!["after.status".into()], ..delta("") };
+        assert_eq!(PathScheme::from_config(&field)?.columns()?, ["status"]);
+        assert_eq!(
+            values_of("dt=2026-12-02/status=open%2Fnew/x=__HIVE_DEFAULT_PARTITION__"),
+            [("dt".to_string(), Some("2026-12-02".to_string())), ("status".into(), Some("open/new".into())), ("x".into(), None)]
+        );
         Ok(())
     }
 

@@ -68,3 +68,38 @@ fn files_land_under_their_rows_field_values_exactly_once() -> TestResult {
     eprintln!("field partitioner: {audit}, {} directories, {deletes} deletes under their last state, {rows} rows in {} files; the crash left {uncommitted} of {} files uncommitted", dirs.len(), files.len(), left.len());
     Ok(())
 }
+
+/// Table mode (`output.format = "delta"`): the table is partitioned by the fields' columns and
+/// the Kafka partition, `op` being the envelope's own column too; every row's partition values,
+/// as `deltalake` reads them, are the values its data file holds, and every offset is there once.
+#[test]
+fn a_delta_table_is_partitioned_by_the_fields() -> TestResult {
+    let (topic, group, prefix) = (unique("it-field-delta"), unique("it-group"), unique("it/field-delta"));
+    let stack = Stack::get()?;
+    let produced = produce(&stack, &topic, 2, 300, None, 8)?;
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 100\nrotate_interval_ms = 1000")
+        .output("format = \"delta\"\npartitioner = \"field\"\npartition_fields = [\"after.prio\", \"after.completed\", \"op\"]")
+        .tables("[table]\ncommit_interval_ms = 500\ncheckpoint_interval = 0\ncompaction_min_files = 0")
+        .start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    let table = read_delta_with(&stack, &prefix, &topic, 2, &["prio", "completed", "op"])?;
+    table.exactly_once(&produced)?;
+    assert_eq!(table.partition_columns, ["prio", "completed", "op", "__kafka_partition"], "partition columns");
+    // The data files' own values (pyarrow on each file; no checkpoint is among them).
+    let mut in_files = std::collections::BTreeMap::new();
+    for f in read_lake(&stack, &format!("{prefix}/topics/{topic}"))? {
+        for r in &f.rows {
+            in_files.insert((r.partition, r.offset), (r.prio.clone(), r.completed.map(|c| c.to_string()), r.op.clone()));
+        }
+    }
+    let column = |c: &str| table.values.get(c).cloned().ok_or(format!("no {c} values"));
+    let (prios, completes, ops) = (column("prio")?, column("completed")?, column("op")?);
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    for (i, row) in table.rows.iter().enumerate() {
+        let read = (text(prios.get(i)), text(completes.get(i)), text(ops.get(i)));
+        assert_eq!(Some(&read), in_files.get(row), "row {row:?}: (prio, completed, op) read from the table (left) vs its data file (right)");
+    }
+    Ok(())
+}

@@ -74,3 +74,40 @@ fn the_time_can_come_from_source_ts_ms_in_a_named_zone() -> TestResult {
     eprintln!("time partitioner from source.ts_ms: {audit}");
     Ok(())
 }
+
+/// Table mode (`output.format = "delta"`): the table is partitioned by the path's columns
+/// (`dt`, `hr`) and the Kafka partition; every row's `dt` and `hr`, as `deltalake` reads them,
+/// are its Kafka timestamp's at +02:00, and every offset is there once.
+#[test]
+fn a_delta_table_is_partitioned_by_the_paths_columns() -> TestResult {
+    let (topic, group, prefix) = (unique("it-time-delta"), unique("it-group"), unique("it/time-delta"));
+    let stack = Stack::get()?;
+    let produced = produce_stamped(&stack, &topic, 2, 300, 112, (FIRST_MS, STEP_MS))?;
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 70\nrotate_interval_ms = 1000")
+        .output("format = \"delta\"\npartitioner = \"time\"\npath_format = \"dt={YYYY}-{MM}-{DD}/hr={HH}\"\ntimezone = \"+02:00\"")
+        .tables("[table]\ncommit_interval_ms = 500")
+        .start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    let table = read_delta_with(&stack, &prefix, &topic, 2, &["dt", "hr", "__kafka_timestamp"])?;
+    table.exactly_once(&produced)?;
+    assert_eq!(table.partition_columns, ["dt", "hr", "__kafka_partition"], "partition columns");
+    let column = |c: &str| table.values.get(c).cloned().ok_or(format!("no {c} values"));
+    let (dts, hrs, stamps) = (column("dt")?, column("hr")?, column("__kafka_timestamp")?);
+    let mut hours = BTreeSet::new();
+    for (i, (p, o)) in table.rows.iter().enumerate() {
+        let ts = stamps.get(i).and_then(|v| v.as_i64()).ok_or(format!("row {p}/{o} without a timestamp"))?;
+        let hour = (ts + OFFSET_MS).div_euclid(3_600_000).rem_euclid(24);
+        let got = (dts.get(i).and_then(|v| v.as_str()), hrs.get(i).and_then(|v| v.as_str()));
+        assert_eq!(got, (Some("2026-11-24"), Some(format!("{hour:02}").as_str())), "row {p}/{o} stamped {ts}: (dt, hr)");
+        hours.insert(hour);
+    }
+    assert_eq!(hours, BTreeSet::from([2, 3, 4]), "hours covered at +02:00 (300 records 15 s apart from 02:50)");
+    assert!(
+        table.files.iter().all(|f| f.contains("/dt=2026-11-24/hr=0") && f.contains("/__kafka_partition=")),
+        "data files under dt=/hr=/__kafka_partition=: {:?}",
+        table.files
+    );
+    Ok(())
+}

@@ -299,7 +299,8 @@ impl Job {
     /// Puts one file of a table under a name no other put uses; `None` when the partition was
     /// lost meanwhile (the file stays unreferenced: no table version will name it).
     async fn upload_table_file(&self, file: ClosedFile, started: Instant) -> Result<Option<Landed>, SinkError> {
-        let (key, path) = self.store.table_file_key(&self.tp.0, self.tp.1, file.start_offset);
+        let (key, path) = self.store.table_file_key(&self.tp.0, self.tp.1, file.path.as_deref(), file.start_offset);
+        let partition_values = file.path.as_deref().map(crate::partition::values_of).unwrap_or_default();
         let schema = crate::table::DataFile::schema_of(&file.bytes, &self.tp.0)?;
         let size = file.bytes.len();
         if let Uploaded::Exists = self.store.upload_new(&key, file.bytes).await? {
@@ -315,7 +316,7 @@ impl Job {
         }
         let modification_time = crate::health::now_ms();
         Ok(Some(Landed {
-            table_file: Some(crate::table::DataFile { path, size: size as u64, rows: file.rows, modification_time, schema }),
+            table_file: Some(crate::table::DataFile { path, size: size as u64, rows: file.rows, modification_time, schema, partition_values }),
             key,
             start_offset: file.start_offset,
             end_offset: file.end_offset,

@@ -665,7 +665,7 @@ impl Config {
         if let Err(why) = crate::partition::PathScheme::from_config(o) {
             e.push(why);
         }
-        e.extend(self.table.problems(o));
+        e.extend(self.table.problems());
         if o.row_group_rows == 0 {
             e.push("output.row_group_rows: must be > 0".to_string());
         }

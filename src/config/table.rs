@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{OutputConfig, Partitioner};
-
 /// `files`: Parquet files under `<prefix>/topics/<topic>/partition=<p>/`, offsets committed to
 /// the group (what the Confluent S3 sink does); `delta`: one Delta Lake table per topic at
 /// `<prefix>/topics/<topic>/`, offsets committed in the table's log.
@@ -46,8 +44,8 @@ impl Default for TableConfig {
 }
 
 impl TableConfig {
-    /// Problems of the `[table]` keys and of the output settings a table cannot take.
-    pub(super) fn problems(&self, output: &OutputConfig) -> Vec<String> {
+    /// Problems of the `[table]` keys.
+    pub(super) fn problems(&self) -> Vec<String> {
         let mut e = Vec::new();
         if !(100..=3_600_000).contains(&self.commit_interval_ms) {
             e.push(format!("table.commit_interval_ms: 100 .. 3600000 ms, got {}", self.commit_interval_ms));
@@ -63,12 +61,6 @@ impl TableConfig {
                 "table.orphan_retention_ms: 0 (never) or at least 60000 and ten commit intervals ({} ms), got {}",
                 60_000.max(10 * self.commit_interval_ms),
                 self.orphan_retention_ms
-            ));
-        }
-        if output.format == Format::Delta && output.partitioner != Partitioner::Kafka {
-            e.push(format!(
-                "output.partitioner: output.format = \"delta\" partitions each table by the Kafka partition; {:?} is for output.format = \"files\"",
-                output.partitioner
             ));
         }
         e

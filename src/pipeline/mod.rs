@@ -113,6 +113,7 @@ impl Pipeline {
         let consumer = source::subscribe(&config.kafka, metrics.clone(), auth, offsets)?;
         let group: Arc<dyn Group> = Arc::new(KafkaGroup(consumer.clone()));
         let mut uploads = Uploads::new(store.clone(), group.clone(), metrics.clone(), config.flush.max_uploads_in_flight);
+        let paths = PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?;
         let mut tables = None;
         if table_mode {
             uploads = uploads.for_tables();
@@ -128,7 +129,8 @@ impl Pipeline {
                 props: encode::writer_properties(&config.output),
             }))
             .with_orphan_retention((config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64))
-            .with_type_widening(config.table.type_widening));
+            .with_type_widening(config.table.type_widening)
+            .with_path_columns(paths.columns().map_err(crate::decode::DecodeError::Batch)?));
         }
         Ok(Self {
             tables,
@@ -151,7 +153,7 @@ impl Pipeline {
             tombstones: config.output.tombstones,
             schema_change: config.output.schema_change,
             dead_letter,
-            paths: PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?,
+            paths,
             max_buffered: config.flush.max_buffered_bytes,
             buffered: 0,
             max_open_files: config.flush.max_open_files,

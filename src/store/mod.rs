@@ -230,11 +230,13 @@ impl Store {
         url::Url::parse(&self.tables.1).and_then(|base| base.join(&format!("{dir}/"))).map_err(bad)
     }
 
-    /// Key of a data file of the topic's table: `<table root>/__kafka_partition=<p>/<start
-    /// offset, 20 digits>-<uuid>.parquet`, unique, so no put can meet another's file. The second
-    /// value is the path relative to the table's root, as its add action names it.
-    pub fn table_file_key(&self, topic: &str, partition: i32, start_offset: i64) -> (String, String) {
-        let relative = format!("{}={partition}/{start_offset:020}-{}.parquet", crate::table::PARTITION_COLUMN, uuid::Uuid::new_v4());
+    /// Key of a data file of the topic's table: `<table root>/[<path>/]__kafka_partition=<p>/<start
+    /// offset, 20 digits>-<uuid>.parquet` (`path`: the time or field partitioner's directories),
+    /// unique, so no put can meet another's file. The second value is the path relative to the
+    /// table's root, as its add action names it.
+    pub fn table_file_key(&self, topic: &str, partition: i32, path: Option<&str>, start_offset: i64) -> (String, String) {
+        let dir = path.map(|p| format!("{p}/")).unwrap_or_default();
+        let relative = format!("{dir}{}={partition}/{start_offset:020}-{}.parquet", crate::table::PARTITION_COLUMN, uuid::Uuid::new_v4());
         (format!("{}/{relative}", topic_dir(&self.prefix, topic)), relative)
     }
 

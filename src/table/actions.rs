@@ -80,6 +80,29 @@ pub fn kernel_schema(schema: &Schema) -> Result<KernelSchemaRef, String> {
     StructType::try_from_arrow(&Schema::new(fields)).map(Arc::new).map_err(|e| kernel_message(&e.to_string()))
 }
 
+/// The table schema with the partitioner's columns (strings: a directory's text) added where
+/// the rows have no column of that name (the `flatten` layout has `after.prio` as `prio`). A
+/// column of the rows with that name keeps its type if a directory's text is a Delta partition
+/// value of it (a string, an integer, a boolean: the field partitioner writes their values as
+/// Delta does); any other type is refused.
+pub fn with_path_columns(schema: &KernelSchemaRef, columns: &[String]) -> Result<KernelSchemaRef, String> {
+    use delta_kernel::schema::DataType as T;
+    let mut fields: Vec<delta_kernel::schema::StructField> = schema.fields().cloned().collect();
+    for c in columns {
+        match schema.field(c) {
+            None => fields.push(delta_kernel::schema::StructField::nullable(c.clone(), T::STRING)),
+            Some(f) if [T::STRING, T::BYTE, T::SHORT, T::INTEGER, T::LONG, T::BOOLEAN].contains(f.data_type()) => {}
+            Some(f) => {
+                return Err(format!(
+                    "the partition column {c} is also a column of the rows, of type {}: name the directory otherwise in output.path_format or output.partition_fields",
+                    f.data_type()
+                ))
+            }
+        }
+    }
+    StructType::try_new(fields).map(Arc::new).map_err(|e| kernel_message(&e.to_string()))
+}
+
 /// A column of our files as the table declares it: the same type, with timestamps in UTC
 /// spelled as Delta knows them (the files hold UTC instants whatever the Arrow zone name says)
 /// and without Arrow's field metadata (extension names are Arrow's, not Delta's).
@@ -114,6 +137,10 @@ pub fn add_files(files: &[&DataFile], staged: &[Staged]) -> Result<Box<dyn Engin
     let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
     let mut values = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
     for f in files {
+        for (column, value) in &f.partition_values {
+            values.keys().append_value(column);
+            values.values().append_option(value.as_deref());
+        }
         values.keys().append_value(PARTITION_COLUMN);
         match partition_of(&f.path) {
             Some(p) => values.values().append_value(p.to_string()),

@@ -43,7 +43,9 @@ struct Listed {
     row: usize,
     path: String,
     size: u64,
+    /// Its partition values, as one key (files are only merged with files of the same).
     partition: String,
+    values: std::collections::HashMap<String, String>,
 }
 
 impl Table {
@@ -86,15 +88,18 @@ impl Table {
                 let files: Vec<ScanFile> = meta.visit_scan_files(Vec::new(), |acc: &mut Vec<ScanFile>, f| acc.push(f)).map_err(|e| self.err(e))?;
                 let batch = batches.len();
                 for (row, f) in rows.into_iter().zip(files) {
-                    let partition = f.partition_values.get(actions::PARTITION_COLUMN).cloned().unwrap_or_default();
-                    listed.push(Listed { batch, row, path: f.path, size: f.size.max(0) as u64, partition });
+                    let mut key: Vec<(&String, &String)> = f.partition_values.iter().collect();
+                    key.sort();
+                    let partition = key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("/");
+                    let values = f.partition_values.clone();
+                    listed.push(Listed { batch, row, path: f.path, size: f.size.max(0) as u64, partition, values });
                 }
                 batches.push(meta.scan_files);
             }
             listed.retain(|f| !skip.contains(&f.partition));
             let Some(bin) = self.next_bin(store, root_key, &listed, policy)? else { return Ok(None) };
             let (files, rewritten) = bin;
-            let (key, relative) = unique_key(root_key, &files[0].partition, &files[0].path);
+            let (key, relative) = unique_key(root_key, &files[0].path);
             let size = rewritten.len() as u64;
             let schema = DataFile::schema_of(&rewritten, &self.topic)?;
             let rows = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&rewritten, Default::default())
@@ -108,8 +113,10 @@ impl Table {
                 .build(engine.as_ref(), Box::new(FileSystemCommitter::new()))
                 .map_err(|e| self.err(e))?;
             let modification_time = crate::health::now_ms();
-            let partition: i32 = files[0].partition.parse().unwrap_or_default();
-            let new_file = DataFile { path: relative, size, rows, modification_time, schema };
+            let values = &files[0].values;
+            let partition: i32 = values.get(actions::PARTITION_COLUMN).and_then(|p| p.parse().ok()).unwrap_or_default();
+            let partition_values = self.path_columns.iter().map(|c| (c.clone(), values.get(c).cloned())).collect();
+            let new_file = DataFile { path: relative, size, rows, modification_time, schema, partition_values };
             let staged = [super::Staged { partition, start: None, next: 0, files: vec![new_file.clone()] }];
             txn.add_files(actions::add_files(&[&new_file], &staged).map_err(|e| self.err(e))?);
             for (i, data) in batches.into_iter().enumerate() {
@@ -196,10 +203,13 @@ impl Table {
     }
 }
 
-/// `<root>/__kafka_partition=<p>/<first file's start offset>-compacted-<uuid>.parquet`.
-fn unique_key(root_key: &str, partition: &str, first: &str) -> (String, String) {
-    let start = first.rsplit('/').next().and_then(|n| n.split('-').next()).unwrap_or("0");
-    let relative = format!("{}={partition}/{start}-compacted-{}.parquet", actions::PARTITION_COLUMN, uuid::Uuid::new_v4());
+/// `<root>/<the first file's directory>/<its start offset>-compacted-<uuid>.parquet`: beside
+/// the files it replaces (they share their partition values).
+fn unique_key(root_key: &str, first: &str) -> (String, String) {
+    let (dir, name) = first.rsplit_once('/').unwrap_or(("", first));
+    let start = name.split('-').next().unwrap_or("0");
+    let name = format!("{start}-compacted-{}.parquet", uuid::Uuid::new_v4());
+    let relative = if dir.is_empty() { name } else { format!("{dir}/{name}") };
     (format!("{root_key}/{relative}"), relative)
 }
 

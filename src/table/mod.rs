@@ -112,6 +112,9 @@ pub struct DataFile {
     pub modification_time: i64,
     /// The Arrow schema of its rows (as written in its footer).
     pub schema: arrow_schema::SchemaRef,
+    /// Its values of the table's partition columns besides the Kafka partition (the time or
+    /// field partitioner's directories), in the table's order; `None` is null.
+    pub partition_values: Vec<(String, Option<String>)>,
 }
 
 impl DataFile {
@@ -171,6 +174,8 @@ pub struct Table {
     orphan_retention_ms: Option<i64>,
     /// Whether a column may widen its type (`table.type_widening`).
     type_widening: bool,
+    /// The partition columns before the Kafka partition (the time or field partitioner's).
+    path_columns: Vec<String>,
 }
 
 impl Table {
@@ -179,7 +184,7 @@ impl Table {
     pub fn new(store: Arc<dyn ObjectStore>, root: Url, topic: &str, checkpoint_interval: u64) -> Self {
         let executor = Arc::new(TokioMultiThreadExecutor::new(tokio::runtime::Handle::current()));
         let engine = DefaultEngine::builder(store.clone()).with_task_executor(executor).build();
-        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval, store, orphan_retention_ms: None, type_widening: false }
+        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval, store, orphan_retention_ms: None, type_widening: false, path_columns: Vec::new() }
     }
 
     /// Orphans are removed after `ms` (see `orphans`): commits check old staged files first.
@@ -192,6 +197,17 @@ impl Table {
     pub fn with_type_widening(mut self, on: bool) -> Self {
         self.type_widening = on;
         self
+    }
+
+    /// The table is partitioned by `columns` (the output partitioner's), then the Kafka partition.
+    pub fn with_path_columns(mut self, columns: Vec<String>) -> Self {
+        self.path_columns = columns;
+        self
+    }
+
+    /// The partition columns the table is created with and must have.
+    fn partition_columns(&self) -> Vec<String> {
+        self.path_columns.iter().cloned().chain([actions::PARTITION_COLUMN.to_string()]).collect()
     }
 
     /// The root as a key of the table's store.
@@ -285,13 +301,16 @@ impl Table {
         Ok(out)
     }
 
-    /// Creates the table with the schema of the first files (partitioned by the Kafka
-    /// partition). Another member creating it first is not an error: its table is used.
+    /// Creates the table with the schema of the first files, partitioned by the partitioner's
+    /// columns and the Kafka partition. Another member creating it first is not an error: its
+    /// table is used.
     fn create(&mut self, schema: &arrow_schema::Schema) -> Result<SnapshotRef, TableError> {
-        let kernel_schema = actions::kernel_schema(schema).map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
+        let kernel_schema = actions::kernel_schema(schema)
+            .and_then(|s| actions::with_path_columns(&s, &self.path_columns))
+            .map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
         let engine = self.engine.as_ref();
         let built = create_table(self.root.as_str(), kernel_schema, ENGINE_INFO, true)
-            .with_data_layout(DataLayout::partitioned([actions::PARTITION_COLUMN]))
+            .with_data_layout(DataLayout::partitioned(self.partition_columns()))
             .build(engine, Box::new(FileSystemCommitter::new()));
         let txn = match built {
             Ok(t) => t,
@@ -330,6 +349,16 @@ impl Table {
                     }
                 },
             };
+            let theirs = snapshot.table_configuration().metadata().partition_columns().to_vec();
+            if theirs != self.partition_columns() {
+                return Err(TableError::Schema {
+                    table: self.root.to_string(),
+                    reason: format!(
+                        "the table is partitioned by {theirs:?} and output.partitioner gives {:?}: write this layout under another output.prefix",
+                        self.partition_columns()
+                    ),
+                });
+            }
             let partitions: Vec<i32> = staged.iter().map(|s| s.partition).collect();
             let versions = self.versions_in(&snapshot, &partitions)?;
             // Sort what is staged by what the log says now.

@@ -75,6 +75,8 @@ pub struct Tables {
     orphan_retention_ms: Option<i64>,
     /// `table.type_widening`.
     type_widening: bool,
+    /// The output partitioner's columns (see [`Table::with_path_columns`]).
+    path_columns: Vec<String>,
 }
 
 /// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
@@ -130,12 +132,19 @@ impl Tables {
             compaction: None,
             orphan_retention_ms: None,
             type_widening: false,
+            path_columns: Vec::new(),
         }
     }
 
     /// Removal of files no version names, older than `ms` (see `orphans`).
     pub fn with_orphan_retention(mut self, ms: Option<i64>) -> Self {
         self.orphan_retention_ms = ms;
+        self
+    }
+
+    /// Tables are partitioned by `columns`, then the Kafka partition.
+    pub fn with_path_columns(mut self, columns: Vec<String>) -> Self {
+        self.path_columns = columns;
         self
     }
 
@@ -155,7 +164,8 @@ impl Tables {
         let root = (self.roots)(topic).map_err(|reason| TableError::Root { topic: topic.to_string(), reason })?;
         Ok(Table::new(self.store.clone(), root, topic, self.checkpoint_interval)
             .with_orphan_retention(self.orphan_retention_ms)
-            .with_type_widening(self.type_widening))
+            .with_type_widening(self.type_widening)
+            .with_path_columns(self.path_columns.clone()))
     }
 
     /// The table's txn version of each partition now (`None`: none yet), read afresh from the log.

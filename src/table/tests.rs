@@ -31,6 +31,7 @@ fn file(partition: i32, start: i64, rows: u64, extra: bool) -> DataFile {
         rows,
         modification_time: 1_700_000_000_000,
         schema: schema(extra),
+        partition_values: Vec::new(),
     }
 }
 
@@ -250,6 +251,11 @@ async fn txn_versions_survive_checkpoints() -> TestResult {
 
 /// A real Parquet file of `rows` rows of partition `p` from offset `start`, put in the store.
 async fn put_file(store: &Arc<dyn ObjectStore>, p: i32, start: i64, rows: i64) -> Result<DataFile, Box<dyn std::error::Error>> {
+    put_file_under(store, None, p, start, rows).await
+}
+
+/// As [`put_file`], under the directory of a `dt` partition value when given.
+async fn put_file_under(store: &Arc<dyn ObjectStore>, dt: Option<&str>, p: i32, start: i64, rows: i64) -> Result<DataFile, Box<dyn std::error::Error>> {
     use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
     let schema = schema(false);
     let batch = RecordBatch::try_new(
@@ -264,9 +270,11 @@ async fn put_file(store: &Arc<dyn ObjectStore>, p: i32, start: i64, rows: i64) -
     let mut w = crate::encode::ParquetFile::new(&batch, parquet::file::properties::WriterProperties::builder().build())?;
     w.write(&batch)?;
     let bytes = w.finish()?;
-    let path = format!("__kafka_partition={p}/{start:020}-test.parquet");
+    let dir = dt.map(|d| format!("dt={d}/")).unwrap_or_default();
+    let path = format!("{dir}__kafka_partition={p}/{start:020}-test.parquet");
     store.put(&format!("bronze/topics/t/{path}").as_str().into(), bytes.clone().into()).await?;
-    Ok(DataFile { path, size: bytes.len() as u64, rows: rows as u64, modification_time: 1, schema: DataFile::schema_of(&bytes, "t")? })
+    let partition_values = dt.map(|d| vec![("dt".to_string(), Some(d.to_string()))]).unwrap_or_default();
+    Ok(DataFile { path, size: bytes.len() as u64, rows: rows as u64, modification_time: 1, schema: DataFile::schema_of(&bytes, "t")?, partition_values })
 }
 
 /// Every (partition, offset) the table's current files hold, read from the files themselves.
@@ -330,6 +338,43 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
     assert!(files_after.iter().all(|f| f.contains("-compacted-")), "{files_after:?}");
     assert_eq!(rows_after, rows_before, "the rows of the table's files before and after");
     assert_eq!(versions, BTreeMap::from([(0, Some(60)), (1, Some(60))]), "txn versions after compaction");
+    Ok(())
+}
+
+/// A table partitioned by the time partitioner's `dt` too: files are only merged with files of
+/// the same `dt`, and the compacted file keeps its directory and partition values.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_keeps_each_path_partition_apart() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut t = table(&store, 0)?.with_path_columns(vec!["dt".into()]);
+    let mut commits = Vec::new();
+    for i in 0..6 {
+        let day = if i % 2 == 0 { "2026-12-01" } else { "2026-12-02" };
+        let f = put_file_under(&store, Some(day), 0, i * 10, 10).await?;
+        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
+    }
+    let policy = compact::Policy { min_files: 2, target_file_bytes: 1 << 20, props: parquet::file::properties::WriterProperties::builder().build() };
+    let kv = store.clone();
+    let (done, files, schema) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        for c in commits {
+            t.commit(c)?;
+        }
+        let done = t.compact(&kv, "bronze/topics/t", &policy)?;
+        let schema = t.refresh()?.map(|s| (s.schema().fields().map(|f| f.name().clone()).collect::<Vec<_>>(), s.table_configuration().metadata().partition_columns().to_vec()));
+        Ok((done, t.file_paths()?, schema))
+    })
+    .await??;
+    assert_eq!((done.files_in, done.files_out), (6, 2), "one file per day out of three each");
+    assert_eq!(files.len(), 2, "{files:?}");
+    for day in ["2026-12-01", "2026-12-02"] {
+        assert!(files.iter().any(|f| f.starts_with(&format!("dt={day}/__kafka_partition=0/")) && f.contains("-compacted-")), "{day}: {files:?}");
+    }
+    let (columns, partitioned) = schema.ok_or("no table")?;
+    assert_eq!(partitioned, ["dt", "__kafka_partition"], "partition columns");
+    assert!(columns.iter().any(|c| c == "dt"), "dt in the schema: {columns:?}");
+    let last = log(&store).await?.into_iter().rfind(|n| n.ends_with(".json")).ok_or("no log")?;
+    let entry = store.get(&format!("bronze/topics/t/_delta_log/{last}").as_str().into()).await?.bytes().await?;
+    assert!(String::from_utf8_lossy(&entry).contains("\"dt\":\"2026-12-02\""), "the compacted add keeps its dt: {}", String::from_utf8_lossy(&entry));
     Ok(())
 }
 

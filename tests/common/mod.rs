@@ -965,6 +965,9 @@ pub struct DeltaDump {
     pub rows: Vec<(i32, i64)>,
     /// The txn version (next offset) of each partition asked for, under the sink's app ids.
     pub txn: BTreeMap<String, Option<i64>>,
+    /// Each row's values of the columns asked for ([`read_delta_with`]), in `rows`' order.
+    #[serde(default)]
+    pub values: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 impl DeltaDump {
@@ -997,10 +1000,16 @@ impl DeltaDump {
 
 /// The topic's Delta table under `prefix` in the stack's bucket, read by `deltalake`.
 pub fn read_delta(stack: &Stack, prefix: &str, topic: &str, partitions: i32) -> TestResult<DeltaDump> {
+    read_delta_with(stack, prefix, topic, partitions, &[])
+}
+
+/// As [`read_delta`], with each row's values of `columns` too.
+pub fn read_delta_with(stack: &Stack, prefix: &str, topic: &str, partitions: i32, columns: &[&str]) -> TestResult<DeltaDump> {
     let table = format!("{prefix}/topics/{topic}");
     let out = Command::new("python3")
         .arg(root().join("scripts/delta.py"))
         .args(["--endpoint", &stack.s3, "dump", "--table", &table, "--partitions", &partitions.to_string()])
+        .args(columns.iter().flat_map(|c| ["--column", c]))
         .output()?;
     if !out.status.success() {
         return Err(format!("delta.py dump of {table} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
