@@ -11,6 +11,9 @@
 # holds even where the broker bounds the wall-clock rate.
 # Both lakes are counted afterwards: rows and distinct offsets must equal the records produced
 # (tombstones excepted).
+# The sink also runs in table mode (output.format = "delta", a commit every TABLE_COMMIT_MS,
+# default 2000): timed the same way (its group's offsets follow each table commit), its table
+# counted by the deltalake package, and its commits' durations (from its log) given as p50/p99.
 #
 #   scripts/bench-e2e.sh              COUNT=200000 ROUNDS=1 scripts/bench-e2e.sh
 set -euo pipefail
@@ -21,6 +24,7 @@ cd "$ROOT"
 COUNT=${COUNT:-1000000}
 PARTITIONS=${PARTITIONS:-4}
 FLUSH=${FLUSH:-100000}
+TABLE_COMMIT_MS=${TABLE_COMMIT_MS:-2000}
 ROUNDS=${ROUNDS:-3}
 # PROFILE=debug runs the debug build (the smoke test in tests/bench_scripts.rs); figures are
 # only meaningful with release.
@@ -69,6 +73,14 @@ run_sink() { # round
   echo "$wall $(peak_mib "$OUT/sink-$1.log") $(cpu_s "$OUT/sink-$1.log") $prefix"
 }
 
+run_table() { # round
+  local group="bench-table-$run_id-$1" prefix="bench/e2e-$run_id/table-$1" wall
+  wall=$(timed_sink "$BIN" "table-$1" "$group" "$prefix" "$SINK_S3" "format = \"delta\"
+[table]
+commit_interval_ms = $TABLE_COMMIT_MS")
+  echo "$wall $(peak_mib "$OUT/table-$1.log") $(cpu_s "$OUT/table-$1.log") $prefix"
+}
+
 run_peer() { # round
   local group="bench-peer-$run_id-$1" prefix="bench/e2e-$run_id/peer-$1"
   local t0; t0=$(now)
@@ -81,9 +93,10 @@ run_peer() { # round
 for r in $(seq 1 "$ROUNDS"); do
   read -r null_s null_mib null_cpu < <(run_null "$r")
   read -r sink_s sink_mib sink_cpu sink_prefix < <(run_sink "$r")
+  read -r table_s table_mib table_cpu table_prefix < <(run_table "$r")
   read -r peer_s peer_mib peer_cpu peer_prefix < <(run_peer "$r")
-  log "round $r: null consumer ${null_s}s, sink ${sink_s}s (${sink_mib} MiB, ${sink_cpu} CPU s), peer ${peer_s}s (${peer_mib} MiB, ${peer_cpu} CPU s)"
-  echo "$null_s $null_mib $null_cpu $sink_s $sink_mib $sink_cpu $peer_s $peer_mib $peer_cpu $sink_prefix $peer_prefix" >>"$OUT/rounds.txt"
+  log "round $r: null consumer ${null_s}s, sink ${sink_s}s (${sink_mib} MiB, ${sink_cpu} CPU s), table ${table_s}s (${table_mib} MiB, ${table_cpu} CPU s), peer ${peer_s}s (${peer_mib} MiB, ${peer_cpu} CPU s)"
+  echo "$null_s $null_mib $null_cpu $sink_s $sink_mib $sink_cpu $peer_s $peer_mib $peer_cpu $sink_prefix $peer_prefix $table_s $table_mib $table_cpu $table_prefix" >>"$OUT/rounds.txt"
 done
 
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
@@ -91,10 +104,15 @@ col() { awk -v c="$1" '{print $c}' "$OUT/rounds.txt" | median; }
 null_s=$(col 1); null_mib=$(col 2); null_cpu=$(col 3)
 sink_s=$(col 4); sink_mib=$(col 5); sink_cpu=$(col 6)
 peer_s=$(col 7); peer_mib=$(col 8); peer_cpu=$(col 9)
-read -r _ _ _ _ _ _ _ _ _ sink_prefix peer_prefix < <(tail -1 "$OUT/rounds.txt")
+table_s=$(col 12); table_mib=$(col 13); table_cpu=$(col 14)
+read -r _ _ _ _ _ _ _ _ _ sink_prefix peer_prefix _ _ _ table_prefix < <(tail -1 "$OUT/rounds.txt")
 lake() { python3 scripts/lake.py --endpoint "$S3" count --prefix "$1"; }
 sink_lake=$(lake "$sink_prefix")
 peer_lake=$(lake "$peer_prefix")
+table_lake=$(python3 scripts/delta.py --endpoint "$S3" count --table "$table_prefix/topics/$topic")
+# Commit durations of every table round, from the sink's "table commit ... duration_ms=N" lines.
+commit_ms=$(cat "$OUT"/table-*.log | grep -o 'table commit.*duration_ms=[0-9]*' | grep -o '[0-9]*$' | sort -n || true)
+pct() { awk -v p="$1" '{a[NR] = $1} END {if (NR == 0) print "-"; else {i = int(p * NR + 0.999); if (i < 1) i = 1; print a[i]}}'; }
 rate() { echo "$COUNT / $1" | bc; }
 row() { printf '%-34s %8.1f %10d %8.1f %12d %8s\n' "$1" "$2" "$(rate "$2")" "$3" "$(rate "$3")" "$4 MiB"; }
 {
@@ -102,9 +120,13 @@ row() { printf '%-34s %8.1f %10d %8.1f %12d %8s\n' "$1" "$2" "$(rate "$2")" "$3"
   printf '%-34s %8s %10s %8s %12s %8s\n' "" "wall s" "records/s" "CPU s" "records/CPU s" "peak RSS"
   row "broker ceiling (null consumer)" "$null_s" "$null_cpu" "$null_mib"
   row "kafka-parquet-sink" "$sink_s" "$sink_cpu" "$sink_mib"
+  row "kafka-parquet-sink, Delta table" "$table_s" "$table_cpu" "$table_mib"
   row "python peer (fastavro + pyarrow)" "$peer_s" "$peer_cpu" "$peer_mib"
   printf 'sink / peer: %.1fx records/s, %.1fx records per CPU second; sink at %.0f%% of the broker ceiling\n' \
     "$(echo "$peer_s / $sink_s" | bc -l)" "$(echo "$peer_cpu / $sink_cpu" | bc -l)" "$(echo "100 * $null_s / $sink_s" | bc -l)"
+  printf 'table / files: %.2fx records/s; table commits (every %s ms): %s, duration p50 %s ms, p99 %s ms\n' \
+    "$(echo "$sink_s / $table_s" | bc -l)" "$TABLE_COMMIT_MS" "$(echo "$commit_ms" | grep -c . || true)" "$(echo "$commit_ms" | pct 0.5)" "$(echo "$commit_ms" | pct 0.99)"
   echo "sink lake: $sink_lake (expected rows = distinct offsets = $((COUNT - tombstones)))"
+  echo "table lake: $table_lake"
   echo "peer lake: $peer_lake"
 } | tee "$OUT/result.txt"

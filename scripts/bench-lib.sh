@@ -8,7 +8,9 @@ if [ "${MALLOC_TUNING:-on}" = on ]; then
   export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-131072}
 fi
 started_stack=""
-if scripts/stack.sh status | grep -q down; then
+# Not `status | grep -q`: under pipefail grep's early exit fails the pipeline, and the stack
+# would never start.
+if grep -q down <<<"$(scripts/stack.sh status)"; then
   scripts/stack.sh up
   started_stack=1
 fi

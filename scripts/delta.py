@@ -6,6 +6,13 @@
       JSON: the table's version, its data files, every row's Kafka partition and offset (and
       its values of the columns C, timestamps in Unix ms), and the txn version (next offset) of
       partitions 0 .. N-1 under the sink's app ids
+  delta.py count --table PATH
+      JSON: the table's version, files, bytes, rows and distinct (partition, offset) pairs (equal
+      rows and pairs: no duplicate), and the sizes of its files (as lake.py count, for tables)
+  delta.py watch --table PATH --seconds S [--every MS]
+      a reader polling the table every MS (200) for S seconds: the first time a poll sees a row
+      (in a file a new version names) minus its Kafka timestamp is its time to visible; JSON:
+      rows seen and the p50, p90, p99 and max of that time in ms
   delta.py show --table PATH [--rows N]
       the table's schema, version and a few rows, for a person
   delta.py append --table PATH --rows N --offset-base B [--below O]
@@ -75,6 +82,60 @@ def dump(a):
     json.dump(out, sys.stdout)
 
 
+def count(a):
+    dt = open_table(a)
+    rows = dt.to_pyarrow_table(columns=["__kafka_partition", "__kafka_offset"])
+    pairs = set(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()))
+    actions = dt.get_add_actions(flatten=True)
+    sizes = actions.column("size_bytes").to_pylist()
+    parts = actions.column("partition.__kafka_partition").to_pylist()
+    by_partition = {}
+    for p, size in zip(parts, sizes):
+        by_partition.setdefault(str(p), []).append(size)
+    json.dump({"version": dt.version(), "files": len(sizes), "bytes": sum(sizes), "rows": rows.num_rows,
+               "distinct_offsets": len(pairs), "file_bytes": {p: sorted(s) for p, s in sorted(by_partition.items())}}, sys.stdout)
+
+
+def watch(a):
+    import time
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    scheme, _, host = a.endpoint.partition("://")
+    fs = pafs.S3FileSystem(endpoint_override=host, scheme=scheme, region="us-east-1",
+                           access_key=os.environ.get("AWS_ACCESS_KEY_ID", "minioadmin"),
+                           secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "minioadmin"))
+    seen_files, seen_rows, latencies = set(), set(), []
+    dt = None
+    deadline = time.time() + a.seconds
+    while time.time() < deadline:
+        polled = time.time()
+        try:
+            if dt is None:
+                dt = open_table(a)
+            else:
+                dt.update_incremental()
+        except Exception:  # no table yet
+            time.sleep(a.every / 1000)
+            continue
+        for uri in dt.file_uris():
+            if uri in seen_files:
+                continue
+            seen_files.add(uri)
+            t = pq.read_table(uri.split("://", 1)[1], filesystem=fs, columns=["__kafka_partition", "__kafka_offset", "__kafka_timestamp"])
+            stamps = t.column(2).cast("int64").to_pylist()  # ms since the epoch
+            for p, o, ts in zip(t.column(0).to_pylist(), t.column(1).to_pylist(), stamps):
+                # A compacted file holds rows seen before: each row counts once, when first seen.
+                if (p, o) not in seen_rows and ts is not None:
+                    seen_rows.add((p, o))
+                    latencies.append(polled * 1000 - ts)
+        time.sleep(max(0.0, a.every / 1000 - (time.time() - polled)))
+    latencies.sort()
+    pct = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))]) if latencies else None
+    json.dump({"rows": len(latencies), "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0)}, sys.stdout)
+
+
 def show(a):
     dt = open_table(a)
     print(f"version {dt.version()}, {len(dt.file_uris())} files, partitioned by {dt.metadata().partition_columns}")
@@ -108,6 +169,12 @@ def main():
     d.add_argument("--table", required=True)
     d.add_argument("--partitions", type=int, default=0)
     d.add_argument("--column", action="append", default=[], help="also each row's value of this column (repeatable)")
+    w2 = sub.add_parser("watch")
+    w2.add_argument("--table", required=True)
+    w2.add_argument("--seconds", type=float, required=True)
+    w2.add_argument("--every", type=int, default=200)
+    c = sub.add_parser("count")
+    c.add_argument("--table", required=True)
     s = sub.add_parser("show")
     s.add_argument("--table", required=True)
     s.add_argument("--rows", type=int, default=5)
@@ -117,7 +184,7 @@ def main():
     w.add_argument("--offset-base", type=int, required=True)
     w.add_argument("--below", type=int)
     a = ap.parse_args()
-    {"dump": dump, "show": show, "append": append}[a.cmd](a)
+    {"dump": dump, "show": show, "append": append, "count": count, "watch": watch}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -11,35 +11,12 @@ use std::collections::HashMap;
 
 use chrono::{Datelike, TimeZone, Timelike};
 
-use crate::config::{OutputConfig, Partitioner};
+use crate::config::paths::{directory_name, Scheme, Token, Zone};
+use crate::config::OutputConfig;
 use crate::decode::field::{FieldReader, FieldValue, TimeUnit};
 
 /// The directory of a null or empty field value, as Hive, Spark and DuckDB name it.
 pub const NULL_DIRECTORY: &str = "__HIVE_DEFAULT_PARTITION__";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Token {
-    Text(String),
-    Year,
-    Month,
-    Day,
-    Hour,
-    Minute,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Zone {
-    Fixed(chrono::FixedOffset),
-    /// An IANA zone with its daylight-saving rules (`Europe/Berlin`).
-    Named(chrono_tz::Tz),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Scheme {
-    Kafka,
-    Time { tokens: Vec<Token>, zone: Zone, field: Option<String> },
-    Field { fields: Vec<String> },
-}
 
 /// The configured scheme, and the field readers compiled per writer schema id.
 #[derive(Debug)]
@@ -50,62 +27,13 @@ pub struct PathScheme {
 
 impl PathScheme {
     pub fn from_config(c: &OutputConfig) -> Result<Self, String> {
-        let scheme = match c.partitioner {
-            Partitioner::Kafka => Scheme::Kafka,
-            Partitioner::Time => {
-                let field = (!c.timestamp_field.is_empty()).then(|| c.timestamp_field.clone());
-                if let Some(f) = &field {
-                    check_field_path("output.timestamp_field", f)?;
-                }
-                Scheme::Time { tokens: parse_format(&c.path_format)?, zone: parse_zone(&c.timezone)?, field }
-            }
-            Partitioner::Field => {
-                if c.partition_fields.is_empty() {
-                    return Err("output.partition_fields: partitioner = \"field\" needs at least one field, e.g. [\"after.status\"]".into());
-                }
-                for f in &c.partition_fields {
-                    check_field_path("output.partition_fields", f)?;
-                }
-                let mut names: Vec<&str> = c.partition_fields.iter().map(|f| directory_name(f)).collect();
-                names.sort_unstable();
-                if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-                    return Err(format!("output.partition_fields: two fields would both be named {:?} in the path", w[0]));
-                }
-                Scheme::Field { fields: c.partition_fields.clone() }
-            }
-        };
-        let paths = Self { scheme, readers: HashMap::new() };
-        if c.format == crate::config::Format::Delta {
-            paths.columns()?;
-        }
-        Ok(paths)
+        Ok(Self { scheme: crate::config::paths::parse(c)?, readers: HashMap::new() })
     }
 
-    /// The columns a Delta table is partitioned by besides the Kafka partition: each directory
-    /// of the path must name its column (`dt={YYYY}-{MM}-{DD}/hr={HH}` gives `dt`, `hr`; the
-    /// field partitioner's `<name>=<value>` always does). An error names `output.path_format`.
+    /// The columns a Delta table is partitioned by besides the Kafka partition (see
+    /// [`Scheme::columns`]).
     pub fn columns(&self) -> Result<Vec<String>, String> {
-        match &self.scheme {
-            Scheme::Kafka => Ok(Vec::new()),
-            Scheme::Field { fields } => Ok(fields.iter().map(|f| directory_name(f).to_string()).collect()),
-            Scheme::Time { tokens, .. } => {
-                // The format as text, each token a placeholder character no name can hold.
-                let text: String = tokens.iter().map(|t| if let Token::Text(s) = t { s.clone() } else { "{}".to_string() }).collect();
-                let mut names: Vec<String> = Vec::new();
-                for dir in text.split('/') {
-                    let name = dir.split_once('=').map(|(n, _)| n).filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-                    match name {
-                        Some(n) if !names.iter().any(|x| x == n) && n != crate::decode::envelope::KAFKA_PARTITION => names.push(n.to_string()),
-                        _ => {
-                            return Err(format!(
-                                "output.path_format: with output.format = \"delta\" every directory names its table column once, like \"dt={{YYYY}}-{{MM}}-{{DD}}/hr={{HH}}\"; got {dir:?}"
-                            ))
-                        }
-                    }
-                }
-                Ok(names)
-            }
-        }
+        self.scheme.columns()
     }
 
     /// Whether records go under a path of their own (time or field partitioner).
@@ -238,18 +166,6 @@ fn field_millis(field: &str, v: FieldValue<'_>) -> Result<Option<i64>, PathError
     }))
 }
 
-/// `after.status` is written `status=...`: the last segment names the directory.
-fn directory_name(path: &str) -> &str {
-    path.rsplit('.').next().unwrap_or(path)
-}
-
-fn check_field_path(key: &str, f: &str) -> Result<(), String> {
-    if f.split('.').any(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
-        return Err(format!("{key}: dot-separated Avro field names like \"after.status\", got {f:?}"));
-    }
-    Ok(())
-}
-
 /// A value as a path segment, escaped as Hive escapes partition values (`/` → `%2F`).
 fn escape_into(out: &mut String, v: FieldValue<'_>) {
     use std::fmt::Write as _;
@@ -295,59 +211,10 @@ fn format_time(tokens: &[Token], zone: Zone, ms: i64) -> String {
     out
 }
 
-/// `dt={YYYY}-{MM}-{DD}/hr={HH}` into tokens; only `{YYYY} {MM} {DD} {HH} {mm}` are known.
-fn parse_format(f: &str) -> Result<Vec<Token>, String> {
-    if f.is_empty() || f.starts_with('/') || f.ends_with('/') || f.contains("//") || f.split('/').any(|s| s == "." || s == "..") {
-        return Err(format!("output.path_format: a relative path without empty, \".\" or \"..\" segments, got {f:?}"));
-    }
-    let mut tokens = Vec::new();
-    let mut rest = f;
-    while let Some(open) = rest.find('{') {
-        if open > 0 {
-            tokens.push(Token::Text(rest[..open].to_string()));
-        }
-        let close = rest[open..].find('}').ok_or_else(|| format!("output.path_format: unclosed '{{' in {f:?}"))? + open;
-        tokens.push(match &rest[open + 1..close] {
-            "YYYY" => Token::Year,
-            "MM" => Token::Month,
-            "DD" => Token::Day,
-            "HH" => Token::Hour,
-            "mm" => Token::Minute,
-            other => return Err(format!("output.path_format: unknown field {{{other}}}; known: {{YYYY}} {{MM}} {{DD}} {{HH}} {{mm}}")),
-        });
-        rest = &rest[close + 1..];
-    }
-    if !rest.is_empty() {
-        tokens.push(Token::Text(rest.to_string()));
-    }
-    if tokens.iter().any(|t| matches!(t, Token::Text(s) if s.contains('}'))) {
-        return Err(format!("output.path_format: stray '}}' in {f:?}"));
-    }
-    Ok(tokens)
-}
-
-/// `UTC`, `Z`, a fixed offset `+HH:MM` / `-HH:MM`, or an IANA zone name (`Europe/Berlin`).
-fn parse_zone(tz: &str) -> Result<Zone, String> {
-    if tz == "UTC" || tz == "Z" {
-        return Ok(Zone::Fixed(chrono::FixedOffset::east_opt(0).ok_or("UTC")?));
-    }
-    let bad = || format!("output.timezone: \"UTC\", a fixed offset like \"+02:00\" or a zone name like \"Europe/Berlin\", got {tz:?}");
-    let (sign, rest) = match tz.as_bytes().first() {
-        Some(b'+') => (1, &tz[1..]),
-        Some(b'-') => (-1, &tz[1..]),
-        _ => return tz.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| bad()),
-    };
-    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
-    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 14 || m > 59 {
-        return Err(bad());
-    }
-    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).map(Zone::Fixed).ok_or_else(bad)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Partitioner;
 
     fn scheme(format: &str, tz: &str) -> Result<PathScheme, String> {
         PathScheme::from_config(&OutputConfig {

@@ -32,12 +32,13 @@ fn bench_e2e_script_lands_every_record_with_the_sink_and_the_peer() -> TestResul
     // "produced N records to ...": the generator may add the tombstone of a final delete.
     let count: u64 = produced.split_whitespace().nth(1).and_then(|n| n.parse().ok()).ok_or(format!("no count in {produced}"))?;
     let expected = count - tombstones;
-    for who in ["sink", "peer"] {
+    for who in ["sink", "peer", "table"] {
         let l = lake(who)?;
         assert_eq!(l["rows"].as_u64(), Some(expected), "{who}: rows in the lake ({count} records, {tombstones} tombstones):\n{stdout}");
         assert_eq!(l["distinct_offsets"].as_u64(), Some(expected), "{who}: distinct offsets:\n{stdout}");
     }
     assert!(stdout.contains("records per CPU second"), "no comparison line:\n{stdout}");
+    assert!(stdout.contains("table / files: ") && stdout.contains("duration p50 "), "no table line:\n{stdout}");
     Ok(())
 }
 

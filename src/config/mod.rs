@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod paths;
 mod store;
 mod table;
 pub use store::*;
@@ -662,7 +663,7 @@ impl Config {
         if o.file_delim.is_empty() || o.file_delim.contains('/') || o.file_delim.contains('.') || o.file_delim.chars().any(|c| c.is_ascii_digit()) {
             e.push(format!("output.file_delim: a separator without '/', '.' or digits, got {:?}", o.file_delim));
         }
-        if let Err(why) = crate::partition::PathScheme::from_config(o) {
+        if let Err(why) = paths::parse(o) {
             e.push(why);
         }
         e.extend(self.table.problems());

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Table mode under a steady stream (issue 19): how soon a reader sees a row, and what files the
+# table holds after compaction. For each commit interval in COMMITS_MS (default "1000 10000"):
+# a fresh topic of PARTITIONS partitions (4) receives RATE Debezium events a second (2000, by
+# kps-cdc-gen once a second) for SECONDS (600 for the first interval, SHORT_SECONDS = 120 for
+# the others); the sink (release build, output.format = "delta", files rotating every
+# ROTATE_MS = 500, compaction after every 10 commits up to TARGET_MB = 128 MiB) writes the
+# topic's table; a reader (scripts/delta.py watch: the deltalake package, polling every 200 ms)
+# notes when it first sees each row. Time to visible = that moment minus the row's Kafka
+# timestamp (when it was produced), so it holds the rotation, the upload, the wait for the
+# commit, the commit and the reader's poll. Also per run: the table commits' duration (from the
+# sink's log), and the sizes of the files uploaded against those of the table's current
+# snapshot per partition value (compaction merges the first into the second). S3_DELAY_MS > 0
+# puts scripts/delay_proxy.py between the sink and S3 (the reader reads S3 directly).
+#
+#   scripts/bench-table.sh        SECONDS_FIRST=120 S3_DELAY_MS=40 scripts/bench-table.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PIP_ROOT_USER_ACTION=ignore
+cd "$ROOT"
+PARTITIONS=${PARTITIONS:-4}
+RATE=${RATE:-2000}
+COMMITS_MS=${COMMITS_MS:-"1000 10000"}
+SECONDS_FIRST=${SECONDS_FIRST:-600}
+SHORT_SECONDS=${SHORT_SECONDS:-120}
+ROTATE_MS=${ROTATE_MS:-500}
+TARGET_MB=${TARGET_MB:-128}
+MIN_FILES=${MIN_FILES:-10}
+PROFILE=${PROFILE:-release}
+OUT=${OUT:-$ROOT/target/bench-table}
+KAFKA=127.0.0.1:${KAFKA_PORT:-9092}
+REGISTRY=http://127.0.0.1:${REGISTRY_PORT:-8081}
+S3=http://127.0.0.1:${S3_PORT:-9000}
+S3_DELAY_MS=${S3_DELAY_MS:-0}
+SINK_S3=$S3
+export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
+mkdir -p "$OUT"
+log() { printf '[bench-table] %s\n' "$*" >&2; }
+
+python3 -c "import deltalake, pyarrow" 2>/dev/null || python3 -m pip install --quiet deltalake==1.6.6 pyarrow
+source scripts/bench-lib.sh
+if [ "$S3_DELAY_MS" != 0 ]; then
+  proxy_port=${S3_PROXY_PORT:-19401}
+  python3 scripts/delay_proxy.py --listen "$proxy_port" --target "127.0.0.1:${S3_PORT:-9000}" --delay-ms "$S3_DELAY_MS" &
+  proxy_pid=$!
+  trap 'kill $proxy_pid 2>/dev/null || true; bench_cleanup' EXIT
+  SINK_S3=http://127.0.0.1:$proxy_port
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break; sleep 0.1; done
+fi
+if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
+BIN=target/$PROFILE
+run_id=$(date +%s)
+
+# quantiles of numbers on stdin: "count p10 p50 p90 max"
+quantiles() { sort -n | awk '{a[NR] = $1} END {if (NR == 0) {print "0 - - - -"; exit} q = "0.1 0.5 0.9"; n = split(q, qs, " "); printf "%d", NR; for (i = 1; i <= n; i++) {j = int(qs[i] * NR + 0.999); if (j < 1) j = 1; printf " %s", a[j]} printf " %s\n", a[NR]}'; }
+mib() { awk '{printf "%.2f", $1 / 1048576}'; }
+
+{
+printf '| commit interval | S3 delay | run | rows seen | visible p50 | p90 | p99 | max | commits | commit p50 | commit p99 | files uploaded (median) | table files | median table file | MiB per partition value |\n'
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+first=1
+for commit in $COMMITS_MS; do
+  seconds=$SHORT_SECONDS
+  if [ -n "$first" ]; then seconds=$SECONDS_FIRST; first=""; fi
+  name="c$commit-d$S3_DELAY_MS"
+  topic="bench-table-$run_id-$commit"
+  prefix="bench/table-$run_id/$name"
+  group="bench-table-$run_id-$commit"
+  # The topic and its schemas exist before the sink subscribes.
+  "$BIN"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" --count 1 --seed 1 >/dev/null
+  cat >"$OUT/$name.toml" <<TOML
+[kafka]
+bootstrap_servers = "$KAFKA"
+group_id = "$group"
+topics = ["$topic"]
+[schema_registry]
+url = "$REGISTRY"
+[s3]
+endpoint = "$SINK_S3"
+allow_http = true
+[output]
+prefix = "$prefix"
+format = "delta"
+[table]
+commit_interval_ms = $commit
+compaction_min_files = $MIN_FILES
+target_file_bytes = $((TARGET_MB * 1048576))
+[flush]
+max_records = 1000000
+rotate_interval_ms = $ROTATE_MS
+[metrics]
+listen = ""
+TOML
+  "$BIN"/kafka-parquet-sink run --config "$OUT/$name.toml" 2>"$OUT/$name.log" &
+  sink_pid=$!
+  python3 scripts/delta.py --endpoint "$S3" watch --table "$prefix/topics/$topic" --seconds $((seconds + 15)) >"$OUT/$name.watch.json" &
+  watch_pid=$!
+  log "$name: $RATE events/s for ${seconds}s into $topic, commits every ${commit} ms"
+  end=$(( $(date +%s) + seconds ))
+  i=0
+  while [ "$(date +%s)" -lt "$end" ]; do
+    t0=$(now)
+    i=$((i + 1))
+    "$BIN"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" --count "$RATE" --seed "$i" >/dev/null
+    sleep "$(echo "1 - ($(now) - $t0)" | bc | awk '{print ($1 > 0) ? $1 : 0}')"
+  done
+  wait "$watch_pid"
+  kill -TERM "$sink_pid"
+  wait "$sink_pid" || true
+  read -r rows p50 p90 p99 max < <(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['rows'], d['p50_ms'], d['p90_ms'], d['p99_ms'], d['max_ms'])" "$OUT/$name.watch.json")
+  read -r commits _ c50 _ _ < <(grep -o 'table commit.*duration_ms=[0-9]*' "$OUT/$name.log" | grep -o '[0-9]*$' | quantiles)
+  c99=$(grep -o 'table commit.*duration_ms=[0-9]*' "$OUT/$name.log" | grep -o '[0-9]*$' | sort -n | awk '{a[NR] = $1} END {j = int(0.99 * NR + 0.999); if (j < 1) j = 1; print (NR ? a[j] : "-")}')
+  read -r uploaded _ up50 _ _ < <(grep 'file uploaded' "$OUT/$name.log" | grep -o ' bytes=[0-9]*' | grep -o '[0-9]*' | quantiles)
+  python3 scripts/delta.py --endpoint "$S3" count --table "$prefix/topics/$topic" >"$OUT/$name.count.json"
+  read -r table_files median_file per_value < <(python3 -c "
+import json, statistics, sys
+d = json.load(open(sys.argv[1]))
+sizes = sorted(s for v in d['file_bytes'].values() for s in v)
+per = ' '.join('p%s=%.1f' % (p, sum(v) / 1048576) for p, v in d['file_bytes'].items())
+print(len(sizes), '%.2f' % (statistics.median(sizes) / 1048576 if sizes else 0), per.replace(' ', ','))
+" "$OUT/$name.count.json")
+  printf '| %s ms | %s ms | %s s | %s | %s ms | %s ms | %s ms | %s ms | %s | %s ms | %s ms | %s (%s MiB) | %s | %s MiB | %s |\n' \
+    "$commit" "$S3_DELAY_MS" "$seconds" "$rows" "$p50" "$p90" "$p99" "$max" "$commits" "$c50" "$c99" "$uploaded" "$(echo "$up50" | mib)" "$table_files" "$median_file" "$per_value"
+done
+} | tee "$OUT/result.md"
+echo "target_file_bytes = $TARGET_MB MiB, compaction_min_files = $MIN_FILES, rotate_interval_ms = $ROTATE_MS, $PARTITIONS partitions, $RATE events/s; machine: $(nproc) cores" | tee -a "$OUT/result.md"
