@@ -56,7 +56,7 @@ quantiles() { sort -n | awk '{a[NR] = $1} END {if (NR == 0) {print "0 - - - -"; 
 mib() { awk '{printf "%.2f", $1 / 1048576}'; }
 
 {
-printf '| commit interval | S3 delay | run | rows seen | visible p50 | p90 | p99 | max | commits | commit p50 | commit p99 | files uploaded (median) | table files | median table file | MiB per partition value |\n'
+printf '| commit interval | S3 delay | run | rows seen / produced | visible p50 | p90 | p99 | max | commits | commit p50 | commit p99 | files uploaded (median) | table files | median table file | MiB per partition value |\n'
 printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 first=1
 for commit in $COMMITS_MS; do
@@ -91,19 +91,28 @@ rotate_interval_ms = $ROTATE_MS
 [metrics]
 listen = ""
 TOML
-  "$BIN"/kafka-parquet-sink run --config "$OUT/$name.toml" 2>"$OUT/$name.log" &
+  "$BIN"/kafka-parquet-sink run --config "$OUT/$name.toml" >/dev/null 2>"$OUT/$name.log" &
   sink_pid=$!
   python3 scripts/delta.py --endpoint "$S3" watch --table "$prefix/topics/$topic" --seconds $((seconds + 15)) >"$OUT/$name.watch.json" &
   watch_pid=$!
+  # Whatever stops this run, the sink and the reader do not outlive it.
+  trap 'kill "$sink_pid" "$watch_pid" 2>/dev/null || true' EXIT
   log "$name: $RATE events/s for ${seconds}s into $topic, commits every ${commit} ms"
   end=$(( $(date +%s) + seconds ))
   i=0
+  rows_produced=0 # records with a row (tombstones have none), the first one's included
   while [ "$(date +%s)" -lt "$end" ]; do
     t0=$(now)
     i=$((i + 1))
-    "$BIN"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" --count "$RATE" --seed "$i" >/dev/null
+    # Its first line ("produced N records to T: {ops}"); no `| head` (pipefail would stop here).
+    produced=$("$BIN"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --partitions "$PARTITIONS" --count "$RATE" --seed "$i")
+    produced=${produced%%$'\n'*}
+    n=$(awk '{print $2}' <<<"$produced")
+    t=$(grep -o '"tombstone": [0-9]*' <<<"$produced" | grep -o '[0-9]*$' || echo 0)
+    rows_produced=$((rows_produced + n - t))
     sleep "$(echo "1 - ($(now) - $t0)" | bc | awk '{print ($1 > 0) ? $1 : 0}')"
   done
+  rows_produced=$((rows_produced + 1))
   wait "$watch_pid"
   kill -TERM "$sink_pid"
   wait "$sink_pid" || true
@@ -119,8 +128,8 @@ sizes = sorted(s for v in d['file_bytes'].values() for s in v)
 per = ' '.join('p%s=%.1f' % (p, sum(v) / 1048576) for p, v in d['file_bytes'].items())
 print(len(sizes), '%.2f' % (statistics.median(sizes) / 1048576 if sizes else 0), per.replace(' ', ','))
 " "$OUT/$name.count.json")
-  printf '| %s ms | %s ms | %s s | %s | %s ms | %s ms | %s ms | %s ms | %s | %s ms | %s ms | %s (%s MiB) | %s | %s MiB | %s |\n' \
-    "$commit" "$S3_DELAY_MS" "$seconds" "$rows" "$p50" "$p90" "$p99" "$max" "$commits" "$c50" "$c99" "$uploaded" "$(echo "$up50" | mib)" "$table_files" "$median_file" "$per_value"
+  printf '| %s ms | %s ms | %s s | %s / %s | %s ms | %s ms | %s ms | %s ms | %s | %s ms | %s ms | %s (%s MiB) | %s | %s MiB | %s |\n' \
+    "$commit" "$S3_DELAY_MS" "$seconds" "$rows" "$rows_produced" "$p50" "$p90" "$p99" "$max" "$commits" "$c50" "$c99" "$uploaded" "$(echo "$up50" | mib)" "$table_files" "$median_file" "$per_value"
 done
 } | tee "$OUT/result.md"
 echo "target_file_bytes = $TARGET_MB MiB, compaction_min_files = $MIN_FILES, rotate_interval_ms = $ROTATE_MS, $PARTITIONS partitions, $RATE events/s; machine: $(nproc) cores" | tee -a "$OUT/result.md"

@@ -185,6 +185,10 @@ def main():
     w.add_argument("--below", type=int)
     a = ap.parse_args()
     {"dump": dump, "show": show, "append": append, "count": count, "watch": watch}[a.cmd](a)
+    # deltalake 1.6's runtime threads and pyarrow's sometimes abort the interpreter's teardown
+    # ("terminate called without an active exception") after the work is done: leave without it.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

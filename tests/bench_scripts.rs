@@ -59,3 +59,23 @@ fn bench_codecs_script_lands_every_record_with_each_codec() -> TestResult {
     assert_eq!(codecs, ["codec", "snappy", "zstd", "zstd", "lz4", "gzip", "none"], "rows:\n{stdout}");
     Ok(())
 }
+
+/// `scripts/bench-table.sh` (table mode under a steady stream) runs at a small size: its reader
+/// sees every row produced, once, and it prints a row of figures.
+#[test]
+fn bench_table_script_sees_every_row_in_the_table() -> TestResult {
+    let _stack = Stack::get()?;
+    let out_dir = tempfile::tempdir()?;
+    let out = Command::new("bash")
+        .arg(root().join("scripts/bench-table.sh"))
+        .envs([("SECONDS_FIRST", "8"), ("COMMITS_MS", "1000"), ("RATE", "200"), ("PARTITIONS", "2"), ("PROFILE", "debug")])
+        .env("OUT", out_dir.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench-table.sh failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = stdout.lines().find(|l| l.starts_with("| 1000 ms |")).ok_or(format!("no row for the 1 s interval:\n{stdout}"))?;
+    let seen = row.split('|').nth(4).unwrap_or_default().trim();
+    let (got, want) = seen.split_once(" / ").ok_or(format!("no 'seen / produced' in {row}"))?;
+    assert_eq!(got, want, "rows the reader saw against rows produced: {row}");
+    Ok(())
+}
