@@ -36,21 +36,13 @@ S3=http://127.0.0.1:${S3_PORT:-9000}
 # S3_DELAY_MS > 0 puts scripts/delay_proxy.py between both sinks and S3: every response comes
 # that much later, as from an object store across a network (40 ms: an ordinary S3 round trip).
 S3_DELAY_MS=${S3_DELAY_MS:-0}
-SINK_S3=$S3
 export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
 mkdir -p "$OUT"
 log() { printf '[bench-e2e] %s\n' "$*" >&2; }
 
 python3 -c "import confluent_kafka, fastavro, pyarrow" 2>/dev/null || python3 -m pip install --quiet confluent-kafka fastavro pyarrow
 source scripts/bench-lib.sh
-if [ "$S3_DELAY_MS" != 0 ]; then
-  proxy_port=${S3_PROXY_PORT:-19400}
-  python3 scripts/delay_proxy.py --listen "$proxy_port" --target "127.0.0.1:${S3_PORT:-9000}" --delay-ms "$S3_DELAY_MS" &
-  proxy_pid=$!
-  trap 'kill $proxy_pid 2>/dev/null || true; bench_cleanup' EXIT
-  SINK_S3=http://127.0.0.1:$proxy_port
-  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break; sleep 0.1; done
-fi
+delay_s3 "${S3_PROXY_PORT:-19400}"
 
 if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
 BIN=target/$PROFILE

@@ -17,6 +17,19 @@ fi
 bench_cleanup() { if [ -n "$started_stack" ]; then scripts/stack.sh down; fi; }
 trap bench_cleanup EXIT
 
+# delay_s3 PORT: sets SINK_S3, the S3 endpoint the sinks use: $S3 itself, or with S3_DELAY_MS > 0
+# scripts/delay_proxy.py on PORT in front of it, every answer that much later (as from an object
+# store across a network), stopped on exit.
+delay_s3() {
+  SINK_S3=$S3
+  [ "${S3_DELAY_MS:-0}" != 0 ] || return 0
+  python3 scripts/delay_proxy.py --listen "$1" --target "127.0.0.1:${S3_PORT:-9000}" --delay-ms "$S3_DELAY_MS" &
+  proxy_pid=$!
+  trap 'kill $proxy_pid 2>/dev/null || true; bench_cleanup' EXIT
+  SINK_S3=http://127.0.0.1:$1
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.1; done
+}
+
 # Timing and /usr/bin/time -v figures.
 now() { date +%s.%N; }
 peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d", $2 / 1024}' "$1"; }

@@ -32,21 +32,13 @@ KAFKA=127.0.0.1:${KAFKA_PORT:-9092}
 REGISTRY=http://127.0.0.1:${REGISTRY_PORT:-8081}
 S3=http://127.0.0.1:${S3_PORT:-9000}
 S3_DELAY_MS=${S3_DELAY_MS:-0}
-SINK_S3=$S3
 export AWS_ACCESS_KEY_ID=minioadmin AWS_SECRET_ACCESS_KEY=minioadmin
 mkdir -p "$OUT"
 log() { printf '[bench-table] %s\n' "$*" >&2; }
 
 python3 -c "import deltalake, pyarrow" 2>/dev/null || python3 -m pip install --quiet deltalake==1.6.6 pyarrow
 source scripts/bench-lib.sh
-if [ "$S3_DELAY_MS" != 0 ]; then
-  proxy_port=${S3_PROXY_PORT:-19401}
-  python3 scripts/delay_proxy.py --listen "$proxy_port" --target "127.0.0.1:${S3_PORT:-9000}" --delay-ms "$S3_DELAY_MS" &
-  proxy_pid=$!
-  trap 'kill $proxy_pid 2>/dev/null || true; bench_cleanup' EXIT
-  SINK_S3=http://127.0.0.1:$proxy_port
-  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break; sleep 0.1; done
-fi
+delay_s3 "${S3_PROXY_PORT:-19401}"
 if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
 BIN=target/$PROFILE
 run_id=$(date +%s)

@@ -89,14 +89,14 @@ fn versions_switching_every_few_records_still_share_files() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn an_incompatible_change_still_rolls_and_loses_nothing() -> TestResult {
-    let stack = Stack::get()?;
-    let (topic, group, prefix) = (unique("it-schema-roll"), unique("it-group"), unique("it/schema-roll"));
+/// `x` is a string in version 0 of the value schema and a long in version 1: an incompatible
+/// change. Produces, per (partition, versions), 10 records of each version in turn into a new
+/// topic of `partitions`; returns their (partition, offset).
+fn produce_x_versions(stack: &Stack, topic: &str, partitions: i32, runs: &[(i32, &[usize])]) -> TestResult<std::collections::BTreeSet<(i32, i64)>> {
     let v1 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "string"}]}"#;
     let v2 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "long"}]}"#;
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &topic, 1))?;
+    rt.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, topic, partitions))?;
     let ids = [rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v1))?, rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v2))?];
     // apache-avro's name validator is set once per process, by the first parse: install the
     // one the Debezium tests beside this one need (names like `supabase-habit.public.tasks`)
@@ -105,18 +105,28 @@ fn an_incompatible_change_still_rolls_and_loses_nothing() -> TestResult {
     let schemas = [apache_avro::Schema::parse_str(v1)?, apache_avro::Schema::parse_str(v2)?];
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
     let mut offsets = std::collections::BTreeSet::new();
-    // v1, v2, v1: two incompatible switches.
-    for (round, version) in [0usize, 1, 0].into_iter().enumerate() {
-        for i in 0..10i64 {
-            use apache_avro::types::Value;
-            let x = if version == 0 { Value::String(format!("s{i}")) } else { Value::Long(i) };
-            let body = apache_avro::to_avro_datum(&schemas[version], Value::Record(vec![("id".into(), Value::Long(round as i64 * 10 + i)), ("x".into(), x)]))?;
-            let value = frame::encode(ids[version], &body);
-            let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic).partition(0).payload(&value);
-            let d = rt.block_on(producer.send(record, Duration::from_secs(10))).map_err(|(e, _)| e)?;
-            offsets.insert((0, d.offset));
+    for (partition, versions) in runs {
+        for (round, version) in versions.iter().copied().enumerate() {
+            for i in 0..10i64 {
+                use apache_avro::types::Value;
+                let x = if version == 0 { Value::String(format!("s{i}")) } else { Value::Long(i) };
+                let body = apache_avro::to_avro_datum(&schemas[version], Value::Record(vec![("id".into(), Value::Long(round as i64 * 10 + i)), ("x".into(), x)]))?;
+                let value = frame::encode(ids[version], &body);
+                let record = rdkafka::producer::FutureRecord::<(), _>::to(topic).partition(*partition).payload(&value);
+                let d = rt.block_on(producer.send(record, Duration::from_secs(10))).map_err(|(e, _)| e)?;
+                offsets.insert((*partition, d.offset));
+            }
         }
     }
+    Ok(offsets)
+}
+
+#[test]
+fn an_incompatible_change_still_rolls_and_loses_nothing() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-schema-roll"), unique("it-group"), unique("it/schema-roll"));
+    // v1, v2, v1: two incompatible switches.
+    let offsets = produce_x_versions(&stack, &topic, 1, &[(0, &[0, 1, 0])])?;
     let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 1000").start()?;
     wait_caught_up(&stack, &group, &topic, Duration::from_secs(60))?;
     let log = sink.log();
@@ -135,27 +145,8 @@ fn an_incompatible_change_still_rolls_and_loses_nothing() -> TestResult {
 fn in_table_mode_a_change_delta_cannot_express_fails_only_its_partition() -> TestResult {
     let stack = Stack::get()?;
     let (topic, group, prefix) = (unique("it-schema-delta"), unique("it-group"), unique("it/schema-delta"));
-    let v1 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "string"}]}"#;
-    let v2 = r#"{"type": "record", "name": "R", "namespace": "it", "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": "long"}]}"#;
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &topic, 2))?;
-    let ids = [rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v1))?, rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), v2))?];
-    kafka_parquet_sink::testkit::allow_debezium_names();
-    let schemas = [apache_avro::Schema::parse_str(v1)?, apache_avro::Schema::parse_str(v2)?];
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
     // Partition 0: v1 only. Partition 1: v1, then v2.
-    for (partition, versions) in [(0, vec![0usize]), (1, vec![0, 1])] {
-        for (round, version) in versions.into_iter().enumerate() {
-            for i in 0..10i64 {
-                use apache_avro::types::Value;
-                let x = if version == 0 { Value::String(format!("s{i}")) } else { Value::Long(i) };
-                let body = apache_avro::to_avro_datum(&schemas[version], Value::Record(vec![("id".into(), Value::Long(round as i64 * 10 + i)), ("x".into(), x)]))?;
-                let value = frame::encode(ids[version], &body);
-                let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value);
-                rt.block_on(producer.send(record, Duration::from_secs(10))).map_err(|(e, _)| e)?;
-            }
-        }
-    }
+    produce_x_versions(&stack, &topic, 2, &[(0, &[0]), (1, &[0, 1])])?;
     let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 1000")
         .output("format = \"delta\"")
         .tables("[table]\ncommit_interval_ms = 500")
