@@ -249,7 +249,7 @@ impl Pipeline {
     /// `errors.tolerance = "none"`, whatever the tolerance: the records are well-formed, and
     /// sending every later change to the dead-letter topic would empty the table of them
     /// silently. Nothing of it is committed past the table's version; a restart after the fix
-    /// (a new table, or `output.schema_change`) reads it again from there.
+    /// (`table.type_widening` for a widening, else a new table) reads it again from there.
     fn refused_by_table(&mut self, tp: &TopicPartition, reason: String) {
         if !self.drop_held(tp) {
             return;
