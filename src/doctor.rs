@@ -310,7 +310,7 @@ async fn check_files(store: &Store, topic: &str) -> Result<String, Failure> {
 async fn check_table(store: &Store, t: &TopicView) -> Result<String, Failure> {
     let root = store.table_root(&t.name).map_err(|e| fail(e.to_string(), "check output.prefix and the store's URL"))?;
     let partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
-    let mut table = crate::table::Table::new(store.table_store(), root.clone(), &t.name, 0);
+    let mut table = crate::table::Table::new(store.table_store(), root.clone(), &t.name, Default::default());
     let read = tokio::task::spawn_blocking(move || -> Result<_, crate::table::TableError> {
         let versions = table.versions(&partitions)?;
         let files = table.file_paths()?.len();

@@ -121,16 +121,18 @@ impl Pipeline {
                 store.table_store(),
                 roots,
                 Duration::from_millis(config.table.commit_interval_ms),
-                config.table.checkpoint_interval,
+                crate::table::Settings {
+                    checkpoint_interval: config.table.checkpoint_interval,
+                    orphan_retention_ms: (config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64),
+                    type_widening: config.table.type_widening,
+                    path_columns: paths.columns().map_err(crate::decode::DecodeError::Batch)?,
+                },
             )
             .with_compaction((config.table.compaction_min_files > 0).then(|| crate::table::compact::Policy {
                 min_files: config.table.compaction_min_files,
                 target_file_bytes: config.table.target_file_bytes,
                 props: encode::writer_properties(&config.output),
-            }))
-            .with_orphan_retention((config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64))
-            .with_type_widening(config.table.type_widening)
-            .with_path_columns(paths.columns().map_err(crate::decode::DecodeError::Batch)?));
+            })));
         }
         Ok(Self {
             tables,

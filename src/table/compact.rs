@@ -115,7 +115,7 @@ impl Table {
             let modification_time = crate::health::now_ms();
             let values = &files[0].values;
             let partition: i32 = values.get(actions::PARTITION_COLUMN).and_then(|p| p.parse().ok()).unwrap_or_default();
-            let partition_values = self.path_columns.iter().map(|c| (c.clone(), values.get(c).cloned())).collect();
+            let partition_values = self.settings.path_columns.iter().map(|c| (c.clone(), values.get(c).cloned())).collect();
             let new_file = DataFile { path: relative, size, rows, modification_time, schema, partition_values };
             let staged = [super::Staged { partition, start: None, next: 0, files: vec![new_file.clone()] }];
             txn.add_files(actions::add_files(&[&new_file], &staged).map_err(|e| self.err(e))?);

@@ -158,6 +158,20 @@ pub struct Outcome {
     pub deferred: Vec<Staged>,
 }
 
+/// What the `[table]` config (and the partitioner) set for every table of the sink.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Write a checkpoint every this many versions (0: never).
+    pub checkpoint_interval: u64,
+    /// `table.orphan_retention_ms` when orphans are removed (`None`: they stay): a file staged
+    /// for longer than half of it is checked before a commit names it.
+    pub orphan_retention_ms: Option<i64>,
+    /// Whether a column may widen its type (`table.type_widening`, see `evolve`).
+    pub type_widening: bool,
+    /// The partition columns before the Kafka partition (the time or field partitioner's).
+    pub path_columns: Vec<String>,
+}
+
 /// One topic's Delta table.
 pub struct Table {
     engine: Arc<DefaultEngine<TokioMultiThreadExecutor>>,
@@ -165,49 +179,23 @@ pub struct Table {
     topic: String,
     /// The latest snapshot this member read or wrote.
     snapshot: Option<SnapshotRef>,
-    /// Write a checkpoint every this many versions (0: never).
-    checkpoint_interval: u64,
     /// The table's store, for the checks the kernel does not make.
     store: Arc<dyn ObjectStore>,
-    /// `table.orphan_retention_ms` when orphans are removed: a file staged for longer than half
-    /// of it is checked before a commit names it.
-    orphan_retention_ms: Option<i64>,
-    /// Whether a column may widen its type (`table.type_widening`).
-    type_widening: bool,
-    /// The partition columns before the Kafka partition (the time or field partitioner's).
-    path_columns: Vec<String>,
+    settings: Settings,
 }
 
 impl Table {
     /// The table of `topic` at `root` (a directory URL, ending in `/`) in `store`. Nothing is
     /// read until a call needs the log. Needs a multi-threaded tokio runtime.
-    pub fn new(store: Arc<dyn ObjectStore>, root: Url, topic: &str, checkpoint_interval: u64) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, root: Url, topic: &str, settings: Settings) -> Self {
         let executor = Arc::new(TokioMultiThreadExecutor::new(tokio::runtime::Handle::current()));
         let engine = DefaultEngine::builder(store.clone()).with_task_executor(executor).build();
-        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, checkpoint_interval, store, orphan_retention_ms: None, type_widening: false, path_columns: Vec::new() }
-    }
-
-    /// Orphans are removed after `ms` (see `orphans`): commits check old staged files first.
-    pub fn with_orphan_retention(mut self, ms: Option<i64>) -> Self {
-        self.orphan_retention_ms = ms;
-        self
-    }
-
-    /// Columns may widen their type by Delta's type widening (see `evolve`).
-    pub fn with_type_widening(mut self, on: bool) -> Self {
-        self.type_widening = on;
-        self
-    }
-
-    /// The table is partitioned by `columns` (the output partitioner's), then the Kafka partition.
-    pub fn with_path_columns(mut self, columns: Vec<String>) -> Self {
-        self.path_columns = columns;
-        self
+        Self { engine: Arc::new(engine), root, topic: topic.to_string(), snapshot: None, store, settings }
     }
 
     /// The partition columns the table is created with and must have.
     fn partition_columns(&self) -> Vec<String> {
-        self.path_columns.iter().cloned().chain([actions::PARTITION_COLUMN.to_string()]).collect()
+        self.settings.path_columns.iter().cloned().chain([actions::PARTITION_COLUMN.to_string()]).collect()
     }
 
     /// The root as a key of the table's store.
@@ -220,7 +208,7 @@ impl Table {
     /// Whether every file of `s` staged for longer than half the orphan retention is still in
     /// the store (an orphan removal by another member could have taken it).
     fn files_still_there(&self, s: &Staged) -> Result<bool, TableError> {
-        let Some(retention) = self.orphan_retention_ms else { return Ok(true) };
+        let Some(retention) = self.settings.orphan_retention_ms else { return Ok(true) };
         let now = crate::health::now_ms();
         let root = self.root_key()?;
         for f in s.files.iter().filter(|f| now - f.modification_time > retention / 2) {
@@ -306,7 +294,7 @@ impl Table {
     /// table is used.
     fn create(&mut self, schema: &arrow_schema::Schema) -> Result<SnapshotRef, TableError> {
         let kernel_schema = actions::kernel_schema(schema)
-            .and_then(|s| actions::with_path_columns(&s, &self.path_columns))
+            .and_then(|s| actions::with_path_columns(&s, &self.settings.path_columns))
             .map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
         let engine = self.engine.as_ref();
         let built = create_table(self.root.as_str(), kernel_schema, ENGINE_INFO, true)
@@ -390,7 +378,7 @@ impl Table {
             let mut kept = Vec::with_capacity(staged.len());
             for s in staged {
                 let schema = evolution.as_ref().map_or_else(|| snapshot.schema().as_ref().clone(), |e| e.schema.clone());
-                match evolve::evolve(&schema, s.files.iter(), self.type_widening) {
+                match evolve::evolve(&schema, s.files.iter(), self.settings.type_widening) {
                     Ok(None) => kept.push(s),
                     Ok(Some(e)) => {
                         evolution = Some(match evolution.take() {
@@ -449,7 +437,8 @@ impl Table {
     /// Writes a checkpoint at every `checkpoint_interval`-th version. A failure is logged, not
     /// returned: the commit is done, and readers replay the JSON log meanwhile.
     fn checkpoint_if_due(&mut self, version: u64) {
-        if self.checkpoint_interval == 0 || version == 0 || !version.is_multiple_of(self.checkpoint_interval) {
+        let every = self.settings.checkpoint_interval;
+        if every == 0 || version == 0 || !version.is_multiple_of(every) {
             return;
         }
         let Some(snapshot) = self.snapshot.clone() else { return };

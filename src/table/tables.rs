@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStore;
 use url::Url;
 
-use super::{DataFile, Outcome, Staged, Table, TableError};
+use super::{DataFile, Outcome, Settings, Staged, Table, TableError};
 use crate::source::TopicPartition;
 
 /// Where each topic's table is: its root URL, in the store the engine is given.
@@ -64,19 +64,14 @@ pub struct Tables {
     store: Arc<dyn ObjectStore>,
     roots: Roots,
     interval: Duration,
-    checkpoint_interval: u64,
+    /// Every table's (see [`Settings`]).
+    settings: Settings,
     slots: HashMap<String, Slot>,
     cursors: HashMap<TopicPartition, Option<i64>>,
     epochs: HashMap<TopicPartition, u64>,
     next_epoch: u64,
     tasks: tokio::task::JoinSet<Task>,
     compaction: Option<super::compact::Policy>,
-    /// `table.orphan_retention_ms` (`None`: orphans stay).
-    orphan_retention_ms: Option<i64>,
-    /// `table.type_widening`.
-    type_widening: bool,
-    /// The output partitioner's columns (see [`Table::with_path_columns`]).
-    path_columns: Vec<String>,
 }
 
 /// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
@@ -99,7 +94,7 @@ pub fn offsets_reader(store: Arc<dyn ObjectStore>, roots: Roots) -> crate::sourc
                     if attempt > 0 {
                         std::thread::sleep(Duration::from_secs(1));
                     }
-                    let mut table = Table::new(store.clone(), root.clone(), topic, 0);
+                    let mut table = Table::new(store.clone(), root.clone(), topic, Settings::default());
                     match table.versions(&partitions) {
                         Ok(v) => {
                             found = Some(v);
@@ -118,40 +113,19 @@ pub fn offsets_reader(store: Arc<dyn ObjectStore>, roots: Roots) -> crate::sourc
 }
 
 impl Tables {
-    pub fn new(store: Arc<dyn ObjectStore>, roots: Roots, interval: Duration, checkpoint_interval: u64) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, roots: Roots, interval: Duration, settings: Settings) -> Self {
         Self {
             store,
             roots,
             interval,
-            checkpoint_interval,
+            settings,
             slots: HashMap::new(),
             cursors: HashMap::new(),
             epochs: HashMap::new(),
             next_epoch: 1,
             tasks: tokio::task::JoinSet::new(),
             compaction: None,
-            orphan_retention_ms: None,
-            type_widening: false,
-            path_columns: Vec::new(),
         }
-    }
-
-    /// Removal of files no version names, older than `ms` (see `orphans`).
-    pub fn with_orphan_retention(mut self, ms: Option<i64>) -> Self {
-        self.orphan_retention_ms = ms;
-        self
-    }
-
-    /// Tables are partitioned by `columns`, then the Kafka partition.
-    pub fn with_path_columns(mut self, columns: Vec<String>) -> Self {
-        self.path_columns = columns;
-        self
-    }
-
-    /// Columns may widen their type (see `table.type_widening`).
-    pub fn with_type_widening(mut self, on: bool) -> Self {
-        self.type_widening = on;
-        self
     }
 
     /// Compaction after commits (see [`super::compact`]).
@@ -162,10 +136,7 @@ impl Tables {
 
     fn table(&self, topic: &str) -> Result<Table, TableError> {
         let root = (self.roots)(topic).map_err(|reason| TableError::Root { topic: topic.to_string(), reason })?;
-        Ok(Table::new(self.store.clone(), root, topic, self.checkpoint_interval)
-            .with_orphan_retention(self.orphan_retention_ms)
-            .with_type_widening(self.type_widening)
-            .with_path_columns(self.path_columns.clone()))
+        Ok(Table::new(self.store.clone(), root, topic, self.settings.clone()))
     }
 
     /// The table's txn version of each partition now (`None`: none yet), read afresh from the log.
@@ -256,7 +227,7 @@ impl Tables {
             let compaction = self.compaction.clone().filter(|p| p.min_files > 0 && slot.commits_since_compaction + 1 >= p.min_files);
             slot.commits_since_compaction = if compaction.is_some() { 0 } else { slot.commits_since_compaction + 1 };
             let store = self.store.clone();
-            let sweep = self.orphan_retention_ms.filter(|ms| slot.last_sweep.is_none_or(|t| t.elapsed().as_millis() as i64 >= ms / 4));
+            let sweep = self.settings.orphan_retention_ms.filter(|ms| slot.last_sweep.is_none_or(|t| t.elapsed().as_millis() as i64 >= ms / 4));
             if sweep.is_some() {
                 slot.last_sweep = Some(Instant::now());
             }

@@ -41,7 +41,11 @@ fn staged(partition: i32, start: Option<i64>, next: i64) -> Staged {
 }
 
 fn table(store: &Arc<dyn ObjectStore>, interval: u64) -> Result<Table, url::ParseError> {
-    Ok(Table::new(store.clone(), Url::parse("memory:///bronze/topics/t/")?, "t", interval))
+    table_with(store, Settings { checkpoint_interval: interval, ..Settings::default() })
+}
+
+fn table_with(store: &Arc<dyn ObjectStore>, settings: Settings) -> Result<Table, url::ParseError> {
+    Ok(Table::new(store.clone(), Url::parse("memory:///bronze/topics/t/")?, "t", settings))
 }
 
 /// The log's version files, in order.
@@ -170,7 +174,7 @@ fn image_schema(streak: DataType, category: bool) -> arrow_schema::SchemaRef {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_widened_column_and_a_nested_new_field_evolve_the_table_in_a_version_of_their_own() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let mut t = table(&store, 0)?.with_type_widening(true);
+    let mut t = table_with(&store, Settings { type_widening: true, ..Settings::default() })?;
     let with = |p: i32, start: i64, schema: arrow_schema::SchemaRef| {
         let mut f = file(p, start, 10, false);
         f.schema = schema;
@@ -346,7 +350,7 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_keeps_each_path_partition_apart() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let mut t = table(&store, 0)?.with_path_columns(vec!["dt".into()]);
+    let mut t = table_with(&store, Settings { path_columns: vec!["dt".into()], ..Settings::default() })?;
     let mut commits = Vec::new();
     for i in 0..6 {
         let day = if i % 2 == 0 { "2026-12-01" } else { "2026-12-02" };
@@ -414,7 +418,7 @@ async fn a_staged_file_removed_before_its_commit_is_never_named() -> TestResult 
     store.delete(&format!("bronze/topics/t/{}", gone.path).as_str().into()).await?;
     gone.modification_time = 1; // staged long ago, past half the retention
     let kept = put_file(&store, 1, 0, 10).await?;
-    let mut t = table(&store, 0)?.with_orphan_retention(Some(60_000));
+    let mut t = table_with(&store, Settings { orphan_retention_ms: Some(60_000), ..Settings::default() })?;
     let outcome = tokio::task::spawn_blocking(move || {
         t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![gone] }, Staged { partition: 1, start: None, next: 10, files: vec![kept] }])
     })
