@@ -17,6 +17,8 @@
 #   scripts/kafka.sh dump-log FILE...            Kafka's DumpLogSegments of log segments (each
 #                                                batch's compresscodec, offsets)
 #
+# start and start-secure exit 3 when a port given was taken before the broker could bind it.
+#
 # The secured listeners, each as a managed Kafka offers it (DIR/listeners.env names the ports):
 #   BASE+0 SSL       TLS, the broker's certificate signed by DIR/tls/ca.pem (Aiven, MSK TLS)
 #   BASE+1 MTLS      TLS with ssl.client.auth=required: DIR/tls/client.pem + client.key (Strimzi)
@@ -134,7 +136,12 @@ start() { # dir port controller_port [secure_base]
   java_cmd kafka.Kafka "$dir/server.properties" >>"$dir/kafka.log" 2>&1 &
   echo $! >"$dir/kafka.pid"
   started() { grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null && port_open "$port"; }
-  wait_ready "the broker" "$dir/kafka.pid" "$dir/kafka.log" 60 started
+  if ! (wait_ready "the broker" "$dir/kafka.pid" "$dir/kafka.log" 60 started); then
+    # Ports picked free by a caller can be taken before the broker binds them (by another
+    # process's outgoing connection): exit 3 says so, and the caller may pick new ones.
+    if grep -q "Address already in use" "$dir/kafka.log"; then log "a port of the broker was taken meanwhile (Address already in use)"; exit 3; fi
+    exit 1
+  fi
   log "Apache Kafka $KAFKA_VERSION on 127.0.0.1:$port (log dirs $dir/data)"
 }
 

@@ -711,9 +711,11 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> TestResult<Broker> {
-        let b = Broker { dir: tempfile::tempdir()?, port: free_port()?, controller_port: free_port()? };
-        b.start_again()?;
-        Ok(b)
+        on_free_ports(|| {
+            let b = Broker { dir: tempfile::tempdir()?, port: free_port()?, controller_port: free_port()? };
+            let dir = b.dir.path().to_string_lossy().into_owned();
+            Ok(start_broker(&["start", &dir, &b.port.to_string(), &b.controller_port.to_string()])?.map(|()| b))
+        })
     }
 
     pub fn bootstrap(&self) -> String {
@@ -847,18 +849,13 @@ pub const SECURE_LISTENERS: [&str; 8] = ["SSL", "MTLS", "SCRAM", "OAUTH", "PLAIN
 
 impl SecureBroker {
     pub fn start() -> TestResult<SecureBroker> {
-        let (port, controller) = (free_port()?, free_port()?);
-        let base = consecutive_free_ports(SECURE_LISTENERS.len() as u16)?;
-        let b = SecureBroker { dir: tempfile::tempdir()?, port, base };
-        let dir = b.dir.path().to_string_lossy().into_owned();
-        let out = Command::new("bash")
-            .arg(root().join("scripts/kafka.sh"))
-            .args(["start-secure", &dir, &port.to_string(), &controller.to_string(), &base.to_string()])
-            .output()?;
-        if !out.status.success() {
-            return Err(format!("scripts/kafka.sh start-secure failed: {}", String::from_utf8_lossy(&out.stderr)).into());
-        }
-        Ok(b)
+        on_free_ports(|| {
+            let (port, controller) = (free_port()?, free_port()?);
+            let base = consecutive_free_ports(SECURE_LISTENERS.len() as u16)?;
+            let b = SecureBroker { dir: tempfile::tempdir()?, port, base };
+            let dir = b.dir.path().to_string_lossy().into_owned();
+            Ok(start_broker(&["start-secure", &dir, &port.to_string(), &controller.to_string(), &base.to_string()])?.map(|()| b))
+        })
     }
 
     /// `127.0.0.1:<port>` of a listener of [`SECURE_LISTENERS`].
@@ -887,6 +884,29 @@ impl Drop for SecureBroker {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(root().join("scripts/kafka.sh")).args(["stop", &self.dir.path().to_string_lossy(), "--kill"]).output();
     }
+}
+
+/// `scripts/kafka.sh start` or `start-secure` with `args`: `None` when a port it was given was
+/// taken before the broker bound it (exit 3; the broker is not running), an error for any other
+/// failure.
+fn start_broker(args: &[&str]) -> TestResult<Option<()>> {
+    let out = Command::new("bash").arg(root().join("scripts/kafka.sh")).args(args).output()?;
+    match out.status.code() {
+        Some(0) => Ok(Some(())),
+        Some(3) => Ok(None),
+        _ => Err(format!("scripts/kafka.sh {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into()),
+    }
+}
+
+/// `start` on newly picked free ports until none was taken before the broker bound it: a port
+/// seen free can be given to another process (another test's outgoing connection) meanwhile.
+fn on_free_ports<T>(start: impl Fn() -> TestResult<Option<T>>) -> TestResult<T> {
+    for _ in 0..5 {
+        if let Some(started) = start()? {
+            return Ok(started);
+        }
+    }
+    Err("the broker's ports were taken before it bound them, 5 times in a row".into())
 }
 
 /// The first of `n` consecutive free ports on loopback.
