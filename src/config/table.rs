@@ -25,6 +25,11 @@ pub struct TableConfig {
     /// `target_file_bytes` has them rewritten into one file near the target, in one version;
     /// 0: never. Looked at after every this many commits of the table.
     pub compaction_min_files: usize,
+    /// A table that has taken no new rows for this long after a commit is compacted once
+    /// more, every partition value with two small files or more, however few: the tail of a
+    /// burst, or an hour that has closed, does not stay in small files. 0: only by
+    /// `compaction_min_files`.
+    pub compaction_idle_ms: u64,
     /// The size compaction writes files up to (and what counts as small).
     pub target_file_bytes: u64,
     /// Data files no version names (a crash's, a fenced member's) are removed once older than
@@ -39,7 +44,7 @@ pub struct TableConfig {
 
 impl Default for TableConfig {
     fn default() -> Self {
-        Self { commit_interval_ms: 2_000, checkpoint_interval: 10, compaction_min_files: 10, target_file_bytes: 128 * 1024 * 1024, orphan_retention_ms: 3_600_000, type_widening: false }
+        Self { commit_interval_ms: 2_000, checkpoint_interval: 10, compaction_min_files: 10, compaction_idle_ms: 60_000, target_file_bytes: 128 * 1024 * 1024, orphan_retention_ms: 3_600_000, type_widening: false }
     }
 }
 

@@ -131,6 +131,7 @@ impl Pipeline {
             .with_compaction((config.table.compaction_min_files > 0).then(|| crate::table::compact::Policy {
                 min_files: config.table.compaction_min_files,
                 target_file_bytes: config.table.target_file_bytes,
+                idle_ms: (config.table.compaction_idle_ms > 0).then_some(config.table.compaction_idle_ms),
                 props: encode::writer_properties(&config.output),
             })));
         }
@@ -207,8 +208,8 @@ impl Pipeline {
                     next_tick = Instant::now() + tick_every;
                 }
                 Some(done) = self.uploads.next_finished(), if self.uploads.in_flight() > 0 => self.finished(done).await?,
-                Some(done) = tables::next_committed(&mut self.tables), if self.tables.as_ref().is_some_and(|t| t.in_flight() > 0) => {
-                    self.table_committed(done).await?
+                Some(done) = tables::next_finished(&mut self.tables), if self.tables.as_ref().is_some_and(|t| t.working() > 0) => {
+                    self.table_finished(done).await?
                 }
             }
         }
@@ -603,6 +604,7 @@ impl Pipeline {
             self.flush(&tp, reason).await?;
         }
         self.start_table_commits(false)?;
+        self.start_table_maintenance();
         self.commit_hints().await;
         self.commit_caught_up().await;
         Ok(())

@@ -16,7 +16,7 @@ use crate::commit::uploads::{Landed, Ownership};
 use crate::error::SinkError;
 use crate::health::PartitionState;
 use crate::source::TopicPartition;
-use crate::table::tables::Committed;
+use crate::table::tables::{Committed, Finished, Maintained};
 
 impl Pipeline {
     pub(super) fn table_mode(&self) -> bool {
@@ -170,34 +170,58 @@ impl Pipeline {
         }
     }
 
-    /// A table commit's answer: the group's offsets follow the committed partitions (a hint
-    /// for lag dashboards: the table decides where a partition resumes); a fenced partition is
-    /// positioned again at the table's version. A failure the store may heal is retried by the
-    /// next commit with the same ranges; any other stops the sink.
-    pub(super) async fn table_committed(&mut self, done: Committed) -> Result<(), SinkError> {
-        let Committed { topic, result, millis, compacted, orphans_removed } = done;
-        self.metrics.table_commit_duration.observe(millis as f64 / 1000.0);
-        // Present at 0 from the first commit on, so dashboards see the series before it moves.
-        self.metrics.table_fenced.with_label_values(&[topic.as_str()]);
+    /// Starts the maintenance round that is due, if none is under way. A table that cannot be
+    /// opened for it is reported and tried again later: the commits say what is wrong with it.
+    pub(super) fn start_table_maintenance(&mut self) {
+        if let Some(Err(e)) = self.tables.as_mut().map(|t| t.start_maintenance()) {
+            self.metrics.errors.with_label_values(&["table", "compaction"]).inc();
+            tracing::warn!(error = %e, "table maintenance could not start; tried again later");
+        }
+    }
+
+    pub(super) async fn table_finished(&mut self, done: Finished) -> Result<(), SinkError> {
+        match done {
+            Finished::Committed(c) => self.table_committed(c).await,
+            Finished::Maintained(m) => {
+                self.table_maintained(m);
+                Ok(())
+            }
+        }
+    }
+
+    /// A maintenance round's answer: its metrics. A compaction that failed leaves the small
+    /// files as they were and is tried again later.
+    fn table_maintained(&mut self, done: Maintained) {
+        let Maintained { topic, compacted, orphans_removed } = done;
         self.metrics.table_orphans_removed.with_label_values(&[topic.as_str()]).inc_by(orphans_removed as u64);
         if orphans_removed > 0 {
             tracing::info!(topic, removed = orphans_removed, "data files no version named removed");
-        }
-        for direction in ["in", "out"] {
-            self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), direction]);
         }
         match compacted {
             Some(Ok(c)) => {
                 self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), "in"]).inc_by(c.bytes_in);
                 self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), "out"]).inc_by(c.bytes_out);
             }
-            // The commit is done; a compaction that failed leaves the small files as they were
-            // and is tried again later.
             Some(Err(e)) => {
                 self.metrics.errors.with_label_values(&["table", "compaction"]).inc();
                 tracing::warn!(topic, error = %e, "compaction failed; the files stay as they are");
             }
             None => {}
+        }
+    }
+
+    /// A table commit's answer: the group's offsets follow the committed partitions (a hint
+    /// for lag dashboards: the table decides where a partition resumes); a fenced partition is
+    /// positioned again at the table's version. A failure the store may heal is retried by the
+    /// next commit with the same ranges; any other stops the sink.
+    pub(super) async fn table_committed(&mut self, done: Committed) -> Result<(), SinkError> {
+        let Committed { topic, result, millis } = done;
+        self.metrics.table_commit_duration.observe(millis as f64 / 1000.0);
+        // Present at 0 from the first commit on, so dashboards see the series before they move.
+        self.metrics.table_fenced.with_label_values(&[topic.as_str()]);
+        self.metrics.table_orphans_removed.with_label_values(&[topic.as_str()]);
+        for direction in ["in", "out"] {
+            self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), direction]);
         }
         let outcome = match result {
             Ok(o) => o,
@@ -292,16 +316,21 @@ impl Pipeline {
     }
 
     /// Shutdown in table mode: commits everything staged, trying again while the store heals
-    /// for a bounded number of rounds.
+    /// for a bounded number of rounds. A compaction under way stops after its bin, and none
+    /// starts: its files are not needed for a clean stop.
     pub(super) async fn drain_tables(&mut self) -> Result<(), SinkError> {
+        if let Some(t) = self.tables.as_mut() {
+            t.stop_maintenance();
+        }
         for _ in 0..10 {
             self.start_table_commits(true)?;
             let Some(tables) = self.tables.as_mut() else { return Ok(()) };
             if tables.in_flight() == 0 {
                 return Ok(());
             }
-            while let Some(done) = next_committed(&mut self.tables).await {
-                self.table_committed(done).await?;
+            while self.tables.as_ref().is_some_and(|t| t.in_flight() > 0) {
+                let Some(done) = next_finished(&mut self.tables).await else { break };
+                self.table_finished(done).await?;
             }
             if self.tables.as_ref().is_some_and(|t| t.has_staged()) {
                 tokio::time::sleep(Duration::from_millis(500)).await; // a failed commit: let the store heal
@@ -311,10 +340,11 @@ impl Pipeline {
     }
 }
 
-/// The next table commit to finish; pending forever when there is no table stage.
-pub(super) async fn next_committed(tables: &mut Option<crate::table::Tables>) -> Option<Committed> {
+/// The next table commit or maintenance round to finish; pending forever when there is no
+/// table stage.
+pub(super) async fn next_finished(tables: &mut Option<crate::table::Tables>) -> Option<Finished> {
     match tables {
-        Some(t) => t.next_committed().await,
+        Some(t) => t.next_finished().await,
         None => std::future::pending().await,
     }
 }

@@ -5,6 +5,7 @@
 //! converted on the way.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +24,9 @@ pub struct Policy {
     /// A partition value is compacted once it holds this many files below the target.
     pub min_files: usize,
     pub target_file_bytes: u64,
+    /// A table that has taken no commit for this long after one is looked at once more, and
+    /// every value with two small files or more merged (`None`: only by `min_files`).
+    pub idle_ms: Option<u64>,
     pub props: WriterProperties,
 }
 
@@ -53,13 +57,15 @@ impl Table {
     /// per call (the largest share of the work is bounded by `target_file_bytes` read and
     /// written). `store` is the table's store and `root_key` its root as a key in it. A commit
     /// of another writer meanwhile is read and the swap tried again on top of it; a file
-    /// removed meanwhile ends this round (its new file is left unnamed).
-    pub fn compact(&mut self, store: &Arc<dyn ObjectStore>, root_key: &str, policy: &Policy) -> Result<Compacted, TableError> {
+    /// removed meanwhile ends this round (its new file is left unnamed). `stop` set ends the
+    /// round after the bin under way (a shutdown does not wait for every value's).
+    pub fn compact(&mut self, store: &Arc<dyn ObjectStore>, root_key: &str, policy: &Policy, stop: &AtomicBool) -> Result<Compacted, TableError> {
         let mut done = Compacted::default();
         let mut compacted = std::collections::BTreeSet::new();
         // One bin per partition value and round, each its own version, so every value gets its
         // turn (not only the first in order).
-        while let Some(partition) = self.compact_one(store, root_key, policy, &compacted, &mut done)? {
+        while !stop.load(Ordering::Relaxed) {
+            let Some(partition) = self.compact_one(store, root_key, policy, &compacted, &mut done)? else { break };
             compacted.insert(partition);
         }
         Ok(done)

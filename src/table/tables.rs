@@ -4,8 +4,14 @@
 //! version its next staged range follows (the table's version, plus what is staged or in
 //! flight). A partition that is revoked or fenced gets a new epoch, and answers of commits
 //! started before are not reported for it.
+//!
+//! Maintenance (compaction, the orphan sweep) runs beside the commits, on a thread and a table
+//! object of its own, one table at a time: a compaction that rewrites a bin for seconds never
+//! holds a commit back (the two meet only at the log, where the one that loses a version reads
+//! the other's and tries again), and its share of CPU and memory is one bin on one thread.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,13 +27,23 @@ pub type Roots = Arc<dyn Fn(&str) -> Result<Url, String> + Send + Sync>;
 /// A commit that finished, as the pipeline sees it.
 pub struct Committed {
     pub topic: String,
-    /// The compaction run after the commit, if one was due.
-    pub compacted: Option<Result<super::compact::Compacted, TableError>>,
-    /// Files no version named, removed after the commit.
-    pub orphans_removed: usize,
     /// The partitions of the answer whose epoch is still current; the others are left out.
     pub result: Result<Outcome, TableError>,
     pub millis: u64,
+}
+
+/// A maintenance round that finished: what compaction did (if it was due) and how many files
+/// no version named were removed.
+pub struct Maintained {
+    pub topic: String,
+    pub compacted: Option<Result<super::compact::Compacted, TableError>>,
+    pub orphans_removed: usize,
+}
+
+/// What [`Tables::next_finished`] hands back.
+pub enum Finished {
+    Committed(Committed),
+    Maintained(Maintained),
 }
 
 #[derive(Default)]
@@ -44,14 +60,18 @@ struct Slot {
     last_commit: Option<Instant>,
     /// Commits since compaction last looked at the table.
     commits_since_compaction: usize,
+    /// When the last commit that added files finished, until an idle look after it has
+    /// started (see [`super::compact::Policy::idle_ms`]).
+    idle_since: Option<Instant>,
     /// When orphans were last looked for (at most every quarter of the retention).
     last_sweep: Option<Instant>,
+    /// The maintenance round's own table object (its snapshot read incrementally); `None`
+    /// before the first round and while one holds it.
+    maintainer: Option<Table>,
 }
 
 struct Task {
     topic: String,
-    compacted: Option<Result<super::compact::Compacted, TableError>>,
-    orphans_removed: usize,
     table: Option<Table>,
     /// What the commit was given, handed back for the next attempt when it failed.
     staged: Vec<Staged>,
@@ -72,6 +92,10 @@ pub struct Tables {
     next_epoch: u64,
     tasks: tokio::task::JoinSet<Task>,
     compaction: Option<super::compact::Policy>,
+    /// At most one maintenance round at a time, of any table.
+    maintenance: tokio::task::JoinSet<(Maintained, Option<Table>)>,
+    /// Set on shutdown: a compaction under way stops after its bin.
+    stop: Arc<AtomicBool>,
 }
 
 /// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
@@ -125,6 +149,8 @@ impl Tables {
             next_epoch: 1,
             tasks: tokio::task::JoinSet::new(),
             compaction: None,
+            maintenance: tokio::task::JoinSet::new(),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -195,8 +221,80 @@ impl Tables {
         self.slots.values().any(|s| !s.staged.is_empty() || !s.retry.is_empty())
     }
 
+    /// Commits under way.
     pub fn in_flight(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Commits and maintenance rounds under way.
+    pub fn working(&self) -> usize {
+        self.tasks.len() + self.maintenance.len()
+    }
+
+    /// Shutdown: the maintenance round under way ends after its bin; none starts any more.
+    pub fn stop_maintenance(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts a maintenance round for the first table that has one due, unless a round is
+    /// under way: a compaction after every `compaction_min_files` commits or once the table
+    /// has been idle for the policy's `idle_ms` after a commit, and an orphan sweep at most every
+    /// quarter of the retention.
+    pub fn start_maintenance(&mut self) -> Result<(), TableError> {
+        if !self.maintenance.is_empty() || self.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let policy = self.compaction.clone();
+        let idle = policy.as_ref().and_then(|p| p.idle_ms).map(Duration::from_millis);
+        let retention = self.settings.orphan_retention_ms;
+        let due = self.slots.iter().find_map(|(topic, slot)| {
+            let by_count = policy.as_ref().is_some_and(|p| p.min_files > 0 && slot.commits_since_compaction >= p.min_files);
+            let idle = idle.is_some_and(|d| slot.idle_since.is_some_and(|t| t.elapsed() >= d) && !slot.in_flight && slot.staged.is_empty());
+            let sweep = retention.filter(|ms| slot.last_commit.is_some() && slot.last_sweep.is_none_or(|t| t.elapsed().as_millis() as i64 >= ms / 4));
+            (by_count || idle || sweep.is_some()).then(|| (topic.clone(), (by_count || idle).then_some(idle), sweep))
+        });
+        let Some((topic, compaction, sweep)) = due else { return Ok(()) };
+        let existing = self.slots.get_mut(&topic).and_then(|s| s.maintainer.take());
+        let mut table = match existing {
+            Some(t) => t,
+            None => self.table(&topic)?,
+        };
+        let Some(slot) = self.slots.get_mut(&topic) else { return Ok(()) };
+        if compaction.is_some() {
+            slot.commits_since_compaction = 0;
+            slot.idle_since = None;
+        }
+        if sweep.is_some() {
+            slot.last_sweep = Some(Instant::now());
+        }
+        // Idle: every value with two small files or more is merged, however few.
+        let policy = compaction.and_then(|idle| policy.map(|p| if idle { super::compact::Policy { min_files: 2, ..p } } else { p }));
+        let (store, stop, name) = (self.store.clone(), self.stop.clone(), topic.clone());
+        self.maintenance.spawn(async move {
+            let joined = tokio::task::spawn_blocking(move || {
+                let compacted = policy.map(|p| table.root_key().and_then(|root| table.compact(&store, &root, &p, &stop)));
+                let mut orphans_removed = 0;
+                if let Some(ms) = sweep {
+                    let now = crate::health::now_ms();
+                    match table.root_key().and_then(|root| table.remove_orphans(&store, &root, ms, now)) {
+                        Ok(n) => orphans_removed = n,
+                        Err(e) => tracing::warn!(table = %table.root(), error = %e, "looking for orphan files failed; tried again later"),
+                    }
+                }
+                (table, compacted, orphans_removed)
+            })
+            .await;
+            match joined {
+                Ok((table, compacted, orphans_removed)) => (Maintained { topic: name, compacted, orphans_removed }, Some(table)),
+                // The kernel panicked: the table object is lost with it; the next round reads
+                // the log afresh.
+                Err(e) => {
+                    let compacted = Some(Err(TableError::Task { table: name.clone(), reason: e.to_string() }));
+                    (Maintained { topic: name, compacted, orphans_removed: 0 }, None)
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Starts the commit of each table with something staged whose last commit is at least the
@@ -224,42 +322,20 @@ impl Tables {
                 staged.iter().map(|s| (s.partition, self.epochs.get(&(topic.clone(), s.partition)).copied().unwrap_or(0))).collect();
             let started = Instant::now();
             let name = topic.clone();
-            let compaction = self.compaction.clone().filter(|p| p.min_files > 0 && slot.commits_since_compaction + 1 >= p.min_files);
-            slot.commits_since_compaction = if compaction.is_some() { 0 } else { slot.commits_since_compaction + 1 };
-            let store = self.store.clone();
-            let sweep = self.settings.orphan_retention_ms.filter(|ms| slot.last_sweep.is_none_or(|t| t.elapsed().as_millis() as i64 >= ms / 4));
-            if sweep.is_some() {
-                slot.last_sweep = Some(Instant::now());
-            }
             self.tasks.spawn(async move {
                 let given = staged.clone();
                 let joined = tokio::task::spawn_blocking(move || {
                     let result = table.commit(staged);
-                    // After the commit, on the same thread: never while one of ours is under way.
-                    let compacted = match (&result, compaction) {
-                        (Ok(_), Some(policy)) => Some(table.root_key().and_then(|root| table.compact(&store, &root, &policy))),
-                        _ => None,
-                    };
-                    let mut orphans_removed = 0;
-                    if let (Ok(_), Some(ms)) = (&result, sweep) {
-                        let now = crate::health::now_ms();
-                        match table.root_key().and_then(|root| table.remove_orphans(&store, &root, ms, now)) {
-                            Ok(n) => orphans_removed = n,
-                            Err(e) => tracing::warn!(table = %table.root(), error = %e, "looking for orphan files failed; tried again later"),
-                        }
-                    }
-                    (table, result, compacted, orphans_removed)
+                    (table, result)
                 })
                 .await;
                 match joined {
-                    Ok((table, result, compacted, orphans_removed)) => {
-                        Task { topic: name, compacted, orphans_removed, table: Some(table), staged: given, result, epochs, started }
-                    }
+                    Ok((table, result)) => Task { topic: name, table: Some(table), staged: given, result, epochs, started },
                     // The kernel panicked: the table object is lost with it; a fresh one reads
                     // the log again, and the answer is unknown, so the ranges are staged again.
                     Err(e) => {
                         let result = Err(TableError::Task { table: name.clone(), reason: e.to_string() });
-                        Task { topic: name, compacted: None, orphans_removed: 0, table: None, staged: given, result, epochs, started }
+                        Task { topic: name, table: None, staged: given, result, epochs, started }
                     }
                 }
             });
@@ -267,23 +343,75 @@ impl Tables {
         Ok(())
     }
 
+    /// The next commit or maintenance round to finish (`None`: none under way).
+    pub async fn next_finished(&mut self) -> Option<Finished> {
+        loop {
+            if self.maintenance.is_empty() {
+                return self.next_committed().await.map(Finished::Committed);
+            }
+            if self.tasks.is_empty() {
+                return self.next_maintained().await.map(Finished::Maintained);
+            }
+            tokio::select! {
+                c = self.tasks.join_next() => if let Some(c) = self.committed(c?) { return Some(Finished::Committed(c)) },
+                m = self.maintenance.join_next() => if let Some(m) = self.maintained(m?) { return Some(Finished::Maintained(m)) },
+            }
+        }
+    }
+
     /// The next finished commit (`None`: none under way), with only the partitions whose epoch
     /// has not changed since it started.
     pub async fn next_committed(&mut self) -> Option<Committed> {
         loop {
-            let task = match self.tasks.join_next().await? {
+            let joined = self.tasks.join_next().await?;
+            if let Some(c) = self.committed(joined) {
+                return Some(c);
+            }
+        }
+    }
+
+    async fn next_maintained(&mut self) -> Option<Maintained> {
+        loop {
+            let joined = self.maintenance.join_next().await?;
+            if let Some(m) = self.maintained(joined) {
+                return Some(m);
+            }
+        }
+    }
+
+    fn maintained(&mut self, joined: Result<(Maintained, Option<Table>), tokio::task::JoinError>) -> Option<Maintained> {
+        match joined {
+            Ok((done, table)) => {
+                self.slots.entry(done.topic.clone()).or_default().maintainer = table;
+                Some(done)
+            }
+            Err(e) if e.is_cancelled() => None,
+            Err(e) => Some(Maintained { topic: String::new(), compacted: Some(Err(TableError::Task { table: String::new(), reason: e.to_string() })), orphans_removed: 0 }),
+        }
+    }
+
+    /// A commit task's answer folded into the slot (`None`: a cancelled task).
+    fn committed(&mut self, joined: Result<Task, tokio::task::JoinError>) -> Option<Committed> {
+        {
+            let task = match joined {
                 Ok(t) => t,
-                Err(e) if e.is_cancelled() => continue,
+                Err(e) if e.is_cancelled() => return None,
                 Err(e) => {
                     let result = Err(TableError::Task { table: String::new(), reason: e.to_string() });
-                    return Some(Committed { topic: String::new(), compacted: None, orphans_removed: 0, result, millis: 0 });
+                    return Some(Committed { topic: String::new(), result, millis: 0 });
                 }
             };
-            let Task { topic, compacted, orphans_removed, table, staged, result, epochs, started } = task;
+            let Task { topic, table, staged, result, epochs, started } = task;
             let current = |p: &i32| epochs.get(p).copied().unwrap_or(0) == self.epochs.get(&(topic.clone(), *p)).copied().unwrap_or(0);
             let slot = self.slots.entry(topic.clone()).or_default();
             slot.table = table;
             slot.in_flight = false;
+            if let Ok(o) = &result {
+                if o.version.is_some() {
+                    slot.commits_since_compaction += 1;
+                    slot.idle_since = Some(Instant::now());
+                }
+            }
             if result.is_err() {
                 slot.retry = staged.into_iter().filter(|s| current(&s.partition)).collect();
             }
@@ -302,7 +430,7 @@ impl Tables {
                 o.refused.retain(|(p, _)| current(p));
                 o
             });
-            return Some(Committed { topic, compacted, orphans_removed, result, millis: started.elapsed().as_millis() as u64 });
+            Some(Committed { topic, result, millis: started.elapsed().as_millis() as u64 })
         }
     }
 }

@@ -326,11 +326,11 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
     let mut t = run.await??;
     let (files_before, rows_before) = table_rows(&store).await?;
     assert_eq!(files_before.len(), 12, "files before: {files_before:?}");
-    let policy = compact::Policy { min_files: 4, target_file_bytes: 1 << 20, props: parquet::file::properties::WriterProperties::builder().build() };
+    let policy = compact::Policy { min_files: 4, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() };
     let kv = store.clone();
     let (done, versions) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-        let first = t.compact(&kv, "bronze/topics/t", &policy)?;
-        let second = t.compact(&kv, "bronze/topics/t", &policy)?;
+        let first = t.compact(&kv, "bronze/topics/t", &policy, &Default::default())?;
+        let second = t.compact(&kv, "bronze/topics/t", &policy, &Default::default())?;
         Ok(((first, second), t.versions(&[0, 1])?))
     })
     .await??;
@@ -357,13 +357,13 @@ async fn compaction_keeps_each_path_partition_apart() -> TestResult {
         let f = put_file_under(&store, Some(day), 0, i * 10, 10).await?;
         commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
     }
-    let policy = compact::Policy { min_files: 2, target_file_bytes: 1 << 20, props: parquet::file::properties::WriterProperties::builder().build() };
+    let policy = compact::Policy { min_files: 2, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() };
     let kv = store.clone();
     let (done, files, schema) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
         for c in commits {
             t.commit(c)?;
         }
-        let done = t.compact(&kv, "bronze/topics/t", &policy)?;
+        let done = t.compact(&kv, "bronze/topics/t", &policy, &Default::default())?;
         let schema = t.refresh()?.map(|s| (s.schema().fields().map(|f| f.name().clone()).collect::<Vec<_>>(), s.table_configuration().metadata().partition_columns().to_vec()));
         Ok((done, t.file_paths()?, schema))
     })
@@ -425,5 +425,66 @@ async fn a_staged_file_removed_before_its_commit_is_never_named() -> TestResult 
     .await??;
     assert_eq!(outcome.fenced, vec![(0, None)], "the partition whose file is gone reads its range again");
     assert_eq!(outcome.committed, vec![(1, 10)], "the other partition commits");
+    Ok(())
+}
+
+/// The stage as the pipeline drives it: compaction runs as a task of its own while commits go
+/// on (the two meet only at the log), and a table idle after its last commit has every value
+/// with two small files or more merged, however few.
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_runs_beside_the_commits_and_an_idle_table_ends_in_one_file() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let roots: tables::Roots = Arc::new(|topic: &str| Url::parse(&format!("memory:///bronze/topics/{topic}/")).map_err(|e| e.to_string()));
+    let policy = compact::Policy { min_files: 3, target_file_bytes: 1 << 20, idle_ms: Some(1500), props: parquet::file::properties::WriterProperties::builder().build() };
+    let mut tables = Tables::new(store.clone(), roots, std::time::Duration::ZERO, Settings::default()).with_compaction(Some(policy));
+    let tp = ("t".to_string(), 0);
+    tables.position(&tp, None);
+    let (mut committed, mut compactions) = (Vec::new(), Vec::new());
+    let mut record = |done: tables::Finished| -> Result<(), Box<dyn std::error::Error>> {
+        match done {
+            tables::Finished::Committed(c) => committed.extend(c.result?.committed),
+            tables::Finished::Maintained(m) => compactions.extend(m.compacted.transpose()?),
+        }
+        Ok(())
+    };
+    for i in 0..8 {
+        let f = put_file(&store, 0, i * 10, 10).await?;
+        tables.stage(&tp, i * 10 + 10, vec![f]);
+        tables.start_due(true)?;
+        tables.start_maintenance()?;
+        // The commit's answer; a compaction under way may finish first or go on past it.
+        while tables.in_flight() > 0 {
+            let done = tables.next_finished().await.ok_or("a commit under way gave no answer")?;
+            record(done)?;
+        }
+    }
+    while let Some(done) = tables.next_finished().await {
+        record(done)?;
+    }
+    let by_count: usize = compactions.iter().map(|c| c.files_in).sum();
+    assert!(by_count >= 3, "compactions by count while committing: {compactions:?}");
+    // One more commit, with no round after it: its file stays beside what compaction left
+    // (a compaction that lost its version to a commit scans again, and may have taken all).
+    let f = put_file(&store, 0, 80, 10).await?;
+    tables.stage(&tp, 90, vec![f]);
+    tables.start_due(true)?;
+    committed.extend(tables.next_committed().await.ok_or("no answer to the last commit")?.result?.committed);
+    let (files, _) = table_rows(&store).await?;
+    assert!(files.len() > 1, "before the idle round the newest file is still on its own: {files:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    tables.start_maintenance()?;
+    let idle = match tables.next_finished().await {
+        Some(tables::Finished::Maintained(m)) => m.compacted.ok_or("the idle round did not compact")??,
+        _ => return Err("no maintenance round once idle".into()),
+    };
+    assert_eq!(idle.files_out, 1, "the idle round: {idle:?}");
+    let (files, rows) = table_rows(&store).await?;
+    assert_eq!(files.len(), 1, "one file after the idle round: {files:?}");
+    assert_eq!(rows, (0..90).map(|o| (0, o)).collect::<Vec<_>>(), "every offset once");
+    let want: Vec<(i32, i64)> = (1..=9).map(|i| (0, i * 10)).collect();
+    assert_eq!(committed, want, "each commit's answer, in order, despite compactions taking versions meanwhile");
+    let mut t = table(&store, 0)?;
+    let versions = tokio::task::spawn_blocking(move || t.versions(&[0])).await??;
+    assert_eq!(versions, BTreeMap::from([(0, Some(90))]), "txn version after compactions");
     Ok(())
 }
