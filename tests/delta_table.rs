@@ -191,8 +191,9 @@ fn append_outside(stack: &Stack, prefix: &str, topic: &str, rows: usize, base: i
 }
 
 /// Compaction while records keep coming: many small files (a file per flush every 300 ms) are
-/// swapped for few, readers see every row once before and after, the txn versions hold, and
-/// an outside writer's appends meanwhile are kept.
+/// swapped for few, readers see every row once before and after, the txn versions hold, an
+/// outside writer's appends meanwhile are kept, and once the stream stops the idle round leaves
+/// one file of the sink's per partition value.
 #[test]
 fn small_files_are_compacted_while_consuming_and_an_outside_append_is_kept() -> TestResult {
     let stack = Stack::get()?;
@@ -201,7 +202,7 @@ fn small_files_are_compacted_while_consuming_and_an_outside_append_is_kept() -> 
     let producer = BackgroundProducer::start(&stack, &topic, partitions, 40, Duration::from_millis(100));
     let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 100000\nrotate_interval_ms = 300")
         .output(DELTA)
-        .tables("[table]\ncommit_interval_ms = 300\ncompaction_min_files = 4")
+        .tables("[table]\ncommit_interval_ms = 300\ncompaction_min_files = 4\ncompaction_idle_ms = 1500")
         .start()?;
     // Another writer (`deltalake`) appends to the same table all along: some of its commits take
     // the log version a commit or a compaction of the sink wanted, which must read the log again
@@ -215,36 +216,48 @@ fn small_files_are_compacted_while_consuming_and_an_outside_append_is_kept() -> 
     let produced = producer.stop()?;
     let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
     wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
-    // One more commit round after the last data, so the last compaction had its chance.
-    std::thread::sleep(Duration::from_secs(2));
+    // Idle from here on: the idle round merges what the rounds by count left, down to one file
+    // of the sink's per partition value.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut table = read_delta(&stack, &prefix, &topic, partitions)?;
+    while own_files_per_partition(&table.files).values().any(|n| *n > 1) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        table = read_delta(&stack, &prefix, &topic, partitions)?;
+    }
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
     let log = sink.log();
     let uploads = log.matches("file uploaded").count();
     let compactions = log.matches("compacted").count();
-    let mut table = read_delta(&stack, &prefix, &topic, partitions)?;
     let appended: std::collections::BTreeSet<(i32, i64)> = table.rows.iter().filter(|(_, o)| *o >= OUTSIDE_BASE).copied().collect();
     let appended_rows = table.rows.iter().filter(|(_, o)| *o >= OUTSIDE_BASE).count();
     assert_eq!((appended.len(), appended_rows), (outside, outside), "rows the outside writer appended: (distinct, all) against appended");
     table.rows.retain(|(_, o)| *o < OUTSIDE_BASE);
     table.exactly_once(&produced)?;
     assert_eq!(table.txn, txn_of(&ends), "txn versions after compaction");
-    let mut per_partition: BTreeMap<String, usize> = BTreeMap::new();
-    // The outside writer's own files (`part-…`) are not counted: they hold another schema's
-    // encoding and are left as they are when no file of theirs is small enough to pair.
-    for f in table.files.iter().filter(|f| !f.rsplit('/').next().unwrap_or("").starts_with("part-")) {
-        let p = f.split("__kafka_partition=").nth(1).and_then(|r| r.split('/').next()).unwrap_or("?").to_string();
-        *per_partition.entry(p).or_default() += 1;
-    }
+    let per_partition = own_files_per_partition(&table.files);
     assert!(compactions > 0, "{uploads} files uploaded and no compaction ran:\n{log}");
-    assert!(
-        per_partition.values().all(|n| *n < 8),
-        "{uploads} files uploaded, {compactions} compactions; files per partition value now {per_partition:?}"
+    assert_eq!(
+        per_partition,
+        (0..partitions).map(|p| (p.to_string(), 1)).collect::<BTreeMap<_, _>>(),
+        "files of the sink per partition value once idle ({uploads} uploaded, {compactions} compactions)"
     );
     let lost = log.matches("another writer took the log version").count() + log.matches("compaction lost its version").count();
     eprintln!(
         "compaction: {uploads} files uploaded, {compactions} compactions, files per partition value at the end {per_partition:?}; {outside} rows appended by another writer, {lost} log versions lost to it"
     );
     Ok(())
+}
+
+/// The sink's files of each partition value of the table. The outside writer's own files
+/// (`part-…`) are not counted: they hold another schema's encoding, and compaction merges files
+/// of one schema only.
+fn own_files_per_partition(files: &[String]) -> BTreeMap<String, usize> {
+    let mut per_partition: BTreeMap<String, usize> = BTreeMap::new();
+    for f in files.iter().filter(|f| !f.rsplit('/').next().unwrap_or("").starts_with("part-")) {
+        let p = f.split("__kafka_partition=").nth(1).and_then(|r| r.split('/').next()).unwrap_or("?").to_string();
+        *per_partition.entry(p).or_default() += 1;
+    }
+    per_partition
 }
 
 /// The same table on a local directory (`output.url = "file:///..."`): the kernel reads and
