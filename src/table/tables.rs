@@ -392,45 +392,43 @@ impl Tables {
 
     /// A commit task's answer folded into the slot (`None`: a cancelled task).
     fn committed(&mut self, joined: Result<Task, tokio::task::JoinError>) -> Option<Committed> {
-        {
-            let task = match joined {
-                Ok(t) => t,
-                Err(e) if e.is_cancelled() => return None,
-                Err(e) => {
-                    let result = Err(TableError::Task { table: String::new(), reason: e.to_string() });
-                    return Some(Committed { topic: String::new(), result, millis: 0 });
-                }
-            };
-            let Task { topic, table, staged, result, epochs, started } = task;
-            let current = |p: &i32| epochs.get(p).copied().unwrap_or(0) == self.epochs.get(&(topic.clone(), *p)).copied().unwrap_or(0);
-            let slot = self.slots.entry(topic.clone()).or_default();
-            slot.table = table;
-            slot.in_flight = false;
-            if let Ok(o) = &result {
-                if o.version.is_some() {
-                    slot.commits_since_compaction += 1;
-                    slot.idle_since = Some(Instant::now());
-                }
+        let task = match joined {
+            Ok(t) => t,
+            Err(e) if e.is_cancelled() => return None,
+            Err(e) => {
+                let result = Err(TableError::Task { table: String::new(), reason: e.to_string() });
+                return Some(Committed { topic: String::new(), result, millis: 0 });
             }
-            if result.is_err() {
-                slot.retry = staged.into_iter().filter(|s| current(&s.partition)).collect();
+        };
+        let Task { topic, table, staged, result, epochs, started } = task;
+        let current = |p: &i32| epochs.get(p).copied().unwrap_or(0) == self.epochs.get(&(topic.clone(), *p)).copied().unwrap_or(0);
+        let slot = self.slots.entry(topic.clone()).or_default();
+        slot.table = table;
+        slot.in_flight = false;
+        if let Ok(o) = &result {
+            if o.version.is_some() {
+                slot.commits_since_compaction += 1;
+                slot.idle_since = Some(Instant::now());
             }
-            if let Ok(o) = &result {
-                for old in o.deferred.iter().filter(|s| current(&s.partition)) {
-                    let merged = match slot.staged.remove(&old.partition) {
-                        Some(newer) => Staged { partition: old.partition, start: old.start, next: newer.next, files: newer.files },
-                        None => old.clone(),
-                    };
-                    slot.staged.insert(old.partition, merged);
-                }
-            }
-            let result = result.map(|mut o| {
-                o.committed.retain(|(p, _)| current(p));
-                o.fenced.retain(|(p, _)| current(p));
-                o.refused.retain(|(p, _)| current(p));
-                o
-            });
-            Some(Committed { topic, result, millis: started.elapsed().as_millis() as u64 })
         }
+        if result.is_err() {
+            slot.retry = staged.into_iter().filter(|s| current(&s.partition)).collect();
+        }
+        if let Ok(o) = &result {
+            for old in o.deferred.iter().filter(|s| current(&s.partition)) {
+                let merged = match slot.staged.remove(&old.partition) {
+                    Some(newer) => Staged { partition: old.partition, start: old.start, next: newer.next, files: newer.files },
+                    None => old.clone(),
+                };
+                slot.staged.insert(old.partition, merged);
+            }
+        }
+        let result = result.map(|mut o| {
+            o.committed.retain(|(p, _)| current(p));
+            o.fenced.retain(|(p, _)| current(p));
+            o.refused.retain(|(p, _)| current(p));
+            o
+        });
+        Some(Committed { topic, result, millis: started.elapsed().as_millis() as u64 })
     }
 }
