@@ -85,10 +85,11 @@ impl SinkError {
     }
 
     /// Whether the error came out of a decoder halfway through a record, so the decoder may
-    /// hold part of it: the partition's open file must be rebuilt without it.
+    /// hold part of it: the partition's open file must be rebuilt without it. A body the
+    /// check refused (`CorruptBody`) left nothing behind.
     pub fn leaves_partial_row(&self) -> bool {
         match self {
-            SinkError::Decode(e) => matches!(e, DecodeError::CorruptBody { .. } | DecodeError::Batch(_)),
+            SinkError::Decode(e) => matches!(e, DecodeError::Undecodable { .. } | DecodeError::Batch(_)),
             SinkError::AtRecord { source, .. } => source.leaves_partial_row(),
             _ => false,
         }

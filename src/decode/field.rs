@@ -1,9 +1,10 @@
 //! Reads one field of an Avro body without decoding the rest: for the field and time
 //! partitioners, which need a value (`after.status`, `source.ts_ms`) before the row is decoded
-//! into its file. The writer schema is compiled once per schema id into a small tree; reading
-//! skips the fields before the wanted one by their encoding.
+//! into its file. The writer schema is compiled once per schema id into a small tree
+//! (`datum`); reading walks the fields before the wanted one by their encoding.
 
-use serde_json::Value as Json;
+use super::datum::{Cursor, Node, Tree};
+pub use super::datum::TimeUnit;
 
 /// A scalar read from a body. Times carry their unit so the caller can make milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,159 +14,6 @@ pub enum FieldValue<'a> {
     Long(i64, TimeUnit),
     Double(f64),
     Str(&'a str),
-}
-
-/// The unit of a long, from its logical type or Debezium's `connect.name`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeUnit {
-    /// Not a timestamp type; Debezium's `ts_ms` fields are plain longs in milliseconds.
-    Plain,
-    Millis,
-    Micros,
-    Nanos,
-}
-
-#[derive(Debug, Clone)]
-enum Node {
-    Null,
-    Boolean,
-    Int,
-    Long(TimeUnit),
-    Float,
-    Double,
-    Bytes,
-    Str,
-    Fixed(usize),
-    Enum(Vec<String>),
-    Array(usize),
-    Map(usize),
-    Union(Vec<usize>),
-    Record(Vec<(String, usize)>),
-    /// A named type being parsed (recursive reference).
-    Pending,
-}
-
-/// A compiled writer schema: the nodes, the root at 0.
-#[derive(Debug)]
-struct Tree {
-    nodes: Vec<Node>,
-}
-
-impl Tree {
-    fn parse(schema: &str) -> Result<Self, String> {
-        let json: Json = serde_json::from_str(schema).map_err(|e| format!("writer schema is not JSON: {e}"))?;
-        let mut t = Tree { nodes: Vec::new() };
-        let mut names = std::collections::HashMap::new();
-        t.node(&json, "", &mut names)?;
-        Ok(t)
-    }
-
-    fn push(&mut self, n: Node) -> usize {
-        self.nodes.push(n);
-        self.nodes.len() - 1
-    }
-
-    fn node(&mut self, j: &Json, ns: &str, names: &mut std::collections::HashMap<String, usize>) -> Result<usize, String> {
-        match j {
-            Json::String(s) => self.named_or_primitive(s, None, ns, names),
-            Json::Array(branches) => {
-                let at = self.push(Node::Pending);
-                let b = branches.iter().map(|b| self.node(b, ns, names)).collect::<Result<Vec<_>, _>>()?;
-                self.nodes[at] = Node::Union(b);
-                Ok(at)
-            }
-            Json::Object(o) => {
-                let ty = o.get("type").ok_or("a schema object without \"type\"")?;
-                let ty = match ty {
-                    Json::String(s) => s.as_str(),
-                    nested => return self.node(nested, ns, names),
-                };
-                let full_name = |o: &serde_json::Map<String, Json>| -> (String, String) {
-                    let name = o.get("name").and_then(Json::as_str).unwrap_or_default();
-                    let space = o.get("namespace").and_then(Json::as_str).unwrap_or(ns);
-                    match name.rsplit_once('.') {
-                        Some((space, _)) => (name.to_string(), space.to_string()),
-                        None if space.is_empty() => (name.to_string(), String::new()),
-                        None => (format!("{space}.{name}"), space.to_string()),
-                    }
-                };
-                match ty {
-                    "record" | "error" => {
-                        let (name, space) = full_name(o);
-                        let at = self.push(Node::Pending);
-                        names.insert(name, at);
-                        let fields = o.get("fields").and_then(Json::as_array).ok_or("a record without \"fields\"")?;
-                        let mut out = Vec::with_capacity(fields.len());
-                        for f in fields {
-                            let fname = f.get("name").and_then(Json::as_str).ok_or("a field without \"name\"")?;
-                            let fty = f.get("type").ok_or("a field without \"type\"")?;
-                            out.push((fname.to_string(), self.node(fty, &space, names)?));
-                        }
-                        self.nodes[at] = Node::Record(out);
-                        Ok(at)
-                    }
-                    "enum" => {
-                        let (name, _) = full_name(o);
-                        let symbols = o.get("symbols").and_then(Json::as_array).ok_or("an enum without \"symbols\"")?;
-                        let at = self.push(Node::Enum(symbols.iter().filter_map(Json::as_str).map(str::to_string).collect()));
-                        names.insert(name, at);
-                        Ok(at)
-                    }
-                    "fixed" => {
-                        let (name, _) = full_name(o);
-                        let size = o.get("size").and_then(Json::as_u64).ok_or("a fixed without \"size\"")?;
-                        let at = self.push(Node::Fixed(size as usize));
-                        names.insert(name, at);
-                        Ok(at)
-                    }
-                    "array" => {
-                        let at = self.push(Node::Pending);
-                        let items = self.node(o.get("items").ok_or("an array without \"items\"")?, ns, names)?;
-                        self.nodes[at] = Node::Array(items);
-                        Ok(at)
-                    }
-                    "map" => {
-                        let at = self.push(Node::Pending);
-                        let values = self.node(o.get("values").ok_or("a map without \"values\"")?, ns, names)?;
-                        self.nodes[at] = Node::Map(values);
-                        Ok(at)
-                    }
-                    other => self.named_or_primitive(other, Some(o), ns, names),
-                }
-            }
-            other => Err(format!("not a schema: {other}")),
-        }
-    }
-
-    fn named_or_primitive(
-        &mut self,
-        ty: &str,
-        attrs: Option<&serde_json::Map<String, Json>>,
-        ns: &str,
-        names: &std::collections::HashMap<String, usize>,
-    ) -> Result<usize, String> {
-        let attr = |k: &str| attrs.and_then(|a| a.get(k)).and_then(Json::as_str).unwrap_or_default();
-        let node = match ty {
-            "null" => Node::Null,
-            "boolean" => Node::Boolean,
-            "int" => Node::Int,
-            "long" => Node::Long(match (attr("logicalType"), attr("connect.name")) {
-                ("timestamp-millis" | "local-timestamp-millis", _) | (_, "io.debezium.time.Timestamp") => TimeUnit::Millis,
-                ("timestamp-micros" | "local-timestamp-micros", _) | (_, "io.debezium.time.MicroTimestamp") => TimeUnit::Micros,
-                ("timestamp-nanos" | "local-timestamp-nanos", _) | (_, "io.debezium.time.NanoTimestamp") => TimeUnit::Nanos,
-                _ => TimeUnit::Plain,
-            }),
-            "float" => Node::Float,
-            "double" => Node::Double,
-            "bytes" => Node::Bytes,
-            "string" => Node::Str,
-            name => {
-                let full = if name.contains('.') || ns.is_empty() { name.to_string() } else { format!("{ns}.{name}") };
-                return names.get(&full).or_else(|| names.get(name)).copied().ok_or_else(|| format!("unknown type {name:?}"));
-            }
-        };
-        Ok(self.push(node))
-    }
 }
 
 /// One compiled field path, e.g. `after.status`, in one writer schema.
@@ -203,7 +51,7 @@ impl FieldReader {
             node = fields[i].1;
         }
         match &tree.nodes[non_null(&tree, node)] {
-            Node::Boolean | Node::Int | Node::Long(_) | Node::Float | Node::Double | Node::Str | Node::Enum(_) | Node::Null => {}
+            Node::Boolean | Node::Int | Node::Long(_) | Node::Float | Node::Double | Node::Str | Node::Uuid | Node::Enum(_) | Node::Null => {}
             other => return Err(format!("{path:?}: a {} cannot name a directory", kind(other))),
         }
         let before = match path.strip_prefix("after.") {
@@ -224,7 +72,7 @@ impl FieldReader {
 
     /// The value, and at which step a null ended the walk (`steps.len()` when it did not).
     fn read_path<'a>(&'a self, body: &'a [u8]) -> Result<(FieldValue<'a>, usize), String> {
-        let mut r = Cursor { buf: body, pos: 0 };
+        let mut r = Cursor::new(body);
         let nodes = &self.tree.nodes;
         let mut node = 0;
         for (depth, &i) in self.steps.iter().enumerate() {
@@ -233,12 +81,12 @@ impl FieldReader {
                 return Ok((FieldValue::Null, depth)); // the null branch of a union
             };
             for (_, before) in &fields[..i] {
-                r.skip(nodes, *before)?;
+                r.skip(&self.tree, *before, 0)?;
             }
             node = fields[i].1;
         }
         node = r.branch(nodes, node)?;
-        Ok((r.scalar(&nodes[node])?, self.steps.len()))
+        Ok((scalar(&mut r, &nodes[node])?, self.steps.len()))
     }
 }
 
@@ -256,7 +104,7 @@ fn non_null(tree: &Tree, node: usize) -> usize {
 
 fn kind(n: &Node) -> &'static str {
     match n {
-        Node::Bytes | Node::Fixed(_) => "bytes field",
+        Node::Bytes | Node::Fixed(_) | Node::Decimal { .. } => "bytes field",
         Node::Array(_) => "array",
         Node::Map(_) => "map",
         Node::Union(_) => "union of several types",
@@ -265,108 +113,19 @@ fn kind(n: &Node) -> &'static str {
     }
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or("the body ends inside a field")?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn long(&mut self) -> Result<i64, String> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.take(1)?[0];
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok((v >> 1) as i64 ^ -((v & 1) as i64));
-            }
-        }
-        Err("a varint longer than 10 bytes".into())
-    }
-
-    fn len(&mut self) -> Result<usize, String> {
-        usize::try_from(self.long()?).map_err(|_| "a negative length".to_string())
-    }
-
-    /// Through a union to its branch in the body; other nodes are returned as they are.
-    fn branch(&mut self, nodes: &[Node], node: usize) -> Result<usize, String> {
-        match &nodes[node] {
-            Node::Union(b) => {
-                let i = self.len()?;
-                b.get(i).copied().ok_or_else(|| format!("union branch {i} out of range"))
-            }
-            _ => Ok(node),
-        }
-    }
-
-    fn scalar(&mut self, n: &'a Node) -> Result<FieldValue<'a>, String> {
-        Ok(match n {
-            Node::Null => FieldValue::Null,
-            Node::Boolean => FieldValue::Bool(self.take(1)?[0] != 0),
-            Node::Int => FieldValue::Long(self.long()?, TimeUnit::Plain),
-            Node::Long(unit) => FieldValue::Long(self.long()?, *unit),
-            Node::Float => FieldValue::Double(f64::from(f32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "float")?))),
-            Node::Double => FieldValue::Double(f64::from_le_bytes(self.take(8)?.try_into().map_err(|_| "double")?)),
-            Node::Str => {
-                let n = self.len()?;
-                FieldValue::Str(std::str::from_utf8(self.take(n)?).map_err(|e| format!("a string that is not UTF-8: {e}"))?)
-            }
-            Node::Enum(symbols) => {
-                let i = self.len()?;
-                FieldValue::Str(symbols.get(i).map(String::as_str).ok_or_else(|| format!("enum index {i} out of range"))?)
-            }
-            other => return Err(format!("a {} where a scalar was compiled", kind(other))),
-        })
-    }
-
-    fn skip(&mut self, nodes: &[Node], node: usize) -> Result<(), String> {
-        match &nodes[node] {
-            Node::Null | Node::Pending => {}
-            Node::Boolean => drop(self.take(1)?),
-            Node::Int | Node::Long(_) | Node::Enum(_) => drop(self.long()?),
-            Node::Float => drop(self.take(4)?),
-            Node::Double => drop(self.take(8)?),
-            Node::Bytes | Node::Str => {
-                let n = self.len()?;
-                self.take(n)?;
-            }
-            Node::Fixed(n) => drop(self.take(*n)?),
-            Node::Union(_) => {
-                let b = self.branch(nodes, node)?;
-                self.skip(nodes, b)?;
-            }
-            Node::Record(fields) => {
-                for (_, f) in fields {
-                    self.skip(nodes, *f)?;
-                }
-            }
-            Node::Array(items) | Node::Map(items) => loop {
-                let count = self.long()?;
-                if count == 0 {
-                    break;
-                }
-                if count < 0 {
-                    let bytes = self.len()?; // a block with its byte size: skip it whole
-                    self.take(bytes)?;
-                    continue;
-                }
-                for _ in 0..count {
-                    if matches!(nodes[node], Node::Map(_)) {
-                        let n = self.len()?;
-                        self.take(n)?;
-                    }
-                    self.skip(nodes, *items)?;
-                }
-            },
-        }
-        Ok(())
-    }
+/// The scalar at the cursor, of a node the path was compiled to.
+fn scalar<'a>(r: &mut Cursor<'a>, n: &'a Node) -> Result<FieldValue<'a>, String> {
+    Ok(match n {
+        Node::Null => FieldValue::Null,
+        Node::Boolean => FieldValue::Bool(r.take(1)?[0] != 0),
+        Node::Int => FieldValue::Long(r.long()?, TimeUnit::Plain),
+        Node::Long(unit) => FieldValue::Long(r.long()?, *unit),
+        Node::Float => FieldValue::Double(f64::from(f32::from_le_bytes(r.take(4)?.try_into().map_err(|_| "float")?))),
+        Node::Double => FieldValue::Double(f64::from_le_bytes(r.take(8)?.try_into().map_err(|_| "double")?)),
+        Node::Str | Node::Uuid => FieldValue::Str(r.str()?),
+        Node::Enum(symbols) => FieldValue::Str(r.symbol(symbols)?),
+        other => return Err(format!("a {} where a scalar was compiled", kind(other))),
+    })
 }
 
 #[cfg(test)]

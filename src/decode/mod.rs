@@ -4,6 +4,7 @@
 //! and the body is decoded by arrow-avro straight into Arrow builders: no per-record `Value`
 //! tree, no JSON. One [`BatchDecoder`] serves one partition and one writer schema.
 
+pub mod datum;
 pub mod debezium;
 pub mod evolve;
 pub mod envelope;
@@ -29,8 +30,13 @@ pub enum DecodeError {
     NotFramed(String),
     #[error("schema id {schema_id}: the writer schema cannot be used: {reason}")]
     BadSchema { schema_id: u32, reason: String },
+    /// Refused before the decoder saw it (`datum::DatumCheck`): nothing of it is held.
     #[error("corrupt Avro body for schema id {schema_id}: {reason}")]
     CorruptBody { schema_id: u32, reason: String },
+    /// The decoder, or the batch it was building, refused what the check let through: the
+    /// decoder may hold part of the record, so its rows cannot be trusted.
+    #[error("corrupt Avro body for schema id {schema_id} (refused by the decoder): {reason}")]
+    Undecodable { schema_id: u32, reason: String },
     #[error("cannot build the output batch: {0}")]
     Batch(String),
     #[error("tombstone (null value) and output.tombstones = \"fail\"")]
@@ -50,7 +56,7 @@ impl DecodeError {
         match self {
             DecodeError::NotFramed(_) => "not_framed",
             DecodeError::BadSchema { .. } => "bad_schema",
-            DecodeError::CorruptBody { .. } => "corrupt_body",
+            DecodeError::CorruptBody { .. } | DecodeError::Undecodable { .. } => "corrupt_body",
             DecodeError::Batch(_) => "batch",
             DecodeError::Tombstone => "tombstone",
             DecodeError::Unwritable { .. } => "unwritable",
@@ -72,6 +78,10 @@ pub struct BatchDecoder {
     ids: SchemaIds,
     value: Decoder,
     key: Option<KeyDecoder>,
+    /// Each body is checked against its writer schema before the decoder sees it, so a corrupt
+    /// one leaves nothing behind (`None`: a schema the check cannot compile; the decoder then
+    /// judges alone, and its refusal is [`DecodeError::Undecodable`]).
+    checks: (Option<datum::DatumCheck>, Option<datum::DatumCheck>),
     coords: Coordinates,
     layout: Layout,
     batch_size: usize,
@@ -124,9 +134,9 @@ fn datum_decoder(s: Schemas<'_>, batch_size: usize) -> Result<Decoder, DecodeErr
     Ok(decoder)
 }
 
-/// Decodes exactly one datum that must span all of `body`.
+/// Decodes exactly one datum that must span all of `body` (checked before).
 fn decode_one(decoder: &mut Decoder, schema_id: u32, body: &[u8]) -> Result<(), DecodeError> {
-    let corrupt = |reason: String| DecodeError::CorruptBody { schema_id, reason };
+    let corrupt = |reason: String| DecodeError::Undecodable { schema_id, reason };
     let consumed = decoder.decode(body).map_err(|e| corrupt(e.to_string()))?;
     if consumed != body.len() {
         return Err(corrupt(format!("{} trailing bytes after the record", body.len() - consumed)));
@@ -147,8 +157,16 @@ impl BatchDecoder {
             Some(k) => Some(KeyDecoder { decoder: datum_decoder(k, batch_size)?, rows: Vec::new(), decoded: 0 }),
             None => None,
         };
+        let check = |s: Schemas<'_>| match datum::DatumCheck::compile(s.writer) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                tracing::warn!(topic, partition, schema_id = s.id, %reason, "the writer schema cannot be compiled for the body check; the decoder alone judges its bodies");
+                None
+            }
+        };
         Ok(Self {
             ids: SchemaIds { value: value.id, key: key.map(|k| k.id) },
+            checks: (check(value), key.and_then(check)),
             value: datum_decoder(value, batch_size)?,
             key: key_decoder,
             coords: Coordinates::new(topic, partition, batch_size),
@@ -201,6 +219,10 @@ impl BatchDecoder {
         offset: i64,
         timestamp_ms: Option<i64>,
     ) -> Result<Option<RecordBatch>, DecodeError> {
+        if let Some(c) = &self.checks.0 {
+            c.check(body).map_err(|reason| DecodeError::CorruptBody { schema_id: self.ids.value, reason })?;
+        }
+        self.check_key(key)?;
         decode_one(&mut self.value, self.ids.value, body)?;
         if self.write_tombstones {
             self.value_rows.push(Some(self.decoded_values));
@@ -219,8 +241,17 @@ impl BatchDecoder {
         if !self.write_tombstones {
             return Err(DecodeError::Batch("tombstone rows are not enabled".into()));
         }
+        self.check_key(key)?;
         self.value_rows.push(None);
         self.push_row(key, offset, timestamp_ms)
+    }
+
+    /// The key body against the key's writer schema, before anything of the record is kept.
+    fn check_key(&self, key: Option<&[u8]>) -> Result<(), DecodeError> {
+        match (key, &self.checks.1, self.ids.key) {
+            (Some(k), Some(c), Some(schema_id)) => c.check(k).map_err(|reason| DecodeError::CorruptBody { schema_id, reason: format!("key: {reason}") }),
+            _ => Ok(()),
+        }
     }
 
     fn push_row(&mut self, key: Option<&[u8]>, offset: i64, timestamp_ms: Option<i64>) -> Result<Option<RecordBatch>, DecodeError> {
@@ -250,7 +281,7 @@ impl BatchDecoder {
             return Ok(None);
         }
         let value_id = self.ids.value;
-        let values = self.value.flush().map_err(|e| DecodeError::CorruptBody { schema_id: value_id, reason: e.to_string() })?;
+        let values = self.value.flush().map_err(|e| DecodeError::Undecodable { schema_id: value_id, reason: e.to_string() })?;
         let values = values.unwrap_or_else(|| RecordBatch::new_empty(self.value.schema()));
         let rows = self.coords.len();
         let (batch, tombstones) = if self.write_tombstones {
@@ -329,7 +360,7 @@ impl KeyDecoder {
         if index.len() != rows {
             return Err(DecodeError::Batch(format!("{rows} rows but {} key slots", index.len())));
         }
-        let keys = match self.decoder.flush().map_err(|e| DecodeError::CorruptBody { schema_id: key_id, reason: e.to_string() })? {
+        let keys = match self.decoder.flush().map_err(|e| DecodeError::Undecodable { schema_id: key_id, reason: e.to_string() })? {
             Some(b) => StructArray::from(b),
             None => {
                 let schema = self.decoder.schema();
@@ -383,7 +414,7 @@ mod tests {
         let op = column::<StringArray>(&b, "__op")?;
         let deleted = column::<BooleanArray>(&b, "__deleted")?;
         let ts = column::<Int64Array>(&b, "__ts_ms")?;
-        let offsets = column::<Int64Array>(&b, "__kafka_offset")?;
+        let offsets = column::<Int64Array>(&b, envelope::KAFKA_OFFSET)?;
         let after = column::<StructArray>(&b, "after")?;
         let before = column::<StructArray>(&b, "before")?;
         for (i, e) in events.iter().enumerate() {
@@ -531,6 +562,44 @@ mod tests {
             Err(DecodeError::CorruptBody { reason, .. }) => assert!(reason.contains("3 trailing bytes"), "{reason}"),
             other => return Err(format!("expected trailing-bytes error, got {other:?}").into()),
         }
+        Ok(())
+    }
+
+    /// The point of the body check: corrupt records between good ones (cut, with bytes after
+    /// the record, with a union branch out of range, with a corrupt key) are refused whole,
+    /// and the batch holds exactly the good rows, in order, with their offsets.
+    #[test]
+    fn corrupt_records_between_good_ones_leave_the_batch_exact() -> R {
+        let mut g = TasksGenerator::new(9, 40)?;
+        let events: Vec<_> = std::iter::repeat_with(|| g.next_events()).take(40).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
+        let good: Vec<_> = events.iter().filter(|e| e.value.is_some()).collect();
+        let mut d = BatchDecoder::new("t", 0, (1, VALUE_SCHEMA_V1), Some((5, KEY_SCHEMA)), 10_000)?;
+        let (mut offset, mut kept, mut refused) = (0_i64, Vec::new(), 0);
+        for (i, e) in good.iter().enumerate() {
+            let body = e.value.as_deref().ok_or("no value")?;
+            let mut trailing = body.to_vec();
+            trailing.push(0);
+            let mut branch = body.to_vec();
+            branch[0] = 0x06; // `before` is [null, Value]: branch 3
+            let corrupt: [(&[u8], &[u8]); 4] =
+                [(&body[..body.len() * 2 / 3], &e.key), (&trailing, &e.key), (&branch, &e.key), (body, &e.key[..e.key.len() - 1])];
+            let (bad_body, bad_key) = corrupt[i % 4];
+            match d.push(bad_body, Some(bad_key), offset, None) {
+                Err(DecodeError::CorruptBody { .. }) => refused += 1,
+                other => return Err(format!("corrupt record {i} (kind {}): expected CorruptBody, got {other:?}", i % 4).into()),
+            }
+            offset += 1;
+            d.push(body, Some(&e.key), offset, None)?;
+            kept.push(offset);
+            offset += 1;
+        }
+        let b = d.finish()?.ok_or("no batch")?;
+        let offsets: Vec<i64> = column::<Int64Array>(&b, envelope::KAFKA_OFFSET)?.values().to_vec();
+        assert_eq!((refused, offsets), (good.len(), kept), "refused records, and the offsets of the batch against those of the good records");
+        let key = column::<StructArray>(&b, envelope::KAFKA_KEY)?;
+        let ids = key.column_by_name("id").ok_or("no key id")?.as_string::<i32>();
+        let want: Vec<&str> = good.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.iter().flatten().collect::<Vec<_>>(), want, "keys of the batch against those of the good records");
         Ok(())
     }
 
