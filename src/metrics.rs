@@ -41,6 +41,12 @@ pub struct Metrics {
     /// Records that could not be written, by topic, class and what was done (`dead_letter`,
     /// `failed`: the partition stopped).
     pub bad_records: IntCounterVec,
+    /// Bad records the decoder refused after the body check passed: each had its open file
+    /// dropped and its range read again from Kafka. Stays 0 when the check sees every
+    /// corruption before the decoder does.
+    pub bad_record_replays: prometheus::IntCounter,
+    /// Dead-letter records produced and not yet acknowledged by the brokers.
+    pub dead_letter_queue: prometheus::IntGauge,
     /// Key and value bytes polled from Kafka, by topic.
     pub bytes_consumed: IntCounterVec,
     /// Seconds from an event's time to the completion of the upload holding it, by topic and
@@ -103,6 +109,13 @@ impl Metrics {
         registry.register(Box::new(table_commit_duration.clone()))?;
         let buffered_bytes = prometheus::IntGauge::new("kps_buffered_bytes", "Memory held by all open files")?;
         registry.register(Box::new(buffered_bytes.clone()))?;
+        let bad_record_replays = prometheus::IntCounter::new(
+            "kps_bad_record_replays_total",
+            "Bad records that cost a re-read of their open file's range (the decoder refused what the body check passed)",
+        )?;
+        registry.register(Box::new(bad_record_replays.clone()))?;
+        let dead_letter_queue = prometheus::IntGauge::new("kps_dead_letter_queue_depth", "Dead-letter records produced and not yet acknowledged")?;
+        registry.register(Box::new(dead_letter_queue.clone()))?;
         let health = Health::new(
             gauge(
                 "kps_partition_state",
@@ -119,6 +132,8 @@ impl Metrics {
             bytes_consumed: counter("kps_bytes_consumed_total", "Key and value bytes polled from Kafka", &["topic"])?,
             time_to_lake,
             buffered_bytes,
+            bad_record_replays,
+            dead_letter_queue,
             bad_records: counter("kps_bad_records_total", "Records that could not be written", &["topic", "class", "action"])?,
             health,
             schema_reconciliations: counter(

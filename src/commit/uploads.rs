@@ -14,6 +14,7 @@ use crate::buffer::{ClosedFile, ClosedGroup, RowTimes};
 use crate::error::SinkError;
 use crate::flush::FlushReason;
 use crate::metrics::Metrics;
+use crate::source::deadletter::Delivery;
 use crate::source::TopicPartition;
 
 use super::Group;
@@ -143,7 +144,17 @@ impl Uploads {
     }
 
     /// Starts the upload of a closed group (the caller waits first while [`Uploads::is_full`]).
-    pub fn submit(&mut self, tp: &TopicPartition, group: ClosedGroup, owner: &Ownership, reason: FlushReason, has_paths: bool) {
+    /// `letters`: the dead-letter sends of the group's skipped records; the group is durable
+    /// once its files are stored and these are acknowledged.
+    pub fn submit(
+        &mut self,
+        tp: &TopicPartition,
+        group: ClosedGroup,
+        owner: &Ownership,
+        reason: FlushReason,
+        has_paths: bool,
+        letters: Vec<Delivery>,
+    ) {
         let bytes: u64 = group.files.iter().map(|f| f.bytes.len() as u64).sum();
         let queue = self.queues.entry(tp.clone()).or_default();
         // The first group submitted in a directory (offset order: here, not in the tasks) removes
@@ -174,6 +185,7 @@ impl Uploads {
             clean,
             reason,
             table: self.table,
+            letters,
         };
         self.tasks.spawn(job.run(group));
     }
@@ -240,6 +252,14 @@ impl Uploads {
     }
 }
 
+/// Waits for each dead-letter send; a refused one fails the group as a failed put would.
+async fn acknowledged(letters: Vec<Delivery>) -> Result<(), SinkError> {
+    for l in letters {
+        l.acknowledged().await?;
+    }
+    Ok(())
+}
+
 /// One group's upload, as a task.
 struct Job {
     tp: TopicPartition,
@@ -253,12 +273,18 @@ struct Job {
     clean: Vec<Option<String>>,
     reason: FlushReason,
     table: bool,
+    /// The dead-letter sends of the group's skipped records.
+    letters: Vec<Delivery>,
 }
 
 impl Job {
-    async fn run(self, group: ClosedGroup) -> Finished {
+    async fn run(mut self, group: ClosedGroup) -> Finished {
         let (tp, start_offset, epoch, reason) = (self.tp.clone(), group.start_offset, self.owner.epoch, self.reason);
-        let outcome = self.upload(group).await;
+        let letters = std::mem::take(&mut self.letters);
+        let outcome = match self.upload(group).await {
+            Ok(Outcome::Durable(files)) => acknowledged(letters).await.map(|()| Outcome::Durable(files)),
+            other => other,
+        };
         Finished { tp, epoch, reason, start_offset, outcome }
     }
 
@@ -506,8 +532,8 @@ mod tests {
         put(&s, 50, "another owner's committed file").await?;
         put(&s, 150, "a crashed owner's leftover").await?;
         put(&s, 260, "another leftover").await?;
-        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false);
-        s.uploads.submit(&s.tp, group(200, 299), &s.owner, FlushReason::Size, false);
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false, Vec::new());
+        s.uploads.submit(&s.tp, group(200, 299), &s.owner, FlushReason::Size, false, Vec::new());
         let mut committable = Vec::new();
         for _ in 0..2 {
             assert_eq!(outcome(&mut s).await?, "durable");
@@ -528,14 +554,14 @@ mod tests {
         // Another owner committed past 100: its file at 100 stays, the group is fenced.
         let mut s = setup(Some(150)).await?;
         put(&s, 100, "committed by another owner").await?;
-        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false);
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false, Vec::new());
         assert_eq!(outcome(&mut s).await?, "fenced");
         assert_eq!(s.uploads.take_committable(&s.tp), None);
         assert_eq!(content(&s, 100).await?, Some(Bytes::from_static(b"committed by another owner")));
         // Nobody committed past 100: the object there is a leftover, replaced by ours.
         let mut s = setup(Some(100)).await?;
         put(&s, 100, "a crashed owner's leftover").await?;
-        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false);
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Size, false, Vec::new());
         assert_eq!(outcome(&mut s).await?, "durable");
         assert_eq!(s.uploads.take_committable(&s.tp), Some(200));
         assert_eq!(content(&s, 100).await?, Some(Bytes::from_static(b"rows 100..=199")));
@@ -546,14 +572,14 @@ mod tests {
     async fn a_partition_lost_during_the_upload_is_fenced_and_its_file_removed() -> TestResult {
         let mut s = setup(Some(100)).await?;
         s.group.lost.store(true, Ordering::SeqCst);
-        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Time, false);
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Time, false, Vec::new());
         assert_eq!(outcome(&mut s).await?, "fenced");
         assert_eq!(s.uploads.take_committable(&s.tp), None);
         assert!(content(&s, 100).await?.is_none(), "the file it created is removed again");
         // A released ownership (revoked) fences the same way.
         let mut s = setup(Some(100)).await?;
         s.owner.release();
-        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Time, false);
+        s.uploads.submit(&s.tp, group(100, 199), &s.owner, FlushReason::Time, false, Vec::new());
         assert_eq!(outcome(&mut s).await?, "fenced");
         Ok(())
     }

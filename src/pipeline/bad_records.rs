@@ -5,10 +5,13 @@
 //! - `none`: the partition stops. Its open file is dropped, it is paused, its state is FAILED
 //!   (`/status`, `kps_partition_state`), and nothing is committed past the committed offset, so
 //!   a restart after the fix starts again before the record. Other partitions go on.
-//! - `all`: the record goes to the dead-letter topic (acknowledged before anything else happens)
-//!   and its offset stays in the open file's range as a skipped record. When the decoder may hold
-//!   part of the record (a corrupt body), the open file is dropped and its range read again from
-//!   Kafka with the record skipped: the rows before it are decoded afresh, not lost.
+//! - `all`: the record is queued to the dead-letter topic and its offset stays in the open
+//!   file's range as a skipped record; the file's upload waits for the send's acknowledgement
+//!   before anything past it can be committed, so the loop never waits a round trip per record.
+//!   A corrupt body is refused by the body check (`decode::datum`) before the decoder sees it,
+//!   so it costs what a good record costs. Only when the decoder refuses what the check passed
+//!   (and may hold part of the record) is the open file dropped and its range read again from
+//!   Kafka with the record skipped (counted in `kps_bad_record_replays_total`).
 
 use std::time::Duration;
 
@@ -47,10 +50,12 @@ impl Pipeline {
             self.metrics.health.set_state(topic, partition, PartitionState::Failed, Some(format!("offset {offset}: {reason}")));
             return Ok(());
         };
-        dead_letter
+        let delivery = dead_letter
             .send(m, &Reason { class, stage: e.stage(), message: &reason })
             .await
             .map_err(|err| SinkError::from(err).at(topic, partition, offset))?;
+        self.metrics.dead_letter_queue.set(i64::from(dead_letter.queue_depth()));
+        self.letters.entry(tp.clone()).or_default().push(delivery);
         tracing::warn!(topic, partition, offset, class, error = %reason, dead_letter_topic = dead_letter.topic(), "record cannot be written: sent to the dead-letter topic");
         self.metrics.bad_records.with_label_values(&[topic, class, "dead_letter"]).inc();
         let partial = e.leaves_partial_row();
@@ -63,6 +68,7 @@ impl Pipeline {
         let from = buf.open_start().unwrap_or(offset);
         buf.discard();
         buf.replay_through = Some(offset);
+        self.metrics.bad_record_replays.inc();
         tracing::info!(topic, partition, from_offset = from, "reading the open file's range again without the corrupt record");
         self.consumer
             .seek(topic, partition, Offset::Offset(from), Duration::from_secs(10))

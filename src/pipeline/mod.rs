@@ -24,7 +24,7 @@ use crate::commit;
 use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
 use crate::commit::{Group, KafkaGroup};
 use crate::config::{Config, Format, KeyColumn, Layout, SchemaChange, Tolerance, Tombstones};
-use crate::source::deadletter::DeadLetter;
+use crate::source::deadletter::{DeadLetter, Delivery};
 use crate::decode::registry::Registry;
 use crate::decode::{frame, DecodeError, SchemaIds};
 use crate::encode;
@@ -58,6 +58,9 @@ pub struct Pipeline {
     paths: PathScheme,
     /// With `errors.tolerance = "all"`; `None`: a bad record fails its partition.
     dead_letter: Option<DeadLetter>,
+    /// Per partition: the dead-letter sends of its open group's records, handed to the group's
+    /// upload when it closes, which waits for them before the group counts as durable.
+    letters: HashMap<TopicPartition, Vec<Delivery>>,
     /// `flush.max_buffered_bytes`, and the memory of all open files (the sum of each buffer's
     /// `accounted`).
     max_buffered: u64,
@@ -156,6 +159,7 @@ impl Pipeline {
             tombstones: config.output.tombstones,
             schema_change: config.output.schema_change,
             dead_letter,
+            letters: HashMap::new(),
             paths,
             max_buffered: config.flush.max_buffered_bytes,
             buffered: 0,
@@ -269,6 +273,7 @@ impl Pipeline {
                             owner.release(); // its uploads in flight find it gone and commit nothing
                         }
                         self.uploads.forget(&tp);
+                        self.letters.remove(&tp);
                         self.revoked_from_table(&tp);
                         if let Some(buf) = self.partitions.remove(&tp) {
                             self.buffered = self.buffered.saturating_sub(buf.accounted);
@@ -590,6 +595,9 @@ impl Pipeline {
     async fn rotate_expired(&mut self) -> Result<(), SinkError> {
         self.apply_rebalance_events();
         self.position_awaiting().await?;
+        if let Some(dead_letter) = &self.dead_letter {
+            self.metrics.dead_letter_queue.set(i64::from(dead_letter.queue_depth()));
+        }
         let pending: Vec<(TopicPartition, i64)> =
             self.partitions.iter().filter_map(|(tp, b)| b.pending_commit.map(|o| (tp.clone(), o))).collect();
         for (tp, next) in pending {
@@ -665,6 +673,7 @@ impl Pipeline {
             owner.release();
         }
         self.uploads.forget(tp);
+        self.letters.remove(tp);
         if let Some(buf) = self.partitions.get_mut(tp) {
             buf.fenced = true;
             buf.pending_commit = None;
@@ -701,7 +710,8 @@ impl Pipeline {
         if group.skipped > 0 {
             tracing::debug!(topic = %tp.0, partition = tp.1, skipped = group.skipped, "skipped records committed with the group");
         }
-        self.uploads.submit(tp, group, owner, reason, self.paths.has_paths());
+        let letters = self.letters.remove(tp).unwrap_or_default();
+        self.uploads.submit(tp, group, owner, reason, self.paths.has_paths(), letters);
         Ok(())
     }
 

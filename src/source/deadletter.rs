@@ -2,13 +2,16 @@
 //! there as it came (key, value, headers) plus headers saying why and where it came from. The
 //! header names are Kafka Connect's, so tools that read Connect's dead-letter queues read ours.
 //!
-//! A send completes (acknowledged by the brokers) before the pipeline goes past the record, so
-//! no offset is ever committed over a record that is neither in the lake nor in this topic.
+//! Sends are pipelined: [`DeadLetter::send`] queues the record in the producer (which batches
+//! as any producer does) and hands back a [`Delivery`]; the group holding the record's offset
+//! waits for it beside its upload, so no offset is ever committed over a record that is
+//! neither in the lake nor acknowledged in this topic, and no record waits a round trip.
 
 use std::time::Duration;
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientConfig, ClientContext};
 
 use super::Auth;
@@ -85,8 +88,14 @@ impl DeadLetter {
         &self.topic
     }
 
-    /// Produces `m` with the error headers and waits for the brokers' acknowledgement.
-    pub async fn send(&self, m: &BorrowedMessage<'_>, why: &Reason<'_>) -> Result<(), DeadLetterError> {
+    /// Records produced and not yet acknowledged (or failed) by the brokers.
+    pub fn queue_depth(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    /// Queues `m` with the error headers; the brokers' acknowledgement is the [`Delivery`]'s.
+    /// Waits only while the producer's queue is full.
+    pub async fn send(&self, m: &BorrowedMessage<'_>, why: &Reason<'_>) -> Result<Delivery, DeadLetterError> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = m.headers() {
             for h in original.iter() {
@@ -112,10 +121,34 @@ impl DeadLetter {
         if let Some(v) = m.payload() {
             record = record.payload(v);
         }
-        self.producer
-            .send(record, Duration::from_secs(60))
-            .await
-            .map(|_| ())
-            .map_err(|(source, _)| DeadLetterError { topic: self.topic.clone(), source })
+        loop {
+            match self.producer.send_result(record) {
+                Ok(future) => return Ok(Delivery { future, topic: self.topic.clone() }),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, _)) => return Err(DeadLetterError { topic: self.topic.clone(), source }),
+            }
+        }
+    }
+}
+
+/// A dead-lettered record on its way: resolved once the brokers acknowledged it or refused it
+/// (after the producer's retries, within `message.timeout.ms`). Dropping it does not cancel
+/// the send.
+pub struct Delivery {
+    future: DeliveryFuture,
+    topic: String,
+}
+
+impl Delivery {
+    pub async fn acknowledged(self) -> Result<(), DeadLetterError> {
+        let topic = self.topic;
+        match self.future.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((source, _))) => Err(DeadLetterError { topic, source }),
+            Err(_canceled) => Err(DeadLetterError { topic, source: KafkaError::Canceled }),
+        }
     }
 }
