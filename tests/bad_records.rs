@@ -1,7 +1,8 @@
 //! Records that can never be written, one class per partition, on the real local stack (Apache
 //! Kafka, SeaweedFS, the registry): with `errors.tolerance = "none"` each such partition stops FAILED
 //! and the others go on; with `"all"` each record lands in the dead-letter topic with its key,
-//! value, headers and the error headers, and every partition goes on.
+//! value, headers and the error headers, and every partition goes on, without reading any range
+//! of the topic twice, even with a quarter of the records bad.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use kafka_parquet_sink::decode::frame;
-use kafka_parquet_sink::testkit::{register_schema, Op, Produced, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
+use kafka_parquet_sink::testkit::{register_schema, BadMix, Op, Produced, Spoiled, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -145,14 +146,17 @@ fn tolerance_all_sends_each_bad_record_to_the_dead_letter_topic() -> TestResult 
     tokio::runtime::Runtime::new()?.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &dlq, 1))?;
     let tables = format!("[errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\"");
     // One file per partition at most until the end: the corrupt record's file holds good rows
-    // before it, which must survive the re-read.
+    // before it, which must be kept without reading them again.
     let mut sink =
         SinkSpec::new(&stack, &s.topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 2000").tables(&tables).start()?;
     wait_committed(&stack, &group, &s.topic, &s.ends, Duration::from_secs(90))?;
     let status = sink.status()?;
+    let replays = sink.metric_sum("kps_bad_record_replays_total", &[]);
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
-    // The corrupt body came after good records of its file: that range was read again.
-    assert!(sink.log().contains("reading the open file's range again"), "the corrupt record's file was not re-read");
+    // The corrupt body came after good records of its file: the body check refused it before
+    // the decoder saw it, so nothing was read again.
+    assert_eq!(replays, 0.0, "kps_bad_record_replays_total");
+    assert!(!sink.log().contains("reading the open file's range again"), "a bad record's file was read again");
 
     let lake = lake_offsets(&stack, &prefix)?;
     for p in 0..PARTITIONS {
@@ -185,7 +189,74 @@ fn tolerance_all_sends_each_bad_record_to_the_dead_letter_topic() -> TestResult 
     Ok(())
 }
 
+/// The mix: a tenth corrupt bodies, a tenth unknown schema ids, a twentieth unframed
+/// values, among good events on 4 partitions, dead-lettered at the speed of good records.
+#[test]
+fn a_quarter_bad_records_go_to_the_dead_letter_topic_without_a_replay() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix, dlq) = (unique("it-bad-mix"), unique("it-group"), unique("it/bad-mix"), unique("it-dlq"));
+    let mix = BadMix { corrupt: 0.10, unknown_id: 0.10, unframed: 0.05 };
+    let produced = produce_with_bad(&stack, &topic, 4, 2000, 41, mix)?;
+    let spoiled: Vec<(&Produced, Spoiled)> = produced.iter().filter_map(|(p, e)| e.spoiled.map(|s| (p, s))).collect();
+    let mut per_class: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, s) in &spoiled {
+        *per_class.entry(s.class()).or_default() += 1;
+    }
+    assert!(per_class.values().all(|n| *n >= 50) && per_class.len() == 3, "the mix spoils enough of each kind: {per_class:?}");
+    tokio::runtime::Runtime::new()?.block_on(kafka_parquet_sink::testkit::ensure_topic(&stack.bootstrap, &dlq, 1))?;
+    let tables = format!("[errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\"");
+    let mut sink =
+        SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 1000\nrotate_interval_ms = 2000").tables(&tables).start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(120))?;
+    let replays = sink.metric_sum("kps_bad_record_replays_total", &[]);
+    let counted: BTreeMap<&str, f64> =
+        per_class.keys().map(|c| (*c, sink.metric_sum("kps_bad_records_total", &[("class", c), ("action", "dead_letter")]))).collect();
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "sink exit status");
+    assert_eq!(replays, 0.0, "kps_bad_record_replays_total: a bad record made the sink read its file's range again");
+    assert_eq!(counted, per_class.iter().map(|(c, n)| (*c, *n as f64)).collect(), "kps_bad_records_total per class against the spoiled records");
+
+    // Every good change event once, with its values; nothing else.
+    let good: BTreeMap<(i32, i64), &TaskEvent> = produced
+        .iter()
+        .filter(|(_, e)| e.spoiled.is_none() && e.op != Op::Tombstone)
+        .map(|(p, e)| ((p.partition, p.offset), e))
+        .collect();
+    let audit = audit_offsets(&stack, &prefix, &good.keys().copied().collect())?;
+    audit.exactly_once()?;
+    for row in read_lake(&stack, &prefix)?.into_iter().flat_map(|f| f.rows) {
+        let e = good.get(&(row.partition, row.offset)).ok_or("a row audit_offsets let through")?;
+        assert_eq!((row.id.as_deref(), row.title.as_deref()), (Some(e.id.as_str()), Some(e.title.as_str())), "id and title at {}/{}", row.partition, row.offset);
+    }
+
+    // Every spoiled record once in the dead-letter topic, as it was in the source topic.
+    let source = read_partitions(&stack.bootstrap, &topic, 4, produced.len())?;
+    let letters = read_topic(&stack.bootstrap, &dlq, spoiled.len())?;
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &stack.bootstrap).create()?;
+    let (_, high) = c.fetch_watermarks(&dlq, 0, Duration::from_secs(10))?;
+    assert_eq!(high as usize, spoiled.len(), "records in the dead-letter topic against spoiled records sent");
+    let mut seen = BTreeSet::new();
+    for l in &letters {
+        let h = |k: &str| l.headers.get(k).map(String::as_str);
+        assert_eq!(h("__connect.errors.topic"), Some(topic.as_str()), "source topic header");
+        let at = (
+            h("__connect.errors.partition").and_then(|p| p.parse::<i32>().ok()).ok_or("no partition header")?,
+            h("__connect.errors.offset").and_then(|o| o.parse::<i64>().ok()).ok_or("no offset header")?,
+        );
+        assert!(seen.insert(at), "{at:?} twice in the dead-letter topic");
+        let kind = spoiled.iter().find(|(p, _)| (p.partition, p.offset) == at).map(|(_, s)| *s).ok_or_else(|| format!("{at:?} was not spoiled"))?;
+        assert_eq!(h("__connect.errors.exception.class.name"), Some(format!("kafka_parquet_sink.{}", kind.class()).as_str()), "class header of {at:?}");
+        assert!(h("__connect.errors.exception.message").is_some_and(|m| !m.is_empty()), "reason of {at:?}");
+        let sent = source.iter().find(|r| (r.partition, r.offset) == at).ok_or_else(|| format!("{at:?} not in the source topic"))?;
+        assert_eq!((&l.key, &l.value), (&sent.key, &sent.value), "key and value of {at:?} against the source topic");
+    }
+    assert_eq!(seen.len(), spoiled.len(), "distinct spoiled records in the dead-letter topic");
+    Ok(())
+}
+
 struct Letter {
+    partition: i32,
+    offset: i64,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
     headers: BTreeMap<String, String>,
@@ -193,9 +264,16 @@ struct Letter {
 
 /// Up to `want` records of partition 0 of `topic`, from the start.
 fn read_topic(bootstrap: &str, topic: &str, want: usize) -> TestResult<Vec<Letter>> {
+    read_partitions(bootstrap, topic, 1, want)
+}
+
+/// Up to `want` records of partitions `0..partitions` of `topic`, from the start.
+fn read_partitions(bootstrap: &str, topic: &str, partitions: i32, want: usize) -> TestResult<Vec<Letter>> {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", unique("reader")).create()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
     c.assign(&tpl)?;
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -206,7 +284,7 @@ fn read_topic(bootstrap: &str, topic: &str, want: usize) -> TestResult<Vec<Lette
             .headers()
             .map(|hs| hs.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
             .unwrap_or_default();
-        out.push(Letter { key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers });
+        out.push(Letter { partition: m.partition(), offset: m.offset(), key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers });
     }
     Ok(out)
 }

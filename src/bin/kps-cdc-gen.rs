@@ -34,6 +34,11 @@ struct Args {
     /// The producer's compression.type: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
+    /// Percent of the change events sent as bad records instead, as a broken serializer would:
+    /// four tenths corrupt Avro bodies, four tenths unknown schema ids, two tenths values that
+    /// are not in the Confluent wire format. Counted apart on the first line ("bad").
+    #[arg(long, default_value_t = 0.0)]
+    bad_percent: f64,
 }
 
 #[tokio::main]
@@ -59,12 +64,17 @@ async fn run(a: Args) -> Result<(), testkit::BoxError> {
         timestamps: None,
         seed: a.seed,
         compression: a.compression,
+        bad: testkit::BadMix::percent(a.bad_percent),
     };
     let events = testkit::produce_tasks(&plan).await?;
     let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
     let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for (p, e) in &events {
-        *ops.entry(e.op.letter().unwrap_or("tombstone")).or_default() += 1;
+        let kind = match e.spoiled {
+            Some(_) => "bad",
+            None => e.op.letter().unwrap_or("tombstone"),
+        };
+        *ops.entry(kind).or_default() += 1;
         let r = ranges.entry(p.partition).or_insert((p.offset, p.offset));
         r.0 = r.0.min(p.offset);
         r.1 = r.1.max(p.offset);

@@ -46,7 +46,10 @@ pub struct TaskEvent {
     /// `Some` when the row image carries the v2 column `category`.
     pub category: Option<String>,
     pub key: Vec<u8>,
+    /// The generated value body (unframed Avro); `None`: a tombstone.
     pub value: Option<Vec<u8>>,
+    /// Sent spoiled instead of `value` (a plan's [`super::BadMix`]): it is no change event.
+    pub spoiled: Option<super::Spoiled>,
 }
 
 #[derive(Clone)]
@@ -170,7 +173,7 @@ impl TasksGenerator {
         ]);
         let value = apache_avro::to_avro_datum(&self.value_schema, envelope)?;
         let key = apache_avro::to_avro_datum(&self.key_schema, Value::Record(vec![("id".into(), Value::String(image.id.clone()))]))?;
-        Ok(TaskEvent { id: image.id.clone(), op, title: image.title.clone(), ts_ms: self.ts_ms + 3, category, key, value: Some(value) })
+        Ok(TaskEvent { id: image.id.clone(), op, title: image.title.clone(), ts_ms: self.ts_ms + 3, category, key, value: Some(value), spoiled: None })
     }
 
     fn row(&self, t: &Task) -> Value {

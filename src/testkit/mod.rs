@@ -4,8 +4,10 @@
 //!
 //! Used by the integration tests and by the `kps-cdc-gen` binary; never by the sink itself.
 
+pub mod bad;
 pub(crate) mod events;
 
+pub use bad::{BadMix, Spoiled};
 pub use events::{allow_debezium_names, Op, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
 
 use std::time::Duration;
@@ -139,10 +141,15 @@ impl CdcProducer {
 
     /// As [`CdcProducer::send`], with the record's timestamp (Unix ms) when given.
     pub async fn send_at(&self, key_body: &[u8], value_body: Option<&[u8]>, timestamp_ms: Option<i64>) -> Result<Produced, BoxError> {
-        let key = frame::encode(self.key_schema_id, key_body);
         let value = value_body.map(|b| frame::encode(self.value_schema_id, b));
-        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.topic).key(&key);
-        if let Some(v) = value.as_ref() {
+        self.send_value_at(key_body, value.as_deref(), timestamp_ms).await
+    }
+
+    /// As [`CdcProducer::send_at`], `value` sent as it is (framed already, or not at all).
+    pub async fn send_value_at(&self, key_body: &[u8], value: Option<&[u8]>, timestamp_ms: Option<i64>) -> Result<Produced, BoxError> {
+        let key = frame::encode(self.key_schema_id, key_body);
+        let mut record = FutureRecord::<Vec<u8>, [u8]>::to(&self.topic).key(&key);
+        if let Some(v) = value {
             record = record.payload(v);
         }
         if let Some(t) = timestamp_ms {
@@ -163,8 +170,19 @@ impl CdcProducer {
         events: &[(Vec<u8>, Option<Vec<u8>>)],
         timestamp: impl Fn(usize) -> Option<i64>,
     ) -> Result<Vec<Produced>, BoxError> {
+        let framed: Vec<Option<Vec<u8>>> = events.iter().map(|(_, v)| v.as_deref().map(|b| frame::encode(self.value_schema_id, b))).collect();
+        let keys = events.iter().map(|(k, _)| k.as_slice());
+        self.send_values_at(keys.zip(framed.iter().map(Option::as_deref)), timestamp).await
+    }
+
+    /// As [`CdcProducer::send_all_at`], each value sent as it is (see [`CdcProducer::send_value_at`]).
+    pub async fn send_values_at<'a>(
+        &self,
+        records: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        timestamp: impl Fn(usize) -> Option<i64>,
+    ) -> Result<Vec<Produced>, BoxError> {
         use futures::StreamExt;
-        futures::stream::iter(events.iter().enumerate().map(|(i, (k, v))| self.send_at(k, v.as_deref(), timestamp(i))))
+        futures::stream::iter(records.enumerate().map(|(i, (k, v))| self.send_value_at(k, v, timestamp(i))))
             .buffered(1000)
             .collect::<Vec<_>>()
             .await
@@ -193,6 +211,8 @@ pub struct ProducePlan {
     pub seed: u64,
     /// The producer's `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
     pub compression: String,
+    /// Records sent spoiled instead ([`TaskEvent::spoiled`] says which and how).
+    pub bad: BadMix,
 }
 
 /// Creates the topic, registers the real Debezium schemas (`<topic>-key`, `<topic>-value`) and
@@ -203,6 +223,7 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
     let v1_id = register_schema(&plan.registry, &format!("{}-value", plan.topic), VALUE_SCHEMA_V1).await?;
     let mut producer = CdcProducer::compressed(&plan.bootstrap, &plan.topic, (key_id, v1_id), &plan.compression)?;
     let mut generator = TasksGenerator::new(plan.seed, (plan.count / 10).min(100))?;
+    let mut spoiler = bad::Spoiler::new(plan.bad, plan.seed);
     let mut out = Vec::with_capacity(plan.count + 1);
     let mut switched = false;
     let subject = format!("{}-value", plan.topic);
@@ -221,9 +242,21 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
         while out.len() + chunk.len() < limit {
             chunk.extend(generator.next_events()?);
         }
-        let bodies: Vec<(Vec<u8>, Option<Vec<u8>>)> = chunk.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let mut values = Vec::with_capacity(chunk.len());
+        for e in &mut chunk {
+            let Some(body) = e.value.as_deref() else {
+                values.push(None);
+                continue;
+            };
+            e.spoiled = spoiler.roll();
+            values.push(Some(match e.spoiled {
+                Some(kind) => spoiler.payload(kind, producer.value_schema_id, body),
+                None => frame::encode(producer.value_schema_id, body),
+            }));
+        }
         let base = out.len();
-        let produced = producer.send_all_at(&bodies, |i| plan.timestamps.map(|(first, step)| first + (base + i) as i64 * step)).await?;
+        let records = chunk.iter().map(|e| e.key.as_slice()).zip(values.iter().map(Option::as_deref));
+        let produced = producer.send_values_at(records, |i| plan.timestamps.map(|(first, step)| first + (base + i) as i64 * step)).await?;
         out.extend(produced.into_iter().zip(chunk));
         if plan.v2_after.is_some_and(|n| !switched && out.len() >= n) {
             generator.switch_to_v2()?;

@@ -83,7 +83,14 @@ fn plan(stack: &Stack, topic: &str, (partitions, count, v2_after, seed): (i32, u
         timestamps,
         seed,
         compression: "none".into(),
+        bad: Default::default(),
     }
+}
+
+/// As [`produce`], a share of the records spoiled as `bad` says (each event's `spoiled`).
+pub fn produce_with_bad(stack: &Stack, topic: &str, partitions: i32, count: usize, seed: u64, bad: kafka_parquet_sink::testkit::BadMix) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    let plan = plan(stack, topic, (partitions, count, None, seed), None);
+    tokio::runtime::Runtime::new()?.block_on(produce_tasks(&ProducePlan { bad, ..plan }))
 }
 
 /// As [`produce`], the producer compressing its batches with `codec`.
