@@ -538,7 +538,7 @@ impl Pipeline {
         self.metrics.schema_reconciliations.with_label_values(&[tp.0.as_str()]).inc();
         let Self { partitions, props, .. } = self;
         let buf = partitions.get_mut(tp).ok_or_else(|| SinkError::NotAssigned { topic: tp.0.clone(), partition: tp.1 })?;
-        if old_schema.as_ref() == Some(&schema) {
+        if old_schema.as_ref().is_some_and(|old| evolve::same_columns(old, &schema)) {
             buf.set_decoder_spec(spec);
         } else {
             tracing::info!(topic = %tp.0, partition = tp.1, value_schema_id = value_id, changes = ?value.changes, "new schema version merged into the open file");
