@@ -122,6 +122,9 @@ pub struct RegistryConfig {
     pub retry_max_attempts: u32,
     pub retry_initial_backoff_ms: u64,
     pub retry_max_backoff_ms: u64,
+    /// How long an id the registry answered 404 for is taken as unknown without asking again
+    /// (each record of a broken producer would otherwise cost a round trip); 0: ask every time.
+    pub unknown_id_ttl_ms: u64,
 }
 
 impl Default for RegistryConfig {
@@ -138,6 +141,7 @@ impl Default for RegistryConfig {
             retry_max_attempts: 0,
             retry_initial_backoff_ms: 200,
             retry_max_backoff_ms: 30_000,
+            unknown_id_ttl_ms: 30_000,
         }
     }
 }

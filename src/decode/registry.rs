@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -57,12 +57,20 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// At most this many unknown ids are remembered at once (16 bytes each).
+const MAX_UNKNOWN_IDS: usize = 100_000;
+
 pub struct Registry {
     base: String,
     http: reqwest::Client,
     /// Basic auth or a bearer token; never logged.
     auth: Option<Credentials>,
     cache: HashMap<u32, Arc<str>>,
+    /// Ids the registry answered 404 for, and when: unknown without a request until
+    /// `unknown_ttl` has passed (a schema id, once registered, never changes; one not yet
+    /// registered may be later).
+    unknown: HashMap<u32, Instant>,
+    unknown_ttl: Duration,
     backoff: Backoff,
     max_attempts: u32,
     metrics: Option<Metrics>,
@@ -102,6 +110,8 @@ impl Registry {
             http,
             auth,
             cache: HashMap::new(),
+            unknown: HashMap::new(),
+            unknown_ttl: Duration::from_millis(c.unknown_id_ttl_ms),
             backoff,
             max_attempts: c.retry_max_attempts,
             metrics,
@@ -133,8 +143,27 @@ impl Registry {
         if let Some(s) = self.cache.get(&id) {
             return Ok(s.clone());
         }
+        let unknown = || RegistryError::UnknownId { id, url: self.base.clone() };
+        if self.unknown.get(&id).is_some_and(|since| since.elapsed() < self.unknown_ttl) {
+            return Err(unknown());
+        }
         let path = format!("/schemas/ids/{id}");
-        let body = self.fetch_retrying(&path, id, || RegistryError::UnknownId { id, url: self.base.clone() }).await?;
+        let body = match self.fetch_retrying(&path, id, unknown).await {
+            Ok(body) => body,
+            Err(e) => {
+                if matches!(e, RegistryError::UnknownId { .. }) && !self.unknown_ttl.is_zero() {
+                    // Bounded: a producer writing random ids must not grow this without limit.
+                    if self.unknown.len() >= MAX_UNKNOWN_IDS {
+                        self.unknown.retain(|_, since| since.elapsed() < self.unknown_ttl);
+                    }
+                    if self.unknown.len() < MAX_UNKNOWN_IDS {
+                        self.unknown.insert(id, Instant::now());
+                    }
+                }
+                return Err(e);
+            }
+        };
+        self.unknown.remove(&id);
         let schema: Arc<str> = body.schema.into();
         self.cache.insert(id, schema.clone());
         Ok(schema)
@@ -198,5 +227,53 @@ impl Registry {
             None | Some("AVRO") => Ok(body),
             Some(other) => Err(RegistryError::NotAvro { id: body.id.unwrap_or(id), kind: other.to_string() }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{extract::Path, http::StatusCode, routing::get, Router};
+
+    use super::*;
+
+    /// A registry that knows id 5 only, counting the requests it answers.
+    async fn registry(requests: Arc<AtomicUsize>) -> Result<String, std::io::Error> {
+        let app = Router::new().route(
+            "/schemas/ids/{id}",
+            get(move |Path(id): Path<u32>| {
+                let requests = requests.clone();
+                async move {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    match id {
+                        5 => (StatusCode::OK, r#"{"schema": "\"long\""}"#.to_string()),
+                        _ => (StatusCode::NOT_FOUND, r#"{"error_code": 40403, "message": "Schema not found"}"#.to_string()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(url)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_is_asked_once_per_ttl_and_a_known_one_once() -> Result<(), Box<dyn std::error::Error>> {
+        for (ttl_ms, expected) in [(30_000, 2), (0, 4)] {
+            let requests = Arc::new(AtomicUsize::new(0));
+            let url = registry(requests.clone()).await?;
+            let mut r = Registry::new(&RegistryConfig { url, unknown_id_ttl_ms: ttl_ms, ..Default::default() }, None)?;
+            for _ in 0..3 {
+                let e = r.schema(7).await.err().ok_or("id 7 is not in the registry")?;
+                assert!(matches!(e, RegistryError::UnknownId { id: 7, .. }), "ttl {ttl_ms}: {e}");
+            }
+            assert_eq!(&*r.schema(5).await?, "\"long\"");
+            assert_eq!(&*r.schema(5).await?, "\"long\"");
+            // ttl 30 s: one request for id 7, one for id 5; ttl 0: three for id 7, one for id 5.
+            assert_eq!(requests.load(Ordering::SeqCst), expected, "requests with unknown_id_ttl_ms = {ttl_ms}");
+        }
+        Ok(())
     }
 }
