@@ -29,7 +29,7 @@ python3 -c "import confluent_kafka, fastavro, pyarrow" 2>/dev/null || python3 -m
 source scripts/bench-lib.sh
 if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
 BIN=target/$PROFILE
-run_id=$(date +%s)
+run_id=$(date +%s)-$$ # the pid too: two runs may start in one second (the tests run them side by side)
 topic="bench-codecs-$run_id"
 log "producing $COUNT events to $topic ($PARTITIONS partitions)"
 produce_events "$BIN" "$topic"

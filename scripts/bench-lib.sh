@@ -36,18 +36,21 @@ peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d
 cpu_s() { awk -F: '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.1f", s}' "$1"; }
 
 # produce_events BIN TOPIC: COUNT Debezium events (seed 7) to a new topic of PARTITIONS partitions
-# ($OUT/produce.log); sets COUNT to what was produced (a final delete may add its tombstone) and
-# tombstones to how many of them are tombstones.
+# ($OUT/produce.log), BAD_PERCENT of them (default 0) sent as bad records; sets COUNT to what was
+# produced (a final delete may add its tombstone), tombstones to how many of them are tombstones
+# and bad to how many are bad.
 produce_events() {
   "$1"/kps-cdc-gen --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$2" --partitions "$PARTITIONS" \
-    --count "$COUNT" --seed 7 >"$OUT/produce.log"
+    --count "$COUNT" --seed 7 --bad-percent "${BAD_PERCENT:-0}" >"$OUT/produce.log"
   tombstones=$(grep -o '"tombstone": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
+  bad=$(grep -o '"bad": [0-9]*' "$OUT/produce.log" | grep -o '[0-9]*$' || echo 0)
   COUNT=$(head -1 "$OUT/produce.log" | awk '{print $2}')
 }
 
 # timed_sink BIN NAME GROUP PREFIX S3_ENDPOINT [OUTPUT_KEYS]: runs the sink (config
 # $OUT/NAME.toml, log with /usr/bin/time figures $OUT/NAME.log) on $topic until GROUP's commits
-# cover COUNT records, then stops it; prints the wall seconds from process start.
+# cover COUNT records, then stops it; prints the wall seconds from process start. Fails, with the
+# head of the sink's log, when the sink exits first (a refused config, say).
 timed_sink() {
   cat >"$OUT/$2.toml" <<TOML
 [kafka]
@@ -68,13 +71,22 @@ rotate_interval_ms = ${ROTATE_MS:-2000}
 [metrics]
 listen = ""
 TOML
-  local t0 t1 time_pid
+  local t0 t1 time_pid wait_pid ended
   t0=$(now)
   /usr/bin/time -v "$1"/kafka-parquet-sink run --config "$OUT/$2.toml" 2>"$OUT/$2.log" &
   time_pid=$!
   python3 scripts/peer_sink.py --bootstrap "$KAFKA" --registry "$REGISTRY" --topic "$topic" --group "$3" \
-    --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null
+    --expect "$COUNT" --wait-committed --partitions "$PARTITIONS" >/dev/null &
+  wait_pid=$!
+  # Whichever ends first: the commits covering every record, or the sink (which then failed).
+  wait -n -p ended "$wait_pid" "$time_pid" || true
   t1=$(now)
+  if [ "$ended" = "$time_pid" ]; then
+    kill "$wait_pid" 2>/dev/null || true
+    printf '[bench] the sink (%s) exited before committing every record; its log %s:\n' "$2" "$OUT/$2.log" >&2
+    head -5 "$OUT/$2.log" >&2
+    return 1
+  fi
   pkill -TERM -P "$time_pid" || true
   wait "$time_pid" || true
   echo "$t1 - $t0" | bc

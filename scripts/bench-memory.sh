@@ -20,7 +20,7 @@ log() { printf '[bench-memory] %s\n' "$*" >&2; }
 source scripts/bench-lib.sh
 
 cargo build --release --quiet --bins
-run_id=$(date +%s)
+run_id=$(date +%s)-$$ # the pid too: two runs may start in one second (the tests run them side by side)
 group="bench-mem-$run_id"
 prefix="bench/mem-$run_id"
 if [ -n "${TOPIC:-}" ]; then

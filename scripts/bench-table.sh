@@ -44,7 +44,7 @@ source scripts/bench-lib.sh
 delay_s3 "${S3_PROXY_PORT:-19401}"
 if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
 BIN=target/$PROFILE
-run_id=$(date +%s)
+run_id=$(date +%s)-$$ # the pid too: two runs may start in one second (the tests run them side by side)
 
 # quantiles of numbers on stdin: "count p10 p50 p90 max"
 quantiles() { sort -n | awk '{a[NR] = $1} END {if (NR == 0) {print "0 - - - -"; exit} q = "0.1 0.5 0.9"; n = split(q, qs, " "); printf "%d", NR; for (i = 1; i <= n; i++) {j = int(qs[i] * NR + 0.999); if (j < 1) j = 1; printf " %s", a[j]} printf " %s\n", a[NR]}'; }
