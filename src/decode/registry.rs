@@ -153,12 +153,15 @@ impl Registry {
             Err(e) => {
                 if matches!(e, RegistryError::UnknownId { .. }) && !self.unknown_ttl.is_zero() {
                     // Bounded: a producer writing random ids must not grow this without limit.
+                    // When full, the expired ids go; if half of it is still fresh, all of it
+                    // goes: one scan per tens of thousands of ids, never one per record.
                     if self.unknown.len() >= MAX_UNKNOWN_IDS {
                         self.unknown.retain(|_, since| since.elapsed() < self.unknown_ttl);
+                        if self.unknown.len() >= MAX_UNKNOWN_IDS / 2 {
+                            self.unknown.clear();
+                        }
                     }
-                    if self.unknown.len() < MAX_UNKNOWN_IDS {
-                        self.unknown.insert(id, Instant::now());
-                    }
+                    self.unknown.insert(id, Instant::now());
                 }
                 return Err(e);
             }
