@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::scan::state::ScanFile;
+use delta_kernel::snapshot::SnapshotRef;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
 use delta_kernel::FilteredEngineData;
 use object_store::{ObjectStore, ObjectStoreExt as _};
@@ -38,6 +39,39 @@ pub struct Compacted {
     pub files_out: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+/// Versions a compaction tries for one rewrite before it gives up the round.
+const MAX_ATTEMPTS: usize = 20;
+/// Rewrites of one partition value per round whose inputs another writer removed.
+const MAX_REWRITES: usize = 3;
+
+/// A bin rewritten into one file, put in the store and named by no version yet.
+#[derive(Debug, Clone)]
+pub(super) struct Rewrite {
+    inputs: Vec<Listed>,
+    pub(super) file: DataFile,
+    kafka_partition: i32,
+    /// The partition value, as [`Listed::partition`].
+    partition: String,
+}
+
+/// The files of one version, as a scan lists them.
+pub(super) struct Listing {
+    snapshot: SnapshotRef,
+    batches: Vec<FilteredEngineData>,
+    files: Vec<Listed>,
+}
+
+/// How a swap ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Landed {
+    /// In this version (or found in it, when the answer of its commit was lost).
+    Committed(u64),
+    /// Another writer removed one of its inputs: the rewrite is not named.
+    InputGone,
+    /// Every version it tried was taken first.
+    Contended,
 }
 
 /// A committed file as the scan lists it.
@@ -72,7 +106,10 @@ impl Table {
     }
 
     /// One bin of a partition value not in `skip`, swapped in; the partition value, or `None`
-    /// when no value is due.
+    /// when no value is due. The rewrite is read and written once: a version lost to a writer
+    /// that only added files (the sink's own next commit, mostly) is taken again on top of it
+    /// with the same file; only when one of its inputs is gone is the rewrite given up (its
+    /// file left to orphan removal) and the bin chosen again.
     fn compact_one(
         &mut self,
         store: &Arc<dyn ObjectStore>,
@@ -81,77 +118,139 @@ impl Table {
         skip: &std::collections::BTreeSet<String>,
         done: &mut Compacted,
     ) -> Result<Option<String>, TableError> {
-        for _attempt in 0..5 {
-            let Some(snapshot) = self.refresh()? else { return Ok(None) };
-            let engine = self.engine.clone();
-            let scan = snapshot.clone().scan_builder().build().map_err(|e| self.err(e))?;
-            let mut batches: Vec<FilteredEngineData> = Vec::new();
-            let mut listed = Vec::new();
-            for meta in scan.scan_metadata(engine.as_ref()).map_err(|e| self.err(e))? {
-                let meta = meta.map_err(|e| self.err(e))?;
-                let (data, selection) = (meta.scan_files.data(), meta.scan_files.selection_vector());
-                let rows: Vec<usize> = (0..data.len()).filter(|i| selection.get(*i).copied().unwrap_or(true)).collect();
-                let files: Vec<ScanFile> = meta.visit_scan_files(Vec::new(), |acc: &mut Vec<ScanFile>, f| acc.push(f)).map_err(|e| self.err(e))?;
-                let batch = batches.len();
-                for (row, f) in rows.into_iter().zip(files) {
-                    let mut key: Vec<(&String, &String)> = f.partition_values.iter().collect();
-                    key.sort();
-                    let partition = key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("/");
-                    let values = f.partition_values.clone();
-                    listed.push(Listed { batch, row, path: f.path, size: f.size.max(0) as u64, partition, values });
+        for _attempt in 0..MAX_REWRITES {
+            let Some((rewrite, listing)) = self.rewrite_bin(store, root_key, policy, skip)? else { return Ok(None) };
+            match self.land(&rewrite, Some(listing))? {
+                Landed::Committed(version) => {
+                    done.version = Some(version);
+                    done.files_in += rewrite.inputs.len();
+                    done.files_out += 1;
+                    done.bytes_in += rewrite.inputs.iter().map(|f| f.size).sum::<u64>();
+                    done.bytes_out += rewrite.file.size;
+                    return Ok(Some(rewrite.partition));
                 }
-                batches.push(meta.scan_files);
+                Landed::InputGone => {
+                    tracing::info!(table = %self.root, file = %rewrite.file.path, "a file compaction rewrote was removed by another writer; its rewrite is left to orphan removal, the bin chosen again");
+                }
+                Landed::Contended => return Ok(None),
             }
-            listed.retain(|f| !skip.contains(&f.partition));
-            let Some(bin) = self.next_bin(store, root_key, &listed, policy)? else { return Ok(None) };
-            let (files, rewritten) = bin;
-            let (key, relative) = unique_key(root_key, &files[0].path);
-            let size = rewritten.len() as u64;
-            let schema = DataFile::schema_of(&rewritten, &self.topic)?;
-            let rows = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&rewritten, Default::default())
-                .map(|m| m.metadata().file_metadata().num_rows() as u64)
-                .map_err(|source| TableError::File { table: self.root.to_string(), source })?;
-            let path: object_store::path::Path = key.as_str().into();
-            tokio::runtime::Handle::current().block_on(store.put(&path, rewritten.into())).map_err(|e| self.err(e.into()))?;
-            let mut txn = snapshot
+        }
+        Ok(None)
+    }
+
+    /// Lists the files of `snapshot`'s version: the scan's batches (what removes are made
+    /// from) and each file with its place in them.
+    fn list(&self, snapshot: &SnapshotRef) -> Result<Listing, TableError> {
+        let engine = self.engine.clone();
+        let scan = snapshot.clone().scan_builder().build().map_err(|e| self.err(e))?;
+        let mut batches: Vec<FilteredEngineData> = Vec::new();
+        let mut files = Vec::new();
+        for meta in scan.scan_metadata(engine.as_ref()).map_err(|e| self.err(e))? {
+            let meta = meta.map_err(|e| self.err(e))?;
+            let (data, selection) = (meta.scan_files.data(), meta.scan_files.selection_vector());
+            let rows: Vec<usize> = (0..data.len()).filter(|i| selection.get(*i).copied().unwrap_or(true)).collect();
+            let scanned: Vec<ScanFile> = meta.visit_scan_files(Vec::new(), |acc: &mut Vec<ScanFile>, f| acc.push(f)).map_err(|e| self.err(e))?;
+            let batch = batches.len();
+            for (row, f) in rows.into_iter().zip(scanned) {
+                let mut key: Vec<(&String, &String)> = f.partition_values.iter().collect();
+                key.sort();
+                let partition = key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("/");
+                let values = f.partition_values.clone();
+                files.push(Listed { batch, row, path: f.path, size: f.size.max(0) as u64, partition, values });
+            }
+            batches.push(meta.scan_files);
+        }
+        Ok(Listing { snapshot: snapshot.clone(), batches, files })
+    }
+
+    /// The next bin of the latest version, rewritten into one file put in the store (named by
+    /// no version yet), with the listing it was chosen from.
+    pub(super) fn rewrite_bin(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        root_key: &str,
+        policy: &Policy,
+        skip: &std::collections::BTreeSet<String>,
+    ) -> Result<Option<(Rewrite, Listing)>, TableError> {
+        let Some(snapshot) = self.refresh()? else { return Ok(None) };
+        let listing = self.list(&snapshot)?;
+        let candidates: Vec<Listed> = listing.files.iter().filter(|f| !skip.contains(&f.partition)).cloned().collect();
+        let Some((inputs, rewritten)) = self.next_bin(store, root_key, &candidates, policy)? else { return Ok(None) };
+        let (key, relative) = unique_key(root_key, &inputs[0].path);
+        let size = rewritten.len() as u64;
+        let schema = DataFile::schema_of(&rewritten, &self.topic)?;
+        let rows = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&rewritten, Default::default())
+            .map(|m| m.metadata().file_metadata().num_rows() as u64)
+            .map_err(|source| TableError::File { table: self.root.to_string(), source })?;
+        let path: object_store::path::Path = key.as_str().into();
+        tokio::runtime::Handle::current().block_on(store.put(&path, rewritten.into())).map_err(|e| self.err(e.into()))?;
+        let values = &inputs[0].values;
+        let partition_values = self.settings.path_columns.iter().map(|c| (c.clone(), values.get(c).cloned())).collect();
+        let file = DataFile { path: relative, size, rows, modification_time: crate::health::now_ms(), schema, partition_values };
+        let kafka_partition = values.get(actions::PARTITION_COLUMN).and_then(|p| p.parse().ok()).unwrap_or_default();
+        let partition = inputs[0].partition.clone();
+        Ok(Some((Rewrite { inputs, file, kafka_partition, partition }, listing)))
+    }
+
+    /// Swaps `rewrite` in: its file added, its inputs removed, in one version on top of
+    /// `listing` (`None`: of the latest version). A version taken meanwhile is read: if it
+    /// already names the new file (an answer lost after the put) the swap is done; if every
+    /// input is still there the swap is tried on top of it; if one is gone, it is given up.
+    pub(super) fn land(&mut self, rewrite: &Rewrite, listing: Option<Listing>) -> Result<Landed, TableError> {
+        let mut listing = match listing {
+            Some(l) => l,
+            None => match self.refresh()? {
+                Some(s) => self.list(&s)?,
+                None => return Ok(Landed::InputGone),
+            },
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            if listing.files.iter().any(|f| f.path == rewrite.file.path) {
+                tracing::info!(table = %self.root, version = listing.snapshot.version(), "compaction found in the log");
+                return Ok(Landed::Committed(listing.snapshot.version()));
+            }
+            let inputs: std::collections::HashSet<&str> = rewrite.inputs.iter().map(|f| f.path.as_str()).collect();
+            let present: Vec<&Listed> = listing.files.iter().filter(|f| inputs.contains(f.path.as_str())).collect();
+            if present.len() < inputs.len() {
+                return Ok(Landed::InputGone);
+            }
+            let staged = super::Staged { partition: rewrite.kafka_partition, start: None, next: 0, files: vec![rewrite.file.clone()] };
+            if !self.files_still_there(&staged)? {
+                return Ok(Landed::InputGone);
+            }
+            let engine = self.engine.clone();
+            let mut txn = listing
+                .snapshot
                 .clone()
                 .update_table(UpdateTableOperation::Optimize, ENGINE_INFO, false)
                 .build(engine.as_ref(), Box::new(FileSystemCommitter::new()))
                 .map_err(|e| self.err(e))?;
-            let modification_time = crate::health::now_ms();
-            let values = &files[0].values;
-            let partition: i32 = values.get(actions::PARTITION_COLUMN).and_then(|p| p.parse().ok()).unwrap_or_default();
-            let partition_values = self.settings.path_columns.iter().map(|c| (c.clone(), values.get(c).cloned())).collect();
-            let new_file = DataFile { path: relative, size, rows, modification_time, schema, partition_values };
-            let staged = [super::Staged { partition, start: None, next: 0, files: vec![new_file.clone()] }];
-            txn.add_files(actions::add_files(&[&new_file], &staged).map_err(|e| self.err(e))?);
-            for (i, data) in batches.into_iter().enumerate() {
+            txn.add_files(actions::add_files(&[&rewrite.file], std::slice::from_ref(&staged)).map_err(|e| self.err(e))?);
+            for (i, data) in std::mem::take(&mut listing.batches).into_iter().enumerate() {
                 let (data, _) = data.into_parts();
-                let len = data.len();
-                let selection: Vec<bool> = (0..len).map(|row| files.iter().any(|f| f.batch == i && f.row == row)).collect();
+                let selection: Vec<bool> = (0..data.len()).map(|row| present.iter().any(|f| f.batch == i && f.row == row)).collect();
                 if selection.iter().any(|s| *s) {
                     txn.remove_files(FilteredEngineData::try_new(data, selection).map_err(|e| self.err(e))?);
                 }
             }
             match txn.commit(engine.as_ref()).map_err(|e| self.err(e))? {
                 CommitResult::Committed(c) => {
-                    done.version = Some(c.commit_version());
-                    done.files_in += files.len();
-                    done.files_out += 1;
-                    done.bytes_in += files.iter().map(|f| f.size).sum::<u64>();
-                    done.bytes_out += size;
                     self.snapshot = c.post_commit_snapshot().cloned().or(self.snapshot.take());
-                    tracing::info!(table = %self.root, version = c.commit_version(), partition, files_in = files.len(), bytes_out = size, "compacted");
-                    return Ok(Some(files[0].partition.clone()));
+                    tracing::info!(table = %self.root, version = c.commit_version(), partition = %rewrite.partition, attempt, files_in = rewrite.inputs.len(), bytes_out = rewrite.file.size, "compacted");
+                    return Ok(Landed::Committed(c.commit_version()));
                 }
-                CommitResult::Conflicted(_) | CommitResult::Retryable(_) => {
-                    // Another writer took the version (or the answer was lost): the new file is
-                    // unnamed; read the log again and start over from what it says.
-                    tracing::info!(table = %self.root, "compaction lost its version to another writer; trying again on top of it");
+                CommitResult::Conflicted(c) => {
+                    tracing::info!(table = %self.root, version = c.conflict_version(), attempt, "compaction lost its version to another writer; trying again on top of it");
+                }
+                CommitResult::Retryable(r) => {
+                    tracing::warn!(table = %self.root, attempt, error = %r.error, "compaction's commit outcome unknown; reading the log to find out");
                 }
             }
+            let Some(snapshot) = self.refresh()? else { return Ok(Landed::InputGone) };
+            listing = self.list(&snapshot)?;
         }
-        Ok(None)
+        tracing::info!(table = %self.root, attempts = MAX_ATTEMPTS, "compaction lost every version it tried; its rewrite is left to orphan removal");
+        Ok(Landed::Contended)
     }
 
     /// The next bin: the oldest small files of the first partition value that has enough of

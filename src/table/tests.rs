@@ -345,6 +345,108 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
     Ok(())
 }
 
+/// A table of partition 0 with `n` committed files of 10 rows each (txn version `10 * n`).
+async fn committed_files(store: &Arc<dyn ObjectStore>, n: i64) -> Result<Table, Box<dyn std::error::Error>> {
+    let mut t = table(store, 0)?;
+    let mut commits = Vec::new();
+    for i in 0..n {
+        let f = put_file(store, 0, i * 10, 10).await?;
+        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
+    }
+    let t = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        for c in commits {
+            t.commit(c)?;
+        }
+        Ok(t)
+    })
+    .await??;
+    Ok(t)
+}
+
+/// The objects in the store whose key holds `-compacted-`: every rewrite ever put.
+async fn rewrites_put(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>, object_store::Error> {
+    use futures::TryStreamExt;
+    let keys: Vec<String> = store.list(Some(&"bronze/topics/t".into())).map_ok(|m| m.location.to_string()).try_collect().await?;
+    Ok(keys.into_iter().filter(|k| k.contains("-compacted-")).collect())
+}
+
+fn policy(min_files: usize) -> compact::Policy {
+    compact::Policy { min_files, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() }
+}
+
+/// The race a 1 s commit interval makes all the time: the sink's next commit takes the version
+/// the compaction was about to write. It only added a file, so the compaction lands on top of
+/// it with the file it already wrote (nothing read or encoded again), and both are kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_that_loses_its_version_to_an_append_lands_on_top_of_it_with_the_same_file() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut compactor = committed_files(&store, 5).await?;
+    let appended = put_file(&store, 0, 50, 10).await?;
+    let mut member = table(&store, 0)?;
+    let kv = store.clone();
+    let (landed, rewrite, append) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        let (rewrite, listing) = compactor.rewrite_bin(&kv, "bronze/topics/t", &policy(4), &Default::default())?.ok_or_else(|| TableError::Schema { table: "t".into(), reason: "no bin".into() })?;
+        // Between the rewrite and its commit, the member commits its next file at version 6
+        // (0 created the table, 1-5 the five files).
+        let append = member.commit(vec![Staged { partition: 0, start: Some(50), next: 60, files: vec![appended] }])?;
+        Ok((compactor.land(&rewrite, Some(listing))?, rewrite, append))
+    })
+    .await??;
+    assert_eq!(append.version, Some(6), "the member's commit took version 6");
+    assert_eq!(landed, compact::Landed::Committed(7), "the compaction lands at the next version");
+    let (files, rows) = table_rows(&store).await?;
+    assert_eq!(files, vec![rewrite.file.path.clone(), "__kafka_partition=0/00000000000000000050-test.parquet".to_string()], "the rewrite beside the appended file");
+    assert_eq!(rows, (0..60).map(|o| (0, o)).collect::<Vec<_>>(), "every offset once");
+    assert_eq!(rewrites_put(&store).await?.len(), 1, "one rewrite put: the retry used it");
+    let versions = tokio::task::spawn_blocking(move || table(&store, 0).map_err(|e| TableError::Root { topic: "t".into(), reason: e.to_string() })?.versions(&[0])).await??;
+    assert_eq!(versions, BTreeMap::from([(0, Some(60))]), "the member's txn version survives the compaction");
+    Ok(())
+}
+
+/// Two compactions of one bin: the second finds an input removed by the first, gives its
+/// rewrite up and names nothing (its file is an orphan, for orphan removal).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_whose_input_another_writer_removed_is_given_up_and_never_named() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut slow = committed_files(&store, 4).await?;
+    let mut fast = table(&store, 0)?;
+    let kv = store.clone();
+    let (landed, slow_file, fast_done) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        let (rewrite, listing) = slow.rewrite_bin(&kv, "bronze/topics/t", &policy(4), &Default::default())?.ok_or_else(|| TableError::Schema { table: "t".into(), reason: "no bin".into() })?;
+        let fast_done = fast.compact(&kv, "bronze/topics/t", &policy(4), &Default::default())?;
+        Ok((slow.land(&rewrite, Some(listing))?, rewrite.file.path, fast_done))
+    })
+    .await??;
+    assert_eq!((fast_done.files_in, fast_done.version), (4, Some(5)), "the other compaction took the four files at version 5");
+    assert_eq!(landed, compact::Landed::InputGone, "the slow compaction's inputs are gone");
+    let (files, rows) = table_rows(&store).await?;
+    assert_eq!(files.len(), 1, "one file: {files:?}");
+    assert!(!files.contains(&slow_file), "the given-up rewrite is never named: {files:?}");
+    assert_eq!(rows, (0..40).map(|o| (0, o)).collect::<Vec<_>>(), "every offset once");
+    assert_eq!(log(&store).await?.iter().filter(|n| n.ends_with(".json")).count(), 6, "versions 0-5, none from the slow compaction");
+    Ok(())
+}
+
+/// A swap whose commit answer was lost is found in the log and not made a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_found_in_the_log_is_not_committed_twice() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut t = committed_files(&store, 4).await?;
+    let kv = store.clone();
+    let (first, again) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        let (rewrite, listing) = t.rewrite_bin(&kv, "bronze/topics/t", &policy(4), &Default::default())?.ok_or_else(|| TableError::Schema { table: "t".into(), reason: "no bin".into() })?;
+        let first = t.land(&rewrite, Some(listing))?;
+        Ok((first, t.land(&rewrite, None)?))
+    })
+    .await??;
+    assert_eq!(first, compact::Landed::Committed(5), "the swap");
+    assert_eq!(again, compact::Landed::Committed(5), "the same swap, found in the log");
+    assert_eq!(log(&store).await?.iter().filter(|n| n.ends_with(".json")).count(), 6, "versions 0-5: no second commit");
+    let (_, rows) = table_rows(&store).await?;
+    assert_eq!(rows, (0..40).map(|o| (0, o)).collect::<Vec<_>>(), "every offset once");
+    Ok(())
+}
+
 /// A table partitioned by the time partitioner's `dt` too: files are only merged with files of
 /// the same `dt`, and the compacted file keeps its directory and partition values.
 #[tokio::test(flavor = "multi_thread")]
@@ -464,7 +566,7 @@ async fn maintenance_runs_beside_the_commits_and_an_idle_table_ends_in_one_file(
     let by_count: usize = compactions.iter().map(|c| c.files_in).sum();
     assert!(by_count >= 3, "compactions by count while committing: {compactions:?}");
     // One more commit, with no round after it: its file stays beside what compaction left
-    // (a compaction that lost its version to a commit scans again, and may have taken all).
+    // (a compaction that lost its version to a commit lands on top of it).
     let f = put_file(&store, 0, 80, 10).await?;
     tables.stage(&tp, 90, vec![f]);
     tables.start_due(true)?;
