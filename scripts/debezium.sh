@@ -22,6 +22,8 @@
 #                                 of its own, once it streams (a test's own topic)
 #   scripts/debezium.sh remove NAME
 #                                 delete that connector and drop its slot
+#   scripts/debezium.sh plugins   only assemble the worker's jars and plugins (once); print the
+#                                 worker's classpath folder and the AvroConverter's plugin folder
 #
 # Environment: PG_PORT (55432), CONNECT_PORT (8083), KAFKA_PORT, REGISTRY_PORT as for stack.sh,
 # TOPIC_PARTITIONS (1): partitions of the topics the connector creates.
@@ -231,5 +233,6 @@ case "${1:-}" in
   psql) shift; pg_psql "$@" ;;
   add) [ $# = 3 ] || { echo "usage: $0 add NAME TOPIC_PREFIX" >&2; exit 2; }; register "$2" "$3" "$(slot_of "$2")" ;;
   remove) [ $# = 2 ] || { echo "usage: $0 remove NAME" >&2; exit 2; }; remove "$2" ;;
-  *) echo "usage: $0 up|down|status|psql [args]|add NAME TOPIC_PREFIX|remove NAME" >&2; exit 2 ;;
+  plugins) plugins; echo "$CONNECT_LIBS $PLUGINS/confluent-avro" ;;
+  *) echo "usage: $0 up|down|status|psql [args]|add NAME TOPIC_PREFIX|remove NAME|plugins" >&2; exit 2 ;;
 esac

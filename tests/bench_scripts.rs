@@ -1,7 +1,7 @@
-//! The end-to-end benchmark script runs from a fresh checkout and both of its sinks land every
-//! record, with and without bad records among them: `scripts/bench-e2e.sh` on a few thousand
-//! events, debug build, one round. (The figures in the README come from the release build on
-//! 1,000,000 events; this only keeps the script working.)
+//! The benchmark scripts run from a fresh checkout and their sinks land every record, with and
+//! without bad records among them: `scripts/bench-e2e.sh`, `bench-peers.sh` and the others on a
+//! few thousand events, debug build, one round. (The figures in the README come from the release
+//! build on 1,000,000 events; this only keeps the scripts working.)
 
 mod common;
 
@@ -121,5 +121,41 @@ fn bench_table_script_sees_every_row_in_the_table() -> TestResult {
     let seen = row.split('|').nth(4).unwrap_or_default().trim();
     let (got, want) = seen.split_once(" / ").ok_or(format!("no 'seen / produced' in {row}"))?;
     assert_eq!(got, want, "rows the reader saw against rows produced: {row}");
+    Ok(())
+}
+
+/// `scripts/bench-peers.sh` runs every sink it compares at a small size (ours in file and table
+/// mode, Apache Iceberg's Kafka Connect sink in a real Connect worker, the Python peer), and each
+/// lake, read back by its own reader (pyarrow, deltalake, pyiceberg), holds every record once.
+#[test]
+fn bench_peers_script_lands_every_record_with_each_sink() -> TestResult {
+    let _stack = Stack::get()?;
+    let out_dir = tempfile::tempdir()?;
+    let out = Command::new("bash")
+        .arg(root().join("scripts/bench-peers.sh"))
+        .envs([("COUNT", "3000"), ("PARTITIONS", "2"), ("FLUSH", "1000"), ("ROUNDS", "1"), ("PROFILE", "debug")])
+        .env("OUT", out_dir.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench-peers.sh failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let expected: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("expected in every lake: rows = distinct offsets = "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or(format!("no expected line:\n{stdout}"))?;
+    let mut sinks = Vec::new();
+    for row in stdout.lines().filter(|l| l.starts_with("| ") && l.ends_with("} |")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let sink = cells[0].trim_start_matches("| ").to_string();
+        let json = cells.last().map(|c| c.trim_end_matches(" |")).unwrap_or_default();
+        let lake: serde_json::Value = serde_json::from_str(json)?;
+        assert_eq!((lake["rows"].as_u64(), lake["distinct_offsets"].as_u64()), (Some(expected), Some(expected)), "{sink}: (rows, distinct offsets) read back against {expected} records:\n{stdout}");
+        sinks.push(sink);
+    }
+    assert_eq!(
+        sinks,
+        ["kafka-parquet-sink, files", "kafka-parquet-sink, Delta table", "Iceberg Kafka Connect sink 1.12.0", "Python peer (fastavro + pyarrow, Snappy)"],
+        "the rows of the table:\n{stdout}"
+    );
     Ok(())
 }
