@@ -260,9 +260,13 @@ impl Tables {
             None => self.table(&topic)?,
         };
         let Some(slot) = self.slots.get_mut(&topic) else { return Ok(()) };
-        if compaction.is_some() {
+        // A round by count leaves the idle mark alone: when it follows the last commit, the
+        // idle round still comes after it and merges what the round by count left.
+        if let Some(idle) = compaction {
             slot.commits_since_compaction = 0;
-            slot.idle_since = None;
+            if idle {
+                slot.idle_since = None;
+            }
         }
         if sweep.is_some() {
             slot.last_sweep = Some(Instant::now());

@@ -590,3 +590,44 @@ async fn maintenance_runs_beside_the_commits_and_an_idle_table_ends_in_one_file(
     assert_eq!(versions, BTreeMap::from([(0, Some(90))]), "txn version after compactions");
     Ok(())
 }
+
+/// The last commit before a pause can start a round by count; it must not take the idle
+/// round's place: the files the round by count left (a bin is bounded by the target size) are
+/// merged once the table has been idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_by_count_after_the_last_commit_is_followed_by_the_idle_round() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let roots: tables::Roots = Arc::new(|topic: &str| Url::parse(&format!("memory:///bronze/topics/{topic}/")).map_err(|e| e.to_string()));
+    let tp = ("t".to_string(), 0);
+    let mut files = Vec::new();
+    for i in 0..4 {
+        files.push(put_file(&store, 0, i * 10, 10).await?);
+    }
+    // A bin of three files fills the target; the fourth is left for the next round.
+    let target = files.iter().map(|f| f.size).max().unwrap_or(0) * 7 / 2;
+    let policy = compact::Policy { min_files: 3, target_file_bytes: target, idle_ms: Some(500), props: parquet::file::properties::WriterProperties::builder().build() };
+    let mut tables = Tables::new(store.clone(), roots, std::time::Duration::ZERO, Settings::default()).with_compaction(Some(policy));
+    tables.position(&tp, None);
+    for (i, f) in (0i64..).zip(files) {
+        tables.stage(&tp, i * 10 + 10, vec![f]);
+        tables.start_due(true)?;
+        tables.next_committed().await.ok_or("no answer to a commit")?.result?;
+    }
+    tables.start_maintenance()?;
+    let by_count = match tables.next_finished().await {
+        Some(tables::Finished::Maintained(m)) => m.compacted.ok_or("the round by count did not compact")??,
+        _ => return Err("no round by count after four commits".into()),
+    };
+    assert_eq!((by_count.files_in, by_count.files_out), (3, 1), "the round by count: three files in a bin of the target's size");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tables.start_maintenance()?;
+    let idle = match tables.next_finished().await {
+        Some(tables::Finished::Maintained(m)) => m.compacted.ok_or("the idle round did not compact")??,
+        _ => return Err("no idle round after the round by count".into()),
+    };
+    assert_eq!((idle.files_in, idle.files_out), (2, 1), "the idle round merges what the round by count left");
+    let (files, rows) = table_rows(&store).await?;
+    assert_eq!(files.len(), 1, "one file after the idle round: {files:?}");
+    assert_eq!(rows, (0..40).map(|o| (0, o)).collect::<Vec<_>>(), "every offset once");
+    Ok(())
+}
