@@ -20,8 +20,8 @@
       their __kafka_offset moved up by B, in one commit of its own (a test's outside writer);
       prints the version it wrote and the rows appended
 
-PATH is the table's root under the bucket (bronze/cdc/tasks/topics/<topic>), or file:///dir for
-a local table. --endpoint and --bucket name the S3 server (the local stack's by default).
+PATH is the table's root under the bucket (bronze/cdc/tasks/topics/<topic>), file:///dir for
+a local table, or az://container/path on the Azurite of scripts/azurite.sh. --endpoint and --bucket name the S3 server (the local stack's by default).
 """
 import argparse
 import json
@@ -36,6 +36,9 @@ APP_ID = "kafka-parquet-sink:{topic}:{partition}"
 def open_table(a):
     if a.table.startswith("file://"):
         return DeltaTable(a.table)
+    if a.table.startswith("az://"):
+        # Azure Blob Storage of the tests (scripts/azurite.sh): the emulator's account and key.
+        return DeltaTable(a.table, storage_options={"azure_storage_use_emulator": "true"})
     opts = {
         "AWS_ENDPOINT_URL": a.endpoint,
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "minioadmin"),

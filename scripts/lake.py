@@ -8,7 +8,9 @@
                                     Kafka coordinates, key fields and headers (what the tests
                                     compare); --duckdb also counts each file's rows with DuckDB
 
---endpoint file:// --bucket /abs/dir reads a local lake (the sink's output.url = file:///...).
+--endpoint file:// --bucket /abs/dir reads a local lake (the sink's output.url = file:///...);
+--endpoint azurite://127.0.0.1:10000 --bucket CONTAINER reads Azure Blob Storage on the Azurite
+of scripts/azurite.sh.
   lake.py images --prefix P         JSON: every row's op, offset, txId and before/after images,
                                     each value rendered as PostgreSQL renders it as text
 """
@@ -27,6 +29,12 @@ def fs_for(a):
     scheme, _, host = a.endpoint.partition("://")
     if scheme == "file":
         return pafs.LocalFileSystem()
+    if scheme == "azurite":
+        # Azure Blob Storage of the tests (scripts/azurite.sh); --bucket is the container.
+        from azure_blob import ACCOUNT, KEY
+
+        return pafs.AzureFileSystem(account_name=ACCOUNT, account_key=KEY, blob_storage_authority=host, blob_storage_scheme="http",
+                                    dfs_storage_authority=host, dfs_storage_scheme="http")
     return pafs.S3FileSystem(
         endpoint_override=host,
         scheme=scheme,

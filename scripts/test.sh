@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # All tests: unit tests, then integration tests on the real local stack (Apache Kafka 4.4 in
 # KRaft mode, SeaweedFS, the test registry) and real Debezium (PostgreSQL 15 and a Kafka Connect
-# worker with the Debezium PostgreSQL connector), which this script starts, installing what is
-# missing (Kafka, Connect and Debezium from Maven Central, SeaweedFS, pyarrow, the AvroConverter
-# jars, PostgreSQL), and stops again if it started them.
+# worker with the Debezium PostgreSQL connector) and Azure Blob Storage (Azurite), which this
+# script starts, installing what is missing (Kafka, Connect and Debezium from Maven Central,
+# SeaweedFS, pyarrow, the AvroConverter jars, PostgreSQL, Azurite from npm), and stops again if it
+# started them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -19,8 +20,9 @@ else
   scripts/stack.sh up
   started=1
 fi
-dbz_started=0
+dbz_started=0 azurite_started=0
 cleanup() {
+  if [ "$azurite_started" = 1 ]; then scripts/azurite.sh down; fi
   if [ "$dbz_started" = 1 ]; then scripts/debezium.sh down; fi
   if [ "$started" = 1 ]; then scripts/stack.sh down; fi
 }
@@ -31,6 +33,14 @@ if scripts/debezium.sh psql -c 'select 1' >/dev/null 2>&1 && scripts/debezium.sh
 else
   scripts/debezium.sh up
   dbz_started=1
+fi
+
+# Azure Blob Storage (Azurite) for tests/azure.rs.
+if grep -q ' up ' <<<"$(scripts/azurite.sh status)"; then
+  echo "[test] using the running Azurite"
+else
+  scripts/azurite.sh up
+  azurite_started=1
 fi
 
 cargo test --all-targets --no-fail-fast -- --test-threads=2

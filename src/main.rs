@@ -267,7 +267,8 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(topics = ?config.kafka.topics, group = %config.kafka.group_id, bucket = %config.s3.bucket, prefix = %config.output.prefix, "running");
+        let lake = config.location().map(|l| l.url()).unwrap_or_default();
+        tracing::info!(topics = ?config.kafka.topics, group = %config.kafka.group_id, %lake, format = ?config.output.format, "running");
         match pipeline.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

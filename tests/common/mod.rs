@@ -39,6 +39,32 @@ impl Stack {
     }
 }
 
+/// Azure Blob Storage of the tests: the Azurite of `scripts/azurite.sh` (container `datalake`,
+/// the development account). A sink reaches it with `output.url = "az://datalake/..."` and the
+/// variables of [`Azurite::env`].
+pub struct Azurite;
+
+impl Azurite {
+    /// Host and port (AZURITE_PORT, 10000).
+    pub fn authority() -> String {
+        format!("127.0.0.1:{}", std::env::var("AZURITE_PORT").ok().and_then(|v| v.parse::<u16>().ok()).unwrap_or(10000))
+    }
+
+    /// Running, or an error telling how to start it (never a silent skip).
+    pub fn get() -> TestResult<Azurite> {
+        let addr = Self::authority();
+        if std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(2)).is_err() {
+            return Err(format!("Azurite ({addr}) is not reachable: start it with `scripts/azurite.sh up`").into());
+        }
+        Ok(Azurite)
+    }
+
+    /// What the sink's object_store needs to take the emulator for Azure.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [("AZURE_STORAGE_USE_EMULATOR", "true".to_string()), ("AZURITE_BLOB_STORAGE_URL", format!("http://{}", Self::authority()))]
+    }
+}
+
 /// Produces `count` Debezium events of the tasks table (v2 schema after `v2_after` records);
 /// returns each with where it landed.
 pub fn produce(
@@ -241,8 +267,8 @@ listen = "127.0.0.1:{metrics_port}"
             registry = stack.registry,
             s3 = spec.s3.as_ref().map_or(stack.s3.as_str(), |(e, _)| e.as_str()),
             keys = if spec.s3.as_ref().is_none_or(|(_, keys)| *keys) { "access_key_id = \"minioadmin\"\nsecret_access_key = \"minioadmin\"" } else { "" },
-            // A `file:///dir` prefix is a local lake.
-            location = if prefix.starts_with("file://") { format!("url = \"{prefix}\"\nprefix = \"\"") } else { format!("prefix = \"{prefix}\"") },
+            // A `file:///dir` or `az://container/path` prefix is the lake's URL.
+            location = if prefix.contains("://") { format!("url = \"{prefix}\"\nprefix = \"\"") } else { format!("prefix = \"{prefix}\"") },
             output_toml = spec.output,
             flush_toml = spec.flush,
             tables = spec.tables,
@@ -508,9 +534,11 @@ pub fn read_lake_with(endpoint: &str, keys: (&str, &str), prefix: &str) -> TestR
 }
 
 fn lake_dump(endpoint: &str, (access_key, secret_key): (&str, &str), prefix: &str, extra: &[&str]) -> TestResult<Vec<LakeFile>> {
-    let (endpoint, bucket, prefix) = match prefix.strip_prefix("file://") {
-        Some(dir) => ("file://", dir, ""),
-        None => (endpoint, "datalake", prefix),
+    let azurite = format!("azurite://{}", Azurite::authority());
+    let (endpoint, bucket, prefix) = match (prefix.strip_prefix("file://"), prefix.strip_prefix("az://")) {
+        (Some(dir), _) => ("file://", dir, ""),
+        (_, Some(path)) => (azurite.as_str(), path.split_once('/').map_or(path, |(c, _)| c), path.split_once('/').map_or("", |(_, p)| p)),
+        _ => (endpoint, "datalake", prefix),
     };
     let out = Command::new("python3")
         .arg(root().join("scripts/lake.py"))
