@@ -197,14 +197,16 @@ impl Table {
     /// already names the new file (an answer lost after the put) the swap is done; if every
     /// input is still there the swap is tried on top of it; if one is gone, it is given up.
     pub(super) fn land(&mut self, rewrite: &Rewrite, listing: Option<Listing>) -> Result<Landed, TableError> {
-        let mut listing = match listing {
-            Some(l) => l,
-            None => match self.refresh()? {
-                Some(s) => self.list(&s)?,
-                None => return Ok(Landed::InputGone),
-            },
-        };
+        let mut given = listing;
         for attempt in 0..MAX_ATTEMPTS {
+            // The listing it was chosen from, then the latest version after each loss.
+            let mut listing = match given.take() {
+                Some(l) => l,
+                None => match self.refresh()? {
+                    Some(s) => self.list(&s)?,
+                    None => return Ok(Landed::InputGone),
+                },
+            };
             if listing.files.iter().any(|f| f.path == rewrite.file.path) {
                 tracing::info!(table = %self.root, version = listing.snapshot.version(), "compaction found in the log");
                 return Ok(Landed::Committed(listing.snapshot.version()));
@@ -246,8 +248,6 @@ impl Table {
                     tracing::warn!(table = %self.root, attempt, error = %r.error, "compaction's commit outcome unknown; reading the log to find out");
                 }
             }
-            let Some(snapshot) = self.refresh()? else { return Ok(Landed::InputGone) };
-            listing = self.list(&snapshot)?;
         }
         tracing::info!(table = %self.root, attempts = MAX_ATTEMPTS, "compaction lost every version it tried; its rewrite is left to orphan removal");
         Ok(Landed::Contended)
