@@ -192,7 +192,11 @@ impl Pipeline {
     /// A maintenance round's answer: its metrics. A compaction that failed leaves the small
     /// files as they were and is tried again later.
     fn table_maintained(&mut self, done: Maintained) {
-        let Maintained { topic, compacted, orphans_removed } = done;
+        let Maintained { topic, compacted, orphans_removed, checkpointed } = done;
+        if let Some(Err(e)) = checkpointed {
+            self.metrics.errors.with_label_values(&["table", "checkpoint"]).inc();
+            tracing::warn!(topic, error = %e, "checkpoint failed; readers replay the log meanwhile, and the next one is tried in time");
+        }
         self.metrics.table_orphans_removed.with_label_values(&[topic.as_str()]).inc_by(orphans_removed as u64);
         if orphans_removed > 0 {
             tracing::info!(topic, removed = orphans_removed, "data files no version named removed");

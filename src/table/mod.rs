@@ -419,7 +419,6 @@ impl Table {
                     outcome.version = Some(version);
                     outcome.committed.extend(staged.iter().map(|s| (s.partition, s.next)));
                     self.snapshot = c.post_commit_snapshot().cloned().or(self.snapshot.take());
-                    self.checkpoint_if_due(version);
                     return Ok(outcome);
                 }
                 CommitResult::Conflicted(c) => {
@@ -434,21 +433,17 @@ impl Table {
         Err(TableError::Contended { table: self.root.to_string(), attempts: MAX_ATTEMPTS })
     }
 
-    /// Writes a checkpoint at every `checkpoint_interval`-th version. A failure is logged, not
-    /// returned: the commit is done, and readers replay the JSON log meanwhile.
-    fn checkpoint_if_due(&mut self, version: u64) {
-        let every = self.settings.checkpoint_interval;
-        if every == 0 || version == 0 || !version.is_multiple_of(every) {
-            return;
-        }
-        let Some(snapshot) = self.snapshot.clone() else { return };
-        match snapshot.checkpoint(self.engine.as_ref(), None) {
-            Ok((_, s)) => {
-                tracing::info!(table = %self.root, version, "checkpoint written");
-                self.snapshot = Some(s);
-            }
-            Err(e) => tracing::warn!(table = %self.root, version, error = %e, "checkpoint failed; the next one is tried in time"),
-        }
+    /// Writes a checkpoint of the latest version (`None`: no table yet). The maintenance round
+    /// calls it every `checkpoint_interval` versions, off the commit's path: a checkpoint reads
+    /// the whole state and puts a Parquet file, round trips a commit should not wait for.
+    /// Readers replay the JSON log until it is there.
+    pub fn checkpoint(&mut self) -> Result<Option<u64>, TableError> {
+        let Some(snapshot) = self.refresh()? else { return Ok(None) };
+        let version = snapshot.version();
+        let (_, s) = snapshot.checkpoint(self.engine.as_ref(), None).map_err(|e| self.err(e))?;
+        tracing::info!(table = %self.root, version, "checkpoint written");
+        self.snapshot = Some(s);
+        Ok(Some(version))
     }
 }
 

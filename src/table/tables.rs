@@ -5,7 +5,7 @@
 //! flight). A partition that is revoked or fenced gets a new epoch, and answers of commits
 //! started before are not reported for it.
 //!
-//! Maintenance (compaction, the orphan sweep) runs beside the commits, on a thread and a table
+//! Maintenance (compaction, the orphan sweep, checkpoints) runs beside the commits, on a thread and a table
 //! object of its own, one table at a time: a compaction that rewrites a bin for seconds never
 //! holds a commit back (the two meet only at the log, where the one that loses a version reads
 //! the other's and tries again), and its share of CPU and memory is one bin on one thread.
@@ -32,12 +32,13 @@ pub struct Committed {
     pub millis: u64,
 }
 
-/// A maintenance round that finished: what compaction did (if it was due) and how many files
-/// no version named were removed.
+/// A maintenance round that finished: what compaction did (if it was due), how many files
+/// no version named were removed, and the version a checkpoint was written for (if one was due).
 pub struct Maintained {
     pub topic: String,
     pub compacted: Option<Result<super::compact::Compacted, TableError>>,
     pub orphans_removed: usize,
+    pub checkpointed: Option<Result<u64, TableError>>,
 }
 
 /// What [`Tables::next_finished`] hands back.
@@ -65,6 +66,10 @@ struct Slot {
     idle_since: Option<Instant>,
     /// When orphans were last looked for (at most every quarter of the retention).
     last_sweep: Option<Instant>,
+    /// The latest version a commit or a compaction of ours wrote, and the one the last
+    /// checkpoint round started at (a checkpoint is due `checkpoint_interval` versions on).
+    latest_version: Option<u64>,
+    checkpoint_from: u64,
     /// The maintenance round's own table object (its snapshot read incrementally); `None`
     /// before the first round and while one holds it.
     maintainer: Option<Table>,
@@ -238,8 +243,8 @@ impl Tables {
 
     /// Starts a maintenance round for the first table that has one due, unless a round is
     /// under way: a compaction after every `compaction_min_files` commits or once the table
-    /// has been idle for the policy's `idle_ms` after a commit, and an orphan sweep at most every
-    /// quarter of the retention.
+    /// has been idle for the policy's `idle_ms` after a commit, an orphan sweep at most every
+    /// quarter of the retention, and a checkpoint every `checkpoint_interval` versions.
     pub fn start_maintenance(&mut self) -> Result<(), TableError> {
         if !self.maintenance.is_empty() || self.stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -247,13 +252,15 @@ impl Tables {
         let policy = self.compaction.clone();
         let idle = policy.as_ref().and_then(|p| p.idle_ms).map(Duration::from_millis);
         let retention = self.settings.orphan_retention_ms;
+        let every = self.settings.checkpoint_interval;
         let due = self.slots.iter().find_map(|(topic, slot)| {
             let by_count = policy.as_ref().is_some_and(|p| p.min_files > 0 && slot.commits_since_compaction >= p.min_files);
             let idle = idle.is_some_and(|d| slot.idle_since.is_some_and(|t| t.elapsed() >= d) && !slot.in_flight && slot.staged.is_empty());
             let sweep = retention.filter(|ms| slot.last_commit.is_some() && slot.last_sweep.is_none_or(|t| t.elapsed().as_millis() as i64 >= ms / 4));
-            (by_count || idle || sweep.is_some()).then(|| (topic.clone(), (by_count || idle).then_some(idle), sweep))
+            let checkpoint = every > 0 && slot.latest_version.is_some_and(|v| v >= slot.checkpoint_from + every);
+            (by_count || idle || sweep.is_some() || checkpoint).then(|| (topic.clone(), (by_count || idle).then_some(idle), sweep, checkpoint))
         });
-        let Some((topic, compaction, sweep)) = due else { return Ok(()) };
+        let Some((topic, compaction, sweep, checkpoint)) = due else { return Ok(()) };
         let existing = self.slots.get_mut(&topic).and_then(|s| s.maintainer.take());
         let mut table = match existing {
             Some(t) => t,
@@ -271,6 +278,9 @@ impl Tables {
         if sweep.is_some() {
             slot.last_sweep = Some(Instant::now());
         }
+        if checkpoint {
+            slot.checkpoint_from = slot.latest_version.unwrap_or(0);
+        }
         // Idle: every value with two small files or more is merged, however few.
         let policy = compaction.and_then(|idle| policy.map(|p| if idle { super::compact::Policy { min_files: 2, ..p } } else { p }));
         let (store, stop, name) = (self.store.clone(), self.stop.clone(), topic.clone());
@@ -285,16 +295,18 @@ impl Tables {
                         Err(e) => tracing::warn!(table = %table.root(), error = %e, "looking for orphan files failed; tried again later"),
                     }
                 }
-                (table, compacted, orphans_removed)
+                // Last, so it takes in the compaction's version too. No table yet: nothing due.
+                let checkpointed = checkpoint.then(|| table.checkpoint()).and_then(Result::transpose);
+                (table, compacted, orphans_removed, checkpointed)
             })
             .await;
             match joined {
-                Ok((table, compacted, orphans_removed)) => (Maintained { topic: name, compacted, orphans_removed }, Some(table)),
+                Ok((table, compacted, orphans_removed, checkpointed)) => (Maintained { topic: name, compacted, orphans_removed, checkpointed }, Some(table)),
                 // The kernel panicked: the table object is lost with it; the next round reads
                 // the log afresh.
                 Err(e) => {
                     let compacted = Some(Err(TableError::Task { table: name.clone(), reason: e.to_string() }));
-                    (Maintained { topic: name, compacted, orphans_removed: 0 }, None)
+                    (Maintained { topic: name, compacted, orphans_removed: 0, checkpointed: None }, None)
                 }
             }
         });
@@ -386,11 +398,20 @@ impl Tables {
     fn maintained(&mut self, joined: Result<(Maintained, Option<Table>), tokio::task::JoinError>) -> Option<Maintained> {
         match joined {
             Ok((done, table)) => {
-                self.slots.entry(done.topic.clone()).or_default().maintainer = table;
+                let slot = self.slots.entry(done.topic.clone()).or_default();
+                slot.maintainer = table;
+                if let Some(Ok(c)) = &done.compacted {
+                    slot.latest_version = slot.latest_version.max(c.version);
+                }
                 Some(done)
             }
             Err(e) if e.is_cancelled() => None,
-            Err(e) => Some(Maintained { topic: String::new(), compacted: Some(Err(TableError::Task { table: String::new(), reason: e.to_string() })), orphans_removed: 0 }),
+            Err(e) => Some(Maintained {
+                topic: String::new(),
+                compacted: Some(Err(TableError::Task { table: String::new(), reason: e.to_string() })),
+                orphans_removed: 0,
+                checkpointed: None,
+            }),
         }
     }
 
@@ -413,6 +434,7 @@ impl Tables {
             if o.version.is_some() {
                 slot.commits_since_compaction += 1;
                 slot.idle_since = Some(Instant::now());
+                slot.latest_version = slot.latest_version.max(o.version);
             }
         }
         if result.is_err() {

@@ -244,12 +244,15 @@ async fn txn_versions_survive_checkpoints() -> TestResult {
             t.commit(vec![staged(0, Some(start), next)])?;
             start = next;
         }
-        reader.versions(&[0, 2])
+        let checkpointed = t.checkpoint()?;
+        t.commit(vec![staged(0, Some(50), 60)])?;
+        Ok((checkpointed, reader.versions(&[0, 2])?))
     });
-    let versions = run.await??;
+    let (checkpointed, versions) = run.await??;
     let log = log(&store).await?;
-    assert!(log.iter().any(|f| f.ends_with(".checkpoint.parquet")), "no checkpoint in {log:?}");
-    assert_eq!(versions, BTreeMap::from([(0, Some(50)), (2, Some(7))]), "versions read through the checkpoint");
+    assert_eq!(checkpointed, Some(5), "the checkpoint's version");
+    assert!(log.iter().any(|f| f.ends_with("00000000000000000005.checkpoint.parquet")), "no checkpoint of version 5 in {log:?}");
+    assert_eq!(versions, BTreeMap::from([(0, Some(60)), (2, Some(7))]), "versions read through the checkpoint and the version after it");
     Ok(())
 }
 
@@ -629,5 +632,41 @@ async fn a_round_by_count_after_the_last_commit_is_followed_by_the_idle_round() 
     let (files, rows) = table_rows(&store).await?;
     assert_eq!(files.len(), 1, "one file after the idle round: {files:?}");
     assert_eq!(rows, (0..40).map(|o| (0, o)).collect::<Vec<_>>(), "every offset once");
+    Ok(())
+}
+
+/// Checkpoints are maintenance: a commit returns once its version is in the log, and the
+/// round after every `checkpoint_interval` versions writes the checkpoint, on its own thread.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_is_written_by_the_maintenance_round_every_interval_versions() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let roots: tables::Roots = Arc::new(|topic: &str| Url::parse(&format!("memory:///bronze/topics/{topic}/")).map_err(|e| e.to_string()));
+    let settings = Settings { checkpoint_interval: 3, ..Settings::default() };
+    let mut tables = Tables::new(store.clone(), roots, std::time::Duration::ZERO, settings);
+    let tp = ("t".to_string(), 0);
+    tables.position(&tp, None);
+    let mut checkpoints = Vec::new();
+    for i in 0..7 {
+        let f = put_file(&store, 0, i * 10, 10).await?;
+        tables.stage(&tp, i * 10 + 10, vec![f]);
+        tables.start_due(true)?;
+        tables.next_committed().await.ok_or("no answer to a commit")?.result?;
+        let log = log(&store).await?;
+        assert!(!log.iter().any(|f| f.ends_with(".checkpoint.parquet") && !checkpoints.iter().any(|c| f.ends_with(&format!("{c:020}.checkpoint.parquet")))), "a commit wrote a checkpoint itself: {log:?}");
+        tables.start_maintenance()?;
+        while let Some(done) = tables.next_finished().await {
+            if let tables::Finished::Maintained(m) = done {
+                checkpoints.extend(m.checkpointed.transpose()?);
+            }
+        }
+    }
+    assert_eq!(checkpoints, vec![3, 6], "checkpoints by the maintenance round, every three versions (the table's first version, 0, holds only its metadata)");
+    let log = log(&store).await?;
+    for v in [3, 6] {
+        assert!(log.iter().any(|f| f.ends_with(&format!("{v:020}.checkpoint.parquet"))), "checkpoint of version {v} in {log:?}");
+    }
+    let mut t = table(&store, 0)?;
+    let versions = tokio::task::spawn_blocking(move || t.versions(&[0])).await??;
+    assert_eq!(versions, BTreeMap::from([(0, Some(70))]), "txn version through the checkpoints");
     Ok(())
 }
