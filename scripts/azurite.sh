@@ -18,6 +18,8 @@ AZURITE_VERSION=3.37.0
 DIR=$STACK_DIR/azurite
 
 log() { printf '[azurite] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib-proc.sh
+source "$ROOT/scripts/lib-proc.sh"
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 helper() { python3 "$ROOT/scripts/azure_blob.py" "$@" --endpoint "http://127.0.0.1:$AZURITE_PORT"; }
 
@@ -49,11 +51,7 @@ down() {
   [ -f "$DIR/azurite.pid" ] || return 0
   local pid
   pid=$(cat "$DIR/azurite.pid")
-  if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    log "stopped"
-  fi
+  if stop_process "$pid" 5; then log "stopped"; fi
   rm -f "$DIR/azurite.pid"
 }
 

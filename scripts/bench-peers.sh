@@ -70,6 +70,8 @@ has() { [[ " $SINKS " == *" $1 "* ]]; }
 python3 -c "import confluent_kafka, fastavro, pyarrow, deltalake, pyiceberg" 2>/dev/null \
   || python3 -m pip install --quiet confluent-kafka fastavro pyarrow deltalake==1.6.6 "pyiceberg[pyarrow,sql-sqlite]==0.12.0"
 source scripts/bench-lib.sh
+# shellcheck source=scripts/lib-proc.sh
+source scripts/lib-proc.sh
 delay_s3 "${S3_PROXY_PORT:-19402}"
 if [ "$PROFILE" = release ]; then cargo build --release --quiet --bins; else cargo build --quiet --bins; fi
 BIN=target/$PROFILE
@@ -85,7 +87,7 @@ worker_pid=""
 connect_get() { curl -s --max-time 5 "http://127.0.0.1:$CONNECT_PORT$1"; }
 stop_worker() {
   [ -n "$worker_pid" ] || return 0
-  kill "$worker_pid" 2>/dev/null && { for _ in $(seq 200); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.1; done; kill -9 "$worker_pid" 2>/dev/null || true; }
+  stop_process "$worker_pid" 20 || true
   worker_pid=""
 }
 trap 'stop_worker; kill ${proxy_pid:-} 2>/dev/null || true; bench_cleanup' EXIT

@@ -51,6 +51,8 @@ CONNECT_URL=http://127.0.0.1:$CONNECT_PORT
 log() { printf '[debezium] %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib-jvm.sh
 source "$ROOT/scripts/lib-jvm.sh"
+# shellcheck source=scripts/lib-proc.sh
+source "$ROOT/scripts/lib-proc.sh"
 
 # PostgreSQL refuses to run as root: run its tools as the postgres user when we are root.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -215,7 +217,7 @@ remove() { # name
 down() {
   if [ -f "$CONNECT_DIR/connect.pid" ]; then
     local pid; pid=$(cat "$CONNECT_DIR/connect.pid")
-    kill "$pid" 2>/dev/null && { for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; kill -9 "$pid" 2>/dev/null || true; }
+    stop_process "$pid" 20 || true
     rm -f "$CONNECT_DIR/connect.pid"
     log "Connect worker stopped"
   fi

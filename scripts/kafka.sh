@@ -45,6 +45,8 @@ LIBS=$KPS_CACHE/kafka-$KAFKA_VERSION/libs
 log() { printf '[kafka] %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib-jvm.sh
 source "$ROOT/scripts/lib-jvm.sh"
+# shellcheck source=scripts/lib-proc.sh
+source "$ROOT/scripts/lib-proc.sh"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -237,11 +239,7 @@ stop() { # dir [--kill]
   [ "${2:-}" = --kill ] && sig=KILL
   [ -f "$dir/kafka.pid" ] || return 0
   pid=$(cat "$dir/kafka.pid")
-  if kill -"$sig" "$pid" 2>/dev/null; then
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    log "broker of $dir stopped ($sig)"
-  fi
+  if stop_process "$pid" 30 "$sig"; then log "broker of $dir stopped ($sig)"; fi
   rm -f "$dir/kafka.pid"
 }
 

@@ -27,6 +27,8 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-minioadmin}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-minioadmin}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib-proc.sh
+source "$ROOT/scripts/lib-proc.sh"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -93,11 +95,7 @@ down() {
   for name in weed registry; do
     [ -f "$STACK_DIR/$name.pid" ] || continue
     pid=$(cat "$STACK_DIR/$name.pid")
-    if kill "$pid" 2>/dev/null; then
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      log "$name stopped"
-    fi
+    if stop_process "$pid" 5; then log "$name stopped"; fi
     rm -f "$STACK_DIR/$name.pid"
   done
 }
