@@ -12,17 +12,26 @@ use std::time::Duration;
 
 use common::*;
 
-/// 2026-11-24T00:50:00Z
-const FIRST_MS: i64 = 1_795_481_400_000;
 const STEP_MS: i64 = 15_000;
 const OFFSET_MS: i64 = 2 * 3_600_000;
+
+/// The records' first Kafka timestamp, 00:50 UTC two days ago, and that day as `dt` (at +02:00
+/// it is 02:50 the same day). Relative to now: a fixed date drifts past the broker's retention
+/// (7 days), and the broker deletes the test's records under it.
+fn first() -> TestResult<(i64, String)> {
+    const DAY_MS: i64 = 86_400_000;
+    let ms = (chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS) - 2) * DAY_MS + 50 * 60_000;
+    let day = chrono::DateTime::from_timestamp_millis(ms).ok_or(format!("no date at {ms} ms"))?;
+    Ok((ms, day.format("%Y-%m-%d").to_string()))
+}
 
 #[test]
 fn files_land_under_their_records_hour_exactly_once_across_a_crash() -> TestResult {
     let (topic, group, prefix) = (unique("it-time"), unique("it-group"), unique("it/time"));
     let stack = Stack::get()?;
+    let (first_ms, dt) = first()?;
     // 600 records, 15 s apart: two and a half hours, from 00:50 UTC (02:50 at +02:00).
-    let produced = produce_stamped(&stack, &topic, 2, 600, 111, (FIRST_MS, STEP_MS))?;
+    let produced = produce_stamped(&stack, &topic, 2, 600, 111, (first_ms, STEP_MS))?;
     let spec = || {
         SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 70\nrotate_interval_ms = 1000")
             .output("partitioner = \"time\"\npath_format = \"dt={YYYY}-{MM}-{DD}/hr={HH}\"\ntimezone = \"+02:00\"")
@@ -43,7 +52,7 @@ fn files_land_under_their_records_hour_exactly_once_across_a_crash() -> TestResu
         for r in &f.rows {
             let ts = r.timestamp_ms.ok_or_else(|| format!("row {}/{} without a Kafka timestamp", r.partition, r.offset))?;
             let hour = (ts + OFFSET_MS).div_euclid(3_600_000).rem_euclid(24);
-            assert_row_under(&f, r, &topic, &format!("dt=2026-11-24/hr={hour:02}"), &format!("stamped {ts}"));
+            assert_row_under(&f, r, &topic, &format!("dt={dt}/hr={hour:02}"), &format!("stamped {ts}"));
             hours.insert(hour);
         }
     }
@@ -82,7 +91,8 @@ fn the_time_can_come_from_source_ts_ms_in_a_named_zone() -> TestResult {
 fn a_delta_table_is_partitioned_by_the_paths_columns() -> TestResult {
     let (topic, group, prefix) = (unique("it-time-delta"), unique("it-group"), unique("it/time-delta"));
     let stack = Stack::get()?;
-    let produced = produce_stamped(&stack, &topic, 2, 300, 112, (FIRST_MS, STEP_MS))?;
+    let (first_ms, dt) = first()?;
+    let produced = produce_stamped(&stack, &topic, 2, 300, 112, (first_ms, STEP_MS))?;
     let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 70\nrotate_interval_ms = 1000")
         .output("format = \"delta\"\npartitioner = \"time\"\npath_format = \"dt={YYYY}-{MM}-{DD}/hr={HH}\"\ntimezone = \"+02:00\"")
         .tables("[table]\ncommit_interval_ms = 500")
@@ -100,12 +110,12 @@ fn a_delta_table_is_partitioned_by_the_paths_columns() -> TestResult {
         let ts = stamps.get(i).and_then(|v| v.as_i64()).ok_or(format!("row {p}/{o} without a timestamp"))?;
         let hour = (ts + OFFSET_MS).div_euclid(3_600_000).rem_euclid(24);
         let got = (dts.get(i).and_then(|v| v.as_str()), hrs.get(i).and_then(|v| v.as_str()));
-        assert_eq!(got, (Some("2026-11-24"), Some(format!("{hour:02}").as_str())), "row {p}/{o} stamped {ts}: (dt, hr)");
+        assert_eq!(got, (Some(dt.as_str()), Some(format!("{hour:02}").as_str())), "row {p}/{o} stamped {ts}: (dt, hr)");
         hours.insert(hour);
     }
     assert_eq!(hours, BTreeSet::from([2, 3, 4]), "hours covered at +02:00 (300 records 15 s apart from 02:50)");
     assert!(
-        table.files.iter().all(|f| f.contains("/dt=2026-11-24/hr=0") && f.contains("/__kafka_partition=")),
+        table.files.iter().all(|f| f.contains(&format!("/dt={dt}/hr=0")) && f.contains("/__kafka_partition=")),
         "data files under dt=/hr=/__kafka_partition=: {:?}",
         table.files
     );
