@@ -193,11 +193,10 @@ impl Table {
     }
 
     /// Swaps `rewrite` in: its file added, its inputs removed, in one version on top of
-    /// `listing` (`None`: of the latest version). A version taken meanwhile is read: if it
+    /// `given` (`None`: of the latest version). A version taken meanwhile is read: if it
     /// already names the new file (an answer lost after the put) the swap is done; if every
     /// input is still there the swap is tried on top of it; if one is gone, it is given up.
-    pub(super) fn land(&mut self, rewrite: &Rewrite, listing: Option<Listing>) -> Result<Landed, TableError> {
-        let mut given = listing;
+    pub(super) fn land(&mut self, rewrite: &Rewrite, mut given: Option<Listing>) -> Result<Landed, TableError> {
         for attempt in 0..MAX_ATTEMPTS {
             // The listing it was chosen from, then the latest version after each loss.
             let mut listing = match given.take() {
