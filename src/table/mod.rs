@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use delta_kernel::committer::FileSystemCommitter;
-use delta_kernel::snapshot::{Snapshot, SnapshotRef};
+use delta_kernel::snapshot::{IncrementalReplay, Snapshot, SnapshotRef};
 use delta_kernel::transaction::create_table::create_table;
 use delta_kernel::transaction::data_layout::DataLayout;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
@@ -240,17 +240,40 @@ impl Table {
                 std::fs::create_dir_all(&dir).map_err(|e| self.err(delta_kernel::KernelError::IOError(e)))?;
             }
         }
+        // The table's state (its txn versions among it) is kept in memory as the version
+        // checksum (CRC) the kernel advances over each new commit, ours or another writer's.
         let built = match &self.snapshot {
-            Some(s) => Snapshot::builder_from(s.clone()).build(self.engine.as_ref()),
-            None => Snapshot::builder_for(self.root.as_str()).build(self.engine.as_ref()),
+            Some(s) => Snapshot::builder_from(s.clone()).with_incremental_crc_replay(IncrementalReplay::Unlimited).build(self.engine.as_ref()),
+            None => Snapshot::builder_for(self.root.as_str()).with_incremental_crc_replay(IncrementalReplay::Unlimited).build(self.engine.as_ref()),
         };
         match built {
             Ok(s) => {
+                let s = self.with_state(s);
                 self.snapshot = Some(s.clone());
                 Ok(Some(s))
             }
             Err(e) if self.snapshot.is_none() && no_table(&e) => Ok(None),
             Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// `snapshot` with the table's state at its version in memory. When the kernel has none (a
+    /// table without a checksum file near its latest version, or a new checkpoint that started
+    /// the log segment afresh), it is computed once, by one replay, and written as the
+    /// version's checksum file for the next reader; from then on each commit's post-commit
+    /// snapshot carries it forward, and reading a txn version costs no request. A replay that
+    /// cannot give it (an outside writer's remove without a size, say) leaves the snapshot as
+    /// it is: txn versions are then read from the log, as correct and slower.
+    fn with_state(&self, snapshot: SnapshotRef) -> SnapshotRef {
+        if snapshot.crc_at_version().is_some() {
+            return snapshot;
+        }
+        match snapshot.write_checksum(self.engine.as_ref()) {
+            Ok((_, s)) => s,
+            Err(e) => {
+                tracing::debug!(table = %self.root, version = snapshot.version(), error = %e, "no version checksum: txn versions are read from the log");
+                snapshot
+            }
         }
     }
 
@@ -309,7 +332,13 @@ impl Table {
             Err(e) => return Err(self.err(e)),
         };
         match txn.commit(engine).map_err(|e| self.err(e))? {
-            CommitResult::Committed(c) => tracing::info!(table = %self.root, version = c.commit_version(), "delta table created"),
+            CommitResult::Committed(c) => {
+                tracing::info!(table = %self.root, version = c.commit_version(), "delta table created");
+                // Its post-commit snapshot holds the new table's whole state: nothing to read.
+                if let Some(s) = c.post_commit_snapshot() {
+                    self.snapshot = Some(s.clone());
+                }
+            }
             CommitResult::Conflicted(_) => tracing::info!(table = %self.root, "delta table created by another writer meanwhile"),
             CommitResult::Retryable(r) => return Err(self.err(r.error)),
         }
@@ -440,6 +469,16 @@ impl Table {
     pub fn checkpoint(&mut self) -> Result<Option<u64>, TableError> {
         let Some(snapshot) = self.refresh()? else { return Ok(None) };
         let version = snapshot.version();
+        // The version's checksum first: a member that lists the new checkpoint starts its log
+        // segment there and finds the table's state beside it, rather than replaying the
+        // checkpoint to compute it.
+        let snapshot = match snapshot.write_checksum(self.engine.as_ref()) {
+            Ok((_, s)) => s,
+            Err(e) => {
+                tracing::debug!(table = %self.root, version, error = %e, "no version checksum beside the checkpoint");
+                snapshot
+            }
+        };
         let (_, s) = snapshot.checkpoint(self.engine.as_ref(), None).map_err(|e| self.err(e))?;
         tracing::info!(table = %self.root, version, "checkpoint written");
         self.snapshot = Some(s);

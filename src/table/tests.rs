@@ -107,7 +107,7 @@ async fn a_member_behind_the_table_is_fenced_and_the_other_partitions_commit() -
     assert_eq!(a2.committed, vec![(0, 20)], "the owner's next commit");
     assert_eq!(versions, BTreeMap::from([(0, Some(20)), (1, Some(3))]));
     let log = log(&store).await?;
-    assert_eq!(log.len(), 4, "versions 0 (create), 1 (a), 2 (zombie's partition 1), 3 (a): {log:?}");
+    assert_eq!(log.iter().filter(|n| n.ends_with(".json")).count(), 4, "versions 0 (create), 1 (a), 2 (zombie's partition 1), 3 (a): {log:?}");
     let zombie_commit = String::from_utf8(store.get(&"bronze/topics/t/_delta_log/00000000000000000002.json".into()).await?.bytes().await?.to_vec())?;
     assert!(!zombie_commit.contains("__kafka_partition=0/"), "the fenced partition's file is referenced:\n{zombie_commit}");
     Ok(())
@@ -126,7 +126,7 @@ async fn a_commit_whose_answer_was_lost_is_found_in_the_log_not_made_twice() -> 
     let (first, again) = run.await??;
     assert_eq!(first.version, Some(1));
     assert_eq!(again, Outcome { version: None, committed: vec![(0, 10)], fenced: vec![], refused: vec![], conflicts: 0, deferred: vec![] }, "the second attempt of one range");
-    assert_eq!(log(&store).await?.len(), 2, "no second version for the same range");
+    assert_eq!(log(&store).await?.iter().filter(|n| n.ends_with(".json")).count(), 2, "no second version for the same range");
     Ok(())
 }
 
@@ -669,5 +669,123 @@ async fn a_checkpoint_is_written_by_the_maintenance_round_every_interval_version
     let mut t = table(&store, 0)?;
     let versions = tokio::task::spawn_blocking(move || t.versions(&[0])).await??;
     assert_eq!(versions, BTreeMap::from([(0, Some(70))]), "txn version through the checkpoints");
+    Ok(())
+}
+
+/// A store that records each request it answers (`"GET path"`, `"LIST prefix"`...), to count
+/// the round trips a commit makes.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(Self { inner, seen: std::sync::Mutex::new(Vec::new()) })
+    }
+    fn note(&self, op: &str, path: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(format!("{op} {path}"));
+        }
+    }
+    /// The requests since the last call.
+    fn take(&self) -> Vec<String> {
+        self.seen.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(&self, location: &object_store::path::Path, payload: object_store::PutPayload, opts: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+        self.note("PUT", location.as_ref());
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(&self, location: &object_store::path::Path, opts: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.note("MULTIPART", location.as_ref());
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(&self, location: &object_store::path::Path, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+        self.note(if options.head { "HEAD" } else { "GET" }, location.as_ref());
+        self.inner.get_opts(location, options).await
+    }
+    async fn get_ranges(&self, location: &object_store::path::Path, ranges: &[std::ops::Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.note("GET-RANGES", location.as_ref());
+        self.inner.get_ranges(location, ranges).await
+    }
+    fn delete_stream(&self, locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.note("DELETE", "");
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&object_store::path::Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.note("LIST", prefix.map(|p| p.as_ref()).unwrap_or_default());
+        self.inner.list(prefix)
+    }
+    fn list_with_offset(&self, prefix: Option<&object_store::path::Path>, offset: &object_store::path::Path) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.note("LIST", prefix.map(|p| p.as_ref()).unwrap_or_default());
+        self.inner.list_with_offset(prefix, offset)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&object_store::path::Path>) -> object_store::Result<object_store::ListResult> {
+        self.note("LIST/", prefix.map(|p| p.as_ref()).unwrap_or_default());
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &object_store::path::Path, to: &object_store::path::Path, options: object_store::CopyOptions) -> object_store::Result<()> {
+        self.note("COPY", to.as_ref());
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The requests that touch the log (not the data files a test puts itself).
+fn log_requests(seen: Vec<String>) -> Vec<String> {
+    seen.into_iter().filter(|r| r.contains("_delta_log")).map(|r| r.replace("bronze/topics/t/_delta_log", "log")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steady_commit_lists_the_log_and_puts_one_version_and_reads_nothing() -> TestResult {
+    let counting = Counting::new(Arc::new(InMemory::new()));
+    let store: Arc<dyn ObjectStore> = counting.clone();
+    let (mut t, mut other, mut fresh) = (table(&store, 0)?, table(&store, 0)?, table(&store, 0)?);
+    let c = counting.clone();
+    let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        let parts = [0, 1, 2, 3];
+        t.commit(parts.iter().map(|p| staged(*p, None, 10)).collect())?;
+        let mut steady = Vec::new();
+        for start in [10, 20, 30] {
+            c.take();
+            t.commit(parts.iter().map(|p| staged(*p, Some(start), start + 10)).collect())?;
+            steady.push(log_requests(c.take()));
+        }
+        // Another writer (the maintenance round, or an outside one) checkpoints the table and
+        // commits a partition of its own.
+        other.checkpoint()?;
+        other.commit(vec![staged(9, None, 3)])?;
+        c.take();
+        let after_other = t.commit(parts.iter().map(|p| staged(*p, Some(40), 50)).collect())?;
+        let after_other_requests = log_requests(c.take());
+        let seen_by_t = t.versions(&[9])?;
+        let versions_requests = log_requests(c.take());
+        let fresh_versions = fresh.versions(&[0, 1, 2, 3, 9])?;
+        let fresh_requests = log_requests(c.take());
+        Ok((steady, after_other, after_other_requests, seen_by_t, versions_requests, fresh_versions, fresh_requests))
+    });
+    let (steady, after_other, after_other_requests, seen_by_t, versions_requests, fresh_versions, fresh_requests) = run.await??;
+    for (i, requests) in steady.iter().enumerate() {
+        let want = vec!["LIST log".to_string(), format!("PUT log/{:020}.json", i + 2)];
+        assert_eq!(requests, &want, "requests of steady commit {i} (four partitions): one list for new versions, one put; txn versions come from the table's state in memory");
+    }
+    assert_eq!(after_other.committed, vec![(0, 50), (1, 50), (2, 50), (3, 50)], "the commit after the other writer's");
+    assert!(!after_other_requests.iter().any(|r| r.contains("checkpoint.parquet")), "a commit after another writer's checkpoint read it rather than the checksum beside it: {after_other_requests:?}");
+    assert_eq!(after_other_requests.iter().filter(|r| r.starts_with("GET")).count(), 1, "one get (the other writer's version) in {after_other_requests:?}");
+    assert_eq!(seen_by_t, BTreeMap::from([(9, Some(3))]), "the other writer's txn version, as the committing member sees it");
+    assert_eq!(versions_requests, vec!["LIST log".to_string()], "reading a txn version at the latest version");
+    assert_eq!(fresh_versions, BTreeMap::from([(0, Some(50)), (1, Some(50)), (2, Some(50)), (3, Some(50)), (9, Some(3))]), "txn versions a new member reads");
+    assert!(!fresh_requests.iter().any(|r| r.contains("checkpoint.parquet")), "a new member replayed the checkpoint rather than read the checksum beside it: {fresh_requests:?}");
+    assert!(fresh_requests.contains(&"GET log/00000000000000000004.crc".to_string()), "the checksum of the checkpoint's version in {fresh_requests:?}");
     Ok(())
 }
