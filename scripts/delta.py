@@ -21,7 +21,8 @@
       prints the version it wrote and the rows appended
 
 PATH is the table's root under the bucket (bronze/cdc/tasks/topics/<topic>), file:///dir for
-a local table, or az://container/path on the Azurite of scripts/azurite.sh. --endpoint and --bucket name the S3 server (the local stack's by default).
+a local table, az://container/path on the Azurite of scripts/azurite.sh, or gs://bucket/path on
+the fake-gcs-server of scripts/fake-gcs.sh (GOOGLE_SERVICE_ACCOUNT names its key file). --endpoint and --bucket name the S3 server (the local stack's by default).
 """
 import argparse
 import json
@@ -39,6 +40,10 @@ def open_table(a):
     if a.table.startswith("az://"):
         # Azure Blob Storage of the tests (scripts/azurite.sh): the emulator's account and key.
         return DeltaTable(a.table, storage_options={"azure_storage_use_emulator": "true"})
+    if a.table.startswith("gs://"):
+        # Google Cloud Storage of the tests (scripts/fake-gcs.sh): its key file carries the
+        # emulator's URL and turns OAuth off.
+        return DeltaTable(a.table, storage_options={"google_service_account": os.environ["GOOGLE_SERVICE_ACCOUNT"]})
     opts = {
         "AWS_ENDPOINT_URL": a.endpoint,
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "minioadmin"),

@@ -10,7 +10,8 @@
 
 --endpoint file:// --bucket /abs/dir reads a local lake (the sink's output.url = file:///...);
 --endpoint azurite://127.0.0.1:10000 --bucket CONTAINER reads Azure Blob Storage on the Azurite
-of scripts/azurite.sh.
+of scripts/azurite.sh; --endpoint fakegcs://127.0.0.1:4443 --bucket BUCKET reads Google Cloud
+Storage on the fake-gcs-server of scripts/fake-gcs.sh.
   lake.py images --prefix P         JSON: every row's op, offset, txId and before/after images,
                                     each value rendered as PostgreSQL renders it as text
 """
@@ -35,6 +36,12 @@ def fs_for(a):
 
         return pafs.AzureFileSystem(account_name=ACCOUNT, account_key=KEY, blob_storage_authority=host, blob_storage_scheme="http",
                                     dfs_storage_authority=host, dfs_storage_scheme="http")
+    if scheme == "fakegcs":
+        # Google Cloud Storage of the tests (scripts/fake-gcs.sh): no credentials, plain HTTP.
+        import datetime
+
+        return pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=host,
+                                  retry_time_limit=datetime.timedelta(seconds=10))
     return pafs.S3FileSystem(
         endpoint_override=host,
         scheme=scheme,

@@ -11,7 +11,15 @@ use kafka_parquet_sink::testkit::{produce_tasks, ProducePlan, Produced, TaskEven
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+pub mod stores;
+pub use stores::*;
+
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A port of the tests' services: the variable's value, else the default.
+pub fn port(var: &str, default: u16) -> u16 {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 /// Addresses of the local stack; overridable like the stack script's ports.
 #[derive(Debug, Clone)]
@@ -24,7 +32,6 @@ pub struct Stack {
 impl Stack {
     /// The running local stack, or an error telling how to start it (never a silent skip).
     pub fn get() -> TestResult<Stack> {
-        let port = |var: &str, default: u16| std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
         let s = Stack {
             bootstrap: format!("127.0.0.1:{}", port("KAFKA_PORT", 9092)),
             registry: format!("http://127.0.0.1:{}", port("REGISTRY_PORT", 8081)),
@@ -36,32 +43,6 @@ impl Stack {
             }
         }
         Ok(s)
-    }
-}
-
-/// Azure Blob Storage of the tests: the Azurite of `scripts/azurite.sh` (container `datalake`,
-/// the development account). A sink reaches it with `output.url = "az://datalake/..."` and the
-/// variables of [`Azurite::env`].
-pub struct Azurite;
-
-impl Azurite {
-    /// Host and port (AZURITE_PORT, 10000).
-    pub fn authority() -> String {
-        format!("127.0.0.1:{}", std::env::var("AZURITE_PORT").ok().and_then(|v| v.parse::<u16>().ok()).unwrap_or(10000))
-    }
-
-    /// Running, or an error telling how to start it (never a silent skip).
-    pub fn get() -> TestResult<Azurite> {
-        let addr = Self::authority();
-        if std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(2)).is_err() {
-            return Err(format!("Azurite ({addr}) is not reachable: start it with `scripts/azurite.sh up`").into());
-        }
-        Ok(Azurite)
-    }
-
-    /// What the sink's object_store needs to take the emulator for Azure.
-    pub fn env(&self) -> [(&'static str, String); 2] {
-        [("AZURE_STORAGE_USE_EMULATOR", "true".to_string()), ("AZURITE_BLOB_STORAGE_URL", format!("http://{}", Self::authority()))]
     }
 }
 
@@ -533,12 +514,15 @@ pub fn read_lake_with(endpoint: &str, keys: (&str, &str), prefix: &str) -> TestR
     lake_dump(endpoint, keys, prefix, &[])
 }
 
-fn lake_dump(endpoint: &str, (access_key, secret_key): (&str, &str), prefix: &str, extra: &[&str]) -> TestResult<Vec<LakeFile>> {
-    let azurite = format!("azurite://{}", Azurite::authority());
-    let (endpoint, bucket, prefix) = match (prefix.strip_prefix("file://"), prefix.strip_prefix("az://")) {
-        (Some(dir), _) => ("file://", dir, ""),
-        (_, Some(path)) => (azurite.as_str(), path.split_once('/').map_or(path, |(c, _)| c), path.split_once('/').map_or("", |(_, p)| p)),
-        _ => (endpoint, "datalake", prefix),
+fn lake_dump<'a>(endpoint: &'a str, (access_key, secret_key): (&str, &str), prefix: &'a str, extra: &[&str]) -> TestResult<Vec<LakeFile>> {
+    let (azurite, gcs) = (format!("azurite://{}", Emulator::AZURITE.authority()), format!("fakegcs://{}", Emulator::FAKE_GCS.authority()));
+    // A URL's bucket (or container) and the path under it.
+    let split = |path: &'a str| path.split_once('/').unwrap_or((path, ""));
+    let (endpoint, (bucket, prefix)) = match (prefix.strip_prefix("file://"), prefix.strip_prefix("az://"), prefix.strip_prefix("gs://")) {
+        (Some(dir), _, _) => ("file://", (dir, "")),
+        (_, Some(path), _) => (azurite.as_str(), split(path)),
+        (_, _, Some(path)) => (gcs.as_str(), split(path)),
+        _ => (endpoint, ("datalake", prefix)),
     };
     let out = Command::new("python3")
         .arg(root().join("scripts/lake.py"))
@@ -1065,6 +1049,7 @@ pub fn read_delta_with(stack: &Stack, prefix: &str, topic: &str, partitions: i32
         .arg(root().join("scripts/delta.py"))
         .args(["--endpoint", &stack.s3, "dump", "--table", &table, "--partitions", &partitions.to_string()])
         .args(columns.iter().flat_map(|c| ["--column", c]))
+        .envs(Emulator::FAKE_GCS.env())
         .output()?;
     if !out.status.success() {
         return Err(format!("delta.py dump of {table} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
