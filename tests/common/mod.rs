@@ -124,8 +124,26 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A free TCP port on loopback for the sink's metrics endpoint.
+/// A free TCP port on loopback for a listener of the tests (the sink's metrics endpoint, a
+/// proxy, a broker of a test's own).
 pub fn free_port() -> TestResult<u16> {
+    use rand::Rng;
+    // Below the kernel's ephemeral range: a listener the tests close and open again (a proxy
+    // taken down and up, a broker restarted) must find its port still free, and a port in that
+    // range can meanwhile become the local end of any process's outbound connection (seen: the
+    // registry proxy of tests/outages.rs failing its `up` with "Address already in use").
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|v| v.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    if ephemeral_low > 12000 {
+        for _ in 0..200 {
+            let port = rand::rng().random_range(11000..ephemeral_low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
