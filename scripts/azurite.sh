@@ -48,11 +48,7 @@ up() {
 }
 
 down() {
-  [ -f "$DIR/azurite.pid" ] || return 0
-  local pid
-  pid=$(cat "$DIR/azurite.pid")
-  if stop_process "$pid" 5; then log "stopped"; fi
-  rm -f "$DIR/azurite.pid"
+  if stop_pidfile "$DIR/azurite.pid" 5; then log "stopped"; fi
 }
 
 case "${1:-}" in

@@ -216,9 +216,7 @@ remove() { # name
 
 down() {
   if [ -f "$CONNECT_DIR/connect.pid" ]; then
-    local pid; pid=$(cat "$CONNECT_DIR/connect.pid")
-    stop_process "$pid" 20 || true
-    rm -f "$CONNECT_DIR/connect.pid"
+    stop_pidfile "$CONNECT_DIR/connect.pid" 20 || true
     log "Connect worker stopped"
   fi
   if [ -d "$PG_DIR/data" ]; then

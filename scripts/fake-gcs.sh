@@ -51,11 +51,7 @@ up() {
 }
 
 down() {
-  [ -f "$DIR/fake-gcs.pid" ] || return 0
-  local pid
-  pid=$(cat "$DIR/fake-gcs.pid")
-  if stop_process "$pid" 5; then log "stopped"; fi
-  rm -f "$DIR/fake-gcs.pid"
+  if stop_pidfile "$DIR/fake-gcs.pid" 5; then log "stopped"; fi
 }
 
 case "${1:-}" in

@@ -235,12 +235,9 @@ EOF
 }
 
 stop() { # dir [--kill]
-  local dir=$1 sig=TERM pid
+  local dir=$1 sig=TERM
   [ "${2:-}" = --kill ] && sig=KILL
-  [ -f "$dir/kafka.pid" ] || return 0
-  pid=$(cat "$dir/kafka.pid")
-  if stop_process "$pid" 30 "$sig"; then log "broker of $dir stopped ($sig)"; fi
-  rm -f "$dir/kafka.pid"
+  if stop_pidfile "$dir/kafka.pid" 30 "$sig"; then log "broker of $dir stopped ($sig)"; fi
 }
 
 case "${1:-}" in

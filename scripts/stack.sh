@@ -90,13 +90,10 @@ up() {
 }
 
 down() {
-  local name pid
+  local name
   "$ROOT/scripts/kafka.sh" stop "$STACK_DIR/kafka"
   for name in weed registry; do
-    [ -f "$STACK_DIR/$name.pid" ] || continue
-    pid=$(cat "$STACK_DIR/$name.pid")
-    if stop_process "$pid" 5; then log "$name stopped"; fi
-    rm -f "$STACK_DIR/$name.pid"
+    if stop_pidfile "$STACK_DIR/$name.pid" 5; then log "$name stopped"; fi
   done
 }
 
