@@ -268,10 +268,17 @@ impl Table {
         if snapshot.crc_at_version().is_some() {
             return snapshot;
         }
+        self.checksummed(snapshot, "no version checksum: txn versions are read from the log")
+    }
+
+    /// `snapshot` after its version's checksum file is written (its state computed first by
+    /// one replay when not in memory); `snapshot` as it was, with `unavailable` logged, when
+    /// the kernel cannot give it or the file exists already.
+    fn checksummed(&self, snapshot: SnapshotRef, unavailable: &str) -> SnapshotRef {
         match snapshot.write_checksum(self.engine.as_ref()) {
             Ok((_, s)) => s,
             Err(e) => {
-                tracing::debug!(table = %self.root, version = snapshot.version(), error = %e, "no version checksum: txn versions are read from the log");
+                tracing::debug!(table = %self.root, version = snapshot.version(), error = %e, "{unavailable}");
                 snapshot
             }
         }
@@ -472,13 +479,7 @@ impl Table {
         // The version's checksum first: a member that lists the new checkpoint starts its log
         // segment there and finds the table's state beside it, rather than replaying the
         // checkpoint to compute it.
-        let snapshot = match snapshot.write_checksum(self.engine.as_ref()) {
-            Ok((_, s)) => s,
-            Err(e) => {
-                tracing::debug!(table = %self.root, version, error = %e, "no version checksum beside the checkpoint");
-                snapshot
-            }
-        };
+        let snapshot = self.checksummed(snapshot, "no version checksum beside the checkpoint");
         let (_, s) = snapshot.checkpoint(self.engine.as_ref(), None).map_err(|e| self.err(e))?;
         tracing::info!(table = %self.root, version, "checkpoint written");
         self.snapshot = Some(s);
