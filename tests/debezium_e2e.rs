@@ -111,7 +111,7 @@ struct Image {
 /// Row images of the Delta table at `table` as DuckDB's `delta_scan` reads it (the `deltalake`
 /// package 1.6 cannot read a table whose types widened).
 fn table_images(stack: &Stack, table: &str) -> TestResult<Vec<Image>> {
-    let stack_dir = std::env::var("STACK_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| root().join(".stack"));
+    let stack_dir = stack_dir();
     let out = Command::new("python3")
         .arg(root().join("scripts/delta_duckdb.py"))
         .args(["--endpoint", &stack.s3, "images", "--table", table])

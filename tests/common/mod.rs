@@ -124,6 +124,11 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the scripts keep the services' state (STACK_DIR, else `.stack/` of the checkout).
+pub fn stack_dir() -> PathBuf {
+    std::env::var("STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join(".stack"))
+}
+
 /// A free TCP port on loopback for a listener of the tests (the sink's metrics endpoint, a
 /// proxy, a broker of a test's own).
 pub fn free_port() -> TestResult<u16> {
@@ -1082,7 +1087,7 @@ pub fn read_delta_duckdb(stack: &Stack, prefix: &str, topic: &str) -> TestResult
     struct Dump {
         rows: Vec<(i32, i64)>,
     }
-    let stack_dir = std::env::var("STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join(".stack"));
+    let stack_dir = stack_dir();
     let table = format!("{prefix}/topics/{topic}");
     let out = Command::new("python3")
         .arg(root().join("scripts/delta_duckdb.py"))

@@ -64,7 +64,7 @@ impl Emulator {
 }
 
 fn gcs_key_file() -> PathBuf {
-    std::env::var("STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join(".stack")).join("fake-gcs/service-account.json")
+    stack_dir().join("fake-gcs/service-account.json")
 }
 
 /// Files mode: 1,000 events in two partitions land once each, every row under its partition's
