@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, Tolerance};
+use crate::config::{Config, RegistryConfig, Tolerance};
 use crate::source::Auth;
 use crate::decode::registry::{Registry, RegistryError};
+use crate::decode::tls_probe::tls_refusal;
 use crate::store::{Store, StoreError};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,23 +60,36 @@ async fn check_kafka(config: &Config, auth: &Auth) -> Vec<String> {
 async fn check_registry(config: &Config) -> Result<(), String> {
     let r = &config.schema_registry;
     let registry = Registry::new(r, None).map_err(|e| format!("schema_registry: {e}"))?;
-    match registry.ping().await {
-        Ok(()) => Ok(()),
-        Err(RegistryError::Request { reason, .. }) if reason.contains("401") || reason.contains("403") => {
-            let key = if r.bearer_token.is_empty() { "schema_registry.username" } else { "schema_registry.bearer_token" };
-            Err(format!("{key}: the registry at {} refused the credentials ({reason})", r.url))
-        }
-        Err(RegistryError::Request { reason, .. }) if reason.contains("invalid peer certificate") => Err(format!(
-            "schema_registry.ca_file: the registry's certificate at {} is not trusted ({reason}): give the CA that signed it",
+    let reason = match registry.ping().await {
+        Ok(()) => return Ok(()),
+        Err(RegistryError::Request { reason, .. }) => reason,
+        Err(e) => e.to_string(),
+    };
+    if let Some(problem) = registry_problem(r, &reason) {
+        return Err(problem);
+    }
+    // A refused client certificate can reach the HTTP client as a bare close: ask the TLS
+    // handshake itself.
+    if let Some(problem) = tls_refusal(r).await.and_then(|alert| registry_problem(r, &alert)) {
+        return Err(problem);
+    }
+    Err(format!("schema_registry.url: the registry at {} did not answer ({reason}): check the URL and that it is running", r.url))
+}
+
+/// The key to fix for a registry failure that names its cause (`None`: it does not).
+fn registry_problem(r: &RegistryConfig, reason: &str) -> Option<String> {
+    if reason.contains("401") || reason.contains("403") {
+        let key = if r.bearer_token.is_empty() { "schema_registry.username" } else { "schema_registry.bearer_token" };
+        Some(format!("{key}: the registry at {} refused the credentials ({reason})", r.url))
+    } else if reason.contains("invalid peer certificate") {
+        Some(format!("schema_registry.ca_file: the registry's certificate at {} is not trusted ({reason}): give the CA that signed it", r.url))
+    } else if ["CertificateRequired", "BadCertificate", "UnknownCA"].iter().any(|a| reason.contains(a)) {
+        Some(format!(
+            "schema_registry.client_cert_file: the registry at {} wants a client certificate it trusts (mutual TLS) ({reason}): set client_cert_file and client_key_file",
             r.url
-        )),
-        Err(RegistryError::Request { reason, .. }) if reason.contains("CertificateRequired") || reason.contains("BadCertificate") => {
-            Err(format!(
-                "schema_registry.client_cert_file: the registry at {} wants a client certificate it trusts (mutual TLS) ({reason}): set client_cert_file and client_key_file",
-                r.url
-            ))
-        }
-        Err(e) => Err(format!("schema_registry.url: the registry at {} did not answer ({e}): check the URL and that it is running", r.url)),
+        ))
+    } else {
+        None
     }
 }
 

@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use kafka_parquet_sink::config::RegistryConfig;
+use kafka_parquet_sink::decode::tls_probe::tls_refusal;
 
 const S3_ACCESS_KEY: &str = "kps-test-access";
 const S3_SECRET: &str = "S3-SECRET-7b1f2c";
@@ -247,6 +249,17 @@ fn registry_over_mutual_tls_with_a_bearer_token() -> TestResult {
         }
         s
     };
+    // The handshake alone names the refusal, whatever the HTTP client made of the close.
+    let probe = |client: bool| -> TestResult<Option<String>> {
+        let mut c = RegistryConfig { url: tls.registry.clone(), ca_file: ca.clone(), ..RegistryConfig::default() };
+        if client {
+            (c.client_cert_file, c.client_key_file) = (client_cert.clone(), client_key.clone());
+        }
+        Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tls_refusal(&c)))
+    };
+    let refused = probe(false)?;
+    assert!(refused.as_deref().is_some_and(|a| a.contains("CertificateRequired")), "probe without a client certificate: {refused:?}");
+    assert_eq!(probe(true)?, None, "probe with the client certificate");
     for (token, client, want) in [
         (TOKEN, false, "schema_registry.client_cert_file: the registry at"),
         ("BEARER-SECRET-wrong", true, "schema_registry.bearer_token: the registry at"),

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod headers;
 pub mod registry;
 pub mod text;
+pub mod tls_probe;
 pub mod toast;
 
 use std::sync::Arc;

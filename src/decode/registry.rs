@@ -46,7 +46,7 @@ enum Credentials {
 }
 
 /// An error and its causes (a TLS alert is a cause of reqwest's "error sending request").
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
