@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::config::{Config, RegistryConfig, Tolerance};
 use crate::source::Auth;
-use crate::decode::registry::{Registry, RegistryError};
+use crate::decode::registry::{with_causes, Registry, RegistryError};
 use crate::decode::tls_probe::tls_refusal;
 use crate::store::{Store, StoreError};
 
@@ -97,6 +97,11 @@ fn store_problem(config: &Config, store: &Store, e: &StoreError) -> String {
     let s3 = &config.s3;
     let endpoint = if s3.endpoint.is_empty() { "AWS" } else { s3.endpoint.as_str() };
     if !matches!(config.location(), Ok(crate::config::Location::S3 { .. })) {
+        // The store's client refuses plain HTTP before any request (an emulator's or a private
+        // endpoint's http:// URL): the message is deep in the error's causes.
+        if !s3.allow_http && with_causes(&e.source).contains("URL scheme is not allowed") {
+            return format!("s3.allow_http: {} is reached over plain http://: set allow_http = true (or use https)", store.location());
+        }
         return format!("output.url: cannot write to {} ({})", store.location(), e.source);
     }
     let by = store.credentials().map(|c| format!(" (credentials: {c})")).unwrap_or_default();
@@ -119,5 +124,29 @@ fn store_problem(config: &Config, store: &Store, e: &StoreError) -> String {
             "s3.endpoint: cannot write to bucket {:?} at {endpoint} ({text}): check the endpoint and that the store is running",
             s3.bucket
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OutputConfig;
+    use crate::metrics::Metrics;
+
+    /// A gs:// lake whose endpoint is http:// (an emulator's) with `s3.allow_http` off: the
+    /// client refuses before connecting, and the problem names the key.
+    #[tokio::test]
+    async fn plain_http_to_a_cloud_store_names_allow_http() -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = Config { output: OutputConfig { url: "gs://bucket/bronze".into(), prefix: String::new(), ..OutputConfig::default() }, ..Config::default() };
+        let key = r#"{"gcs_base_url": "http://127.0.0.1:1", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}"#;
+        config.s3.env.insert("GOOGLE_SERVICE_ACCOUNT_KEY".into(), key.into());
+        let mut store = Store::open(&config, Metrics::new()?)?;
+        let e = store.probe().await.err().ok_or("the probe over http:// succeeded")?;
+        let problem = store_problem(&config, &store, &e);
+        assert!(problem.starts_with("s3.allow_http: gs://bucket/bronze"), "{problem}");
+        config.s3.allow_http = true;
+        let problem = store_problem(&config, &store, &e);
+        assert!(problem.starts_with("output.url: cannot write to gs://bucket/bronze"), "with allow_http set: {problem}");
+        Ok(())
     }
 }

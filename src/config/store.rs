@@ -57,6 +57,7 @@ pub struct S3Config {
     pub acl: String,
     /// Tags of every object (`x-amz-tagging`).
     pub tags: BTreeMap<String, String>,
+    /// Plain http:// to the object store (S3, or a gs:// / az:// lake behind an emulator).
     pub allow_http: bool,
     /// Path-style addressing (`http://host/bucket/key`), what MinIO and SeaweedFS want.
     pub path_style: bool,
