@@ -12,12 +12,15 @@
 --endpoint azurite://127.0.0.1:10000 --bucket CONTAINER reads Azure Blob Storage on the Azurite
 of scripts/azurite.sh; --endpoint fakegcs://127.0.0.1:4443 --bucket BUCKET reads Google Cloud
 Storage on the fake-gcs-server of scripts/fake-gcs.sh.
+  lake.py digest --prefix P         JSON: every object under P with its size and SHA-256 (bytes
+                                    as the store gives them back, whatever they hold)
   lake.py images --prefix P         JSON: every row's op, offset, txId and before/after images,
                                     each value rendered as PostgreSQL renders it as text
 """
 import datetime
 import decimal
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -214,11 +217,22 @@ def count(fs, a):
     json.dump({"files": n_files, "bytes": n_bytes, "rows": rows, "distinct_offsets": len(pairs)}, sys.stdout)
 
 
+def digest(fs, a):
+    out = []
+    for info in files(fs, a.bucket, a.prefix):
+        h = hashlib.sha256()
+        with fs.open_input_stream(info.path) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        out.append({"key": info.path.removeprefix(f"{a.bucket}/"), "size": info.size, "sha256": h.hexdigest()})
+    json.dump(out, sys.stdout)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", default=os.environ.get("S3_ENDPOINT", "http://127.0.0.1:9000"))
     ap.add_argument("--bucket", default="datalake")
-    ap.add_argument("command", choices=["ping", "ls", "show", "dump", "images", "count"])
+    ap.add_argument("command", choices=["ping", "ls", "show", "dump", "images", "count", "digest"])
     ap.add_argument("--prefix", default="")
     ap.add_argument("--duckdb", action="store_true")
     ap.add_argument("--rows", type=int, default=5)
@@ -236,6 +250,8 @@ def main():
         images(fs, a)
     elif a.command == "count":
         count(fs, a)
+    elif a.command == "digest":
+        digest(fs, a)
     else:
         dump(fs, a)
 

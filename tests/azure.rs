@@ -17,3 +17,8 @@ fn files_land_in_azure_blob_storage_once_each() -> TestResult {
 fn a_delta_table_lands_in_azure_blob_storage_exactly_once() -> TestResult {
     delta_table_lands_exactly_once(Emulator::AZURITE.get()?, 2102)
 }
+
+#[test]
+fn large_files_go_up_in_parts_to_azure_blob_storage() -> TestResult {
+    large_files_upload_in_parts(Emulator::AZURITE.get()?)
+}

@@ -18,3 +18,8 @@ fn files_land_in_google_cloud_storage_once_each() -> TestResult {
 fn a_delta_table_lands_in_google_cloud_storage_exactly_once() -> TestResult {
     delta_table_lands_exactly_once(Emulator::FAKE_GCS.get()?, 2202)
 }
+
+#[test]
+fn large_files_go_up_in_parts_to_google_cloud_storage() -> TestResult {
+    large_files_upload_in_parts(Emulator::FAKE_GCS.get()?)
+}

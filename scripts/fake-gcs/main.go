@@ -7,32 +7,54 @@
 //   - PUT /{bucket}/{object} (an XML-API upload) becomes a media upload, with
 //     x-goog-if-generation-match as ifGenerationMatch (0: create only, 412 when the object
 //     exists); the answer carries ETag and x-goog-generation as GCS's XML API does.
+//
 //   - GET /{bucket}?list-type=2: fake-gcs-server lists every key, whatever start-after says;
 //     keys at or before it are dropped, and ETags quoted as GCS and a HEAD give them.
 //
-// Copies (x-goog-copy-source) and XML multipart uploads are refused with 501: the sink's tests
-// keep files below s3.multipart_part_bytes. Everything else goes to fake-gcs-server unchanged.
+//   - XML multipart uploads (POST ?uploads, PUT ?partNumber&uploadId, POST ?uploadId, DELETE
+//     ?uploadId): parts are held here and the completed object is one media upload of them in
+//     order; a part missing or with another ETag is InvalidPart, as GCS answers. The answer's
+//     ETag is the object's own, so a HEAD sees the ETag the upload returned.
+//
+// Copies (x-goog-copy-source) are refused with 501: the sink never copies. Everything else goes
+// to fake-gcs-server unchanged.
 //
 //	fake-gcs -port 4443 -bucket datalake
 package main
 
 import (
 	"bytes"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 )
 
-type shim struct{ inner http.Handler }
+type shim struct {
+	inner   http.Handler
+	mu      sync.Mutex
+	uploads map[string]*upload
+}
+
+// upload is one XML multipart upload in progress.
+type upload struct {
+	bucket, object, contentType string
+	parts                       map[int][]byte
+}
 
 // split returns the bucket and the (unescaped) object of an XML-API path; object is empty for
 // a path that names only the bucket.
@@ -52,7 +74,7 @@ func xmlError(w http.ResponseWriter, status int, code, message string) {
 	fmt.Fprintf(w, "<?xml version='1.0' encoding='UTF-8'?><Error><Code>%s</Code><Message>%s</Message></Error>", code, message)
 }
 
-func (s shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if strings.HasPrefix(r.URL.Path, "/storage/") || strings.HasPrefix(r.URL.Path, "/upload/") || strings.HasPrefix(r.URL.Path, "/download/") || strings.HasPrefix(r.URL.Path, "/_internal/") || r.URL.Path == "/" {
 		s.inner.ServeHTTP(w, r)
@@ -64,8 +86,14 @@ func (s shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case q.Has("uploads") || q.Has("uploadId"):
-		xmlError(w, http.StatusNotImplemented, "NotImplemented", "XML multipart uploads are not emulated")
+	case r.Method == http.MethodPost && object != "" && q.Has("uploads"):
+		s.initiate(w, r, bucket, object)
+	case r.Method == http.MethodPut && object != "" && q.Has("uploadId"):
+		s.part(w, r, q.Get("uploadId"), q.Get("partNumber"))
+	case r.Method == http.MethodPost && object != "" && q.Has("uploadId"):
+		s.complete(w, r, q.Get("uploadId"))
+	case r.Method == http.MethodDelete && object != "" && q.Has("uploadId"):
+		s.abort(w, q.Get("uploadId"))
 	case r.Method == http.MethodPut && object != "" && r.Header.Get("x-goog-copy-source") != "":
 		xmlError(w, http.StatusNotImplemented, "NotImplemented", "XML copies are not emulated")
 	case r.Method == http.MethodPut && object != "" && q.Get("uploadType") == "" && q.Get("X-Goog-Algorithm") == "":
@@ -77,34 +105,46 @@ func (s shim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s shim) put(w http.ResponseWriter, r *http.Request, bucket, object string) {
-	q := url.Values{"uploadType": {"media"}, "name": {object}}
-	if g := r.Header.Get("x-goog-if-generation-match"); g != "" {
-		q.Set("ifGenerationMatch", g)
-	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "/upload/storage/v1/b/"+url.PathEscape(bucket)+"/o?"+q.Encode(), r.Body)
-	if err != nil {
-		xmlError(w, http.StatusBadRequest, "InvalidArgument", err.Error())
+func (s *shim) put(w http.ResponseWriter, r *http.Request, bucket, object string) {
+	etag, generation, ok := s.media(w, r, bucket, object, r.Header.Get("Content-Type"), r.Body, r.Header.Get("x-goog-if-generation-match"))
+	if !ok {
 		return
 	}
-	req.Host = r.Host
-	ct := r.Header.Get("Content-Type")
-	if ct == "" {
-		ct = "application/octet-stream"
+	w.Header().Set("ETag", strconv.Quote(etag))
+	w.Header().Set("x-goog-generation", generation)
+	w.Header().Set("x-goog-metageneration", "1")
+	w.WriteHeader(http.StatusOK)
+}
+
+// media stores body as bucket/object through fake-gcs-server's media upload (ifGenerationMatch
+// when given) and returns the object's ETag and generation; on a refusal it has answered w.
+func (s *shim) media(w http.ResponseWriter, r *http.Request, bucket, object, contentType string, body io.Reader, ifGeneration string) (etag, generation string, ok bool) {
+	q := url.Values{"uploadType": {"media"}, "name": {object}}
+	if ifGeneration != "" {
+		q.Set("ifGenerationMatch", ifGeneration)
 	}
-	req.Header.Set("Content-Type", ct)
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "/upload/storage/v1/b/"+url.PathEscape(bucket)+"/o?"+q.Encode(), body)
+	if err != nil {
+		xmlError(w, http.StatusBadRequest, "InvalidArgument", err.Error())
+		return "", "", false
+	}
+	req.Host = r.Host
+	if contentType == "" {
+		contentType = "application/octet-stream"
+	}
+	req.Header.Set("Content-Type", contentType)
 	rec := httptest.NewRecorder()
 	s.inner.ServeHTTP(rec, req)
 	switch {
 	case rec.Code == http.StatusPreconditionFailed:
 		xmlError(w, rec.Code, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold.")
-		return
+		return "", "", false
 	case rec.Code == http.StatusNotFound:
 		xmlError(w, rec.Code, "NoSuchBucket", "The specified bucket does not exist.")
-		return
+		return "", "", false
 	case rec.Code != http.StatusOK:
 		xmlError(w, rec.Code, "InternalError", strings.TrimSpace(rec.Body.String()))
-		return
+		return "", "", false
 	}
 	var created struct {
 		Etag       string `json:"etag"`
@@ -112,15 +152,118 @@ func (s shim) put(w http.ResponseWriter, r *http.Request, bucket, object string)
 	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &created); err != nil {
 		xmlError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		return "", "", false
+	}
+	return created.Etag, created.Generation, true
+}
+
+func (s *shim) initiate(w http.ResponseWriter, r *http.Request, bucket, object string) {
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		xmlError(w, http.StatusInternalServerError, "InternalError", err.Error())
 		return
 	}
-	w.Header().Set("ETag", strconv.Quote(created.Etag))
-	w.Header().Set("x-goog-generation", created.Generation)
-	w.Header().Set("x-goog-metageneration", "1")
+	uploadID := hex.EncodeToString(id)
+	s.mu.Lock()
+	s.uploads[uploadID] = &upload{bucket: bucket, object: object, contentType: r.Header.Get("Content-Type"), parts: map[int][]byte{}}
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/xml")
+	fmt.Fprintf(w, "%s<InitiateMultipartUploadResult><Bucket>%s</Bucket><Key>%s</Key><UploadId>%s</UploadId></InitiateMultipartUploadResult>", xml.Header, escape(bucket), escape(object), uploadID)
+}
+
+func (s *shim) part(w http.ResponseWriter, r *http.Request, uploadID, number string) {
+	n, err := strconv.Atoi(number)
+	if err != nil || n < 1 || n > 10000 {
+		xmlError(w, http.StatusBadRequest, "InvalidArgument", "partNumber must be 1 to 10000")
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		xmlError(w, http.StatusBadRequest, "IncompleteBody", err.Error())
+		return
+	}
+	s.mu.Lock()
+	u, found := s.uploads[uploadID]
+	if found {
+		u.parts[n] = body
+	}
+	s.mu.Unlock()
+	if !found {
+		xmlError(w, http.StatusNotFound, "NoSuchUpload", "The requested upload was not found.")
+		return
+	}
+	w.Header().Set("ETag", partETag(body))
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s shim) list(w http.ResponseWriter, r *http.Request, startAfter string) {
+func partETag(body []byte) string {
+	sum := md5.Sum(body)
+	return strconv.Quote(hex.EncodeToString(sum[:]))
+}
+
+func (s *shim) complete(w http.ResponseWriter, r *http.Request, uploadID string) {
+	var req struct {
+		Parts []struct {
+			PartNumber int    `xml:"PartNumber"`
+			ETag       string `xml:"ETag"`
+		} `xml:"Part"`
+	}
+	if err := xml.NewDecoder(r.Body).Decode(&req); err != nil {
+		xmlError(w, http.StatusBadRequest, "MalformedXML", err.Error())
+		return
+	}
+	s.mu.Lock()
+	u, found := s.uploads[uploadID]
+	s.mu.Unlock()
+	if !found {
+		xmlError(w, http.StatusNotFound, "NoSuchUpload", "The requested upload was not found.")
+		return
+	}
+	if len(req.Parts) == 0 || !sort.SliceIsSorted(req.Parts, func(i, j int) bool { return req.Parts[i].PartNumber < req.Parts[j].PartNumber }) {
+		xmlError(w, http.StatusBadRequest, "InvalidPartOrder", "The list of parts was not in ascending order.")
+		return
+	}
+	var whole bytes.Buffer
+	for _, p := range req.Parts {
+		body, ok := u.parts[p.PartNumber]
+		if !ok || partETag(body) != strconv.Quote(strings.Trim(p.ETag, `"`)) {
+			xmlError(w, http.StatusBadRequest, "InvalidPart", fmt.Sprintf("part %d was not uploaded or its ETag is not %s", p.PartNumber, p.ETag))
+			return
+		}
+		whole.Write(body)
+	}
+	etag, generation, ok := s.media(w, r, u.bucket, u.object, u.contentType, &whole, "")
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	delete(s.uploads, uploadID)
+	s.mu.Unlock()
+	log.Printf("multipart upload of %s/%s completed from %d parts", u.bucket, u.object, len(req.Parts))
+	w.Header().Set("Content-Type", "application/xml")
+	w.Header().Set("x-goog-generation", generation)
+	fmt.Fprintf(w, "%s<CompleteMultipartUploadResult><Bucket>%s</Bucket><Key>%s</Key><ETag>%s</ETag></CompleteMultipartUploadResult>", xml.Header, escape(u.bucket), escape(u.object), escape(strconv.Quote(etag)))
+}
+
+func (s *shim) abort(w http.ResponseWriter, uploadID string) {
+	s.mu.Lock()
+	_, found := s.uploads[uploadID]
+	delete(s.uploads, uploadID)
+	s.mu.Unlock()
+	if !found {
+		xmlError(w, http.StatusNotFound, "NoSuchUpload", "The requested upload was not found.")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func escape(text string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(text))
+	return b.String()
+}
+
+func (s *shim) list(w http.ResponseWriter, r *http.Request, startAfter string) {
 	rec := httptest.NewRecorder()
 	s.inner.ServeHTTP(rec, r)
 	if rec.Code != http.StatusOK {
@@ -179,5 +322,5 @@ func main() {
 	}
 	server.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: *bucket})
 	log.Printf("GCS emulator on http://%s (bucket %s)", host, *bucket)
-	log.Fatal(http.ListenAndServe(host, shim{inner: server.HTTPHandler()}))
+	log.Fatal(http.ListenAndServe(host, &shim{inner: server.HTTPHandler(), uploads: map[string]*upload{}}))
 }

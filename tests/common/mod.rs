@@ -537,7 +537,34 @@ pub fn read_lake_with(endpoint: &str, keys: (&str, &str), prefix: &str) -> TestR
     lake_dump(endpoint, keys, prefix, &[])
 }
 
-fn lake_dump<'a>(endpoint: &'a str, (access_key, secret_key): (&str, &str), prefix: &'a str, extra: &[&str]) -> TestResult<Vec<LakeFile>> {
+fn lake_dump(endpoint: &str, keys: (&str, &str), prefix: &str, extra: &[&str]) -> TestResult<Vec<LakeFile>> {
+    Ok(serde_json::from_slice(&lake_py(endpoint, keys, prefix, "dump", extra)?)?)
+}
+
+/// One object as the store gives it back (`scripts/lake.py digest`): its key in the bucket,
+/// its size and the SHA-256 of its bytes.
+#[derive(Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Digest {
+    pub key: String,
+    pub size: usize,
+    pub sha256: String,
+}
+
+impl Digest {
+    pub fn of(key: &str, bytes: &[u8]) -> Digest {
+        let sum = ring::digest::digest(&ring::digest::SHA256, bytes);
+        Digest { key: key.to_string(), size: bytes.len(), sha256: sum.as_ref().iter().map(|b| format!("{b:02x}")).collect() }
+    }
+}
+
+/// Every object under `url` (`az://`, `gs://`, `file://`, or a prefix of the local S3 bucket),
+/// read byte for byte by pyarrow.
+pub fn lake_digest(stack: &Stack, url: &str) -> TestResult<Vec<Digest>> {
+    Ok(serde_json::from_slice(&lake_py(&stack.s3, ("minioadmin", "minioadmin"), url, "digest", &[])?)?)
+}
+
+/// `scripts/lake.py COMMAND` over `prefix`, which may be a URL of another store; its output.
+fn lake_py<'a>(endpoint: &'a str, (access_key, secret_key): (&str, &str), prefix: &'a str, command: &str, extra: &[&str]) -> TestResult<Vec<u8>> {
     let (azurite, gcs) = (format!("azurite://{}", Emulator::AZURITE.authority()), format!("fakegcs://{}", Emulator::FAKE_GCS.authority()));
     // A URL's bucket (or container) and the path under it.
     let split = |path: &'a str| path.split_once('/').unwrap_or((path, ""));
@@ -549,15 +576,15 @@ fn lake_dump<'a>(endpoint: &'a str, (access_key, secret_key): (&str, &str), pref
     };
     let out = Command::new("python3")
         .arg(root().join("scripts/lake.py"))
-        .args(["--endpoint", endpoint, "--bucket", bucket, "dump", "--prefix", prefix])
+        .args(["--endpoint", endpoint, "--bucket", bucket, command, "--prefix", prefix])
         .args(extra)
         .env("AWS_ACCESS_KEY_ID", access_key)
         .env("AWS_SECRET_ACCESS_KEY", secret_key)
         .output()?;
     if !out.status.success() {
-        return Err(format!("lake.py dump failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        return Err(format!("lake.py {command} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    Ok(out.stdout)
 }
 
 /// Produces batches of Debezium events on a thread until stopped, like an application that

@@ -5,7 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_parquet_sink::config::Config;
+use kafka_parquet_sink::metrics::Metrics;
+use kafka_parquet_sink::store::{Store, Uploaded};
 
 use super::*;
 
@@ -63,6 +69,27 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// How many parts the store assembled `key` (in the bucket `datalake`) from: Azure's
+    /// committed blocks (Get Block List), or the parts the GCS shim's completion joined (its
+    /// log); 0 for an object put in one request.
+    fn parts(&self, key: &str) -> TestResult<usize> {
+        if self.scheme == "az" {
+            let out = Command::new("python3")
+                .arg(root().join("scripts/azure_blob.py"))
+                .args(["blocks", "--endpoint", &format!("http://{}", self.authority()), "--container", "datalake", "--blob", key])
+                .output()?;
+            if !out.status.success() {
+                return Err(format!("azure_blob.py blocks failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+            }
+            return Ok(serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)?.len());
+        }
+        let log = std::fs::read_to_string(stack_dir().join("fake-gcs/fake-gcs.log"))?;
+        let done = format!("multipart upload of datalake/{key} completed from ");
+        Ok(log.lines().find_map(|l| l.split_once(&done)).and_then(|(_, n)| n.split(' ').next()?.parse().ok()).unwrap_or(0))
+    }
+}
+
 fn gcs_key_file() -> PathBuf {
     stack_dir().join("fake-gcs/service-account.json")
 }
@@ -106,5 +133,34 @@ pub fn delta_table_lands_exactly_once(store: Emulator, seed: u64) -> TestResult 
     assert_eq!(table.txn, txn, "txn versions: each partition's next offset");
     let bucket = format!("{}://datalake/", store.scheme);
     assert!(table.files.iter().all(|f| f.starts_with(&bucket) && f.contains("/__kafka_partition=")), "data files in {bucket}, by partition: {:?}", table.files);
+    Ok(())
+}
+
+/// A file at or above `s3.multipart_part_bytes` goes up in parts (Azure's blocks, GCS's XML
+/// multipart upload) and the store gives back the same bytes; the ETag its upload returned is
+/// the store's own, so a member that lost the partition can still tell its file from another's.
+pub fn large_files_upload_in_parts(store: Emulator) -> TestResult {
+    const PART: usize = 5 * 1024 * 1024;
+    let stack = Stack::get()?;
+    let url = format!("{}://datalake/{}", store.scheme, unique(&format!("it/{}-parts", store.scheme)));
+    let mut config = Config::default();
+    config.output.url = url.clone();
+    config.s3.multipart_part_bytes = PART;
+    // The emulators speak plain HTTP; a refusal fails the test instead of being retried forever.
+    config.s3.allow_http = true;
+    config.s3.retry_max_attempts = 3;
+    config.s3.env = store.env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let lake = Store::open(&config, Metrics::new()?)?;
+    let data: Vec<u8> = (0..2 * PART + 123).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let key = lake.key("t", None, 0, 0);
+    let rt = tokio::runtime::Runtime::new()?;
+    let e_tag = match rt.block_on(lake.upload_new(&key, Bytes::from(data.clone())))? {
+        Uploaded::Created { e_tag } => e_tag,
+        other => return Err(format!("upload_new of the new key {key}: {other:?}").into()),
+    };
+    assert_eq!(lake_digest(&stack, &url)?, vec![Digest::of(&key, &data)], "the objects under {url}, byte for byte");
+    assert_eq!(store.parts(&key)?, 3, "parts of {key} ({} bytes in parts of {PART})", data.len());
+    assert!(rt.block_on(lake.delete_if_ours(&key, e_tag.as_deref()))?, "{key} kept: its ETag is not the {e_tag:?} its upload returned");
+    assert_eq!(lake_digest(&stack, &url)?, vec![], "objects under {url} after the delete");
     Ok(())
 }
