@@ -125,7 +125,7 @@ fn large_files_upload_in_parts_to_real_s3() -> TestResult {
         ..S3Config::default()
     };
     let store = open(cfg, &prefix)?;
-    let data: Vec<u8> = (0..12 * 1024 * 1024 + 123).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data = pseudo_random_bytes(12 * 1024 * 1024 + 123);
     let key = object_key(&prefix, "t", 0, 0);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(store.upload(&key, Bytes::from(data.clone())))?;

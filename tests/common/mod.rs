@@ -557,6 +557,12 @@ impl Digest {
     }
 }
 
+/// `len` bytes that repeat no short pattern (a multipart upload that mixed its parts up
+/// would not give them back).
+pub fn pseudo_random_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
 /// Every object under `url` (`az://`, `gs://`, `file://`, or a prefix of the local S3 bucket),
 /// read byte for byte by pyarrow.
 pub fn lake_digest(stack: &Stack, url: &str) -> TestResult<Vec<Digest>> {

@@ -67,9 +67,7 @@ impl Emulator {
     fn assert_conditional(&self, log: &str) {
         assert!(!log.contains("does not refuse a conditional put"), "{} took a second conditional put of one key:\n{log}", self.name);
     }
-}
 
-impl Emulator {
     /// How many parts the store assembled `key` (in the bucket `datalake`) from: Azure's
     /// committed blocks (Get Block List), or the parts the GCS shim's completion joined (its
     /// log); 0 for an object put in one request.
@@ -151,7 +149,7 @@ pub fn large_files_upload_in_parts(store: Emulator) -> TestResult {
     config.s3.retry_max_attempts = 3;
     config.s3.env = store.env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let lake = Store::open(&config, Metrics::new()?)?;
-    let data: Vec<u8> = (0..2 * PART + 123).map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data = pseudo_random_bytes(2 * PART + 123);
     let key = lake.key("t", None, 0, 0);
     let rt = tokio::runtime::Runtime::new()?;
     let e_tag = match rt.block_on(lake.upload_new(&key, Bytes::from(data.clone())))? {
