@@ -18,10 +18,23 @@ pub async fn check(config: &Config, store: &mut Store, auth: &Auth) -> Vec<Strin
     if let Err(e) = check_registry(config).await {
         problems.push(e);
     }
-    if let Err(e) = store.probe().await {
-        problems.push(store_problem(config, store, &e));
+    match store.probe().await {
+        Err(e) => problems.push(store_problem(config, store, &e)),
+        Ok(()) => problems.extend(table_problem(config, store.location(), store.conditional())),
     }
     problems
+}
+
+/// A Delta table's log needs a store that refuses a second put of one key: two writers of a
+/// version (a commit and a compaction, two members) would otherwise both "win", the later put
+/// replacing the earlier, and the earlier writer go on from a state the log no longer holds.
+/// delta-rs refuses such a store too unless told it is unsafe.
+fn table_problem(config: &Config, location: &str, conditional: bool) -> Option<String> {
+    (config.output.format == crate::config::Format::Delta && !conditional).then(|| {
+        format!(
+            "output.format: {location} does not refuse a conditional put (If-None-Match: *) of an existing key, which a Delta table's log needs so that two writers never both write one version: use a store that does (AWS S3, Google Cloud Storage, Azure Blob Storage, MinIO, SeaweedFS, a local directory), or output.format = \"files\""
+        )
+    })
 }
 
 async fn check_kafka(config: &Config, auth: &Auth) -> Vec<String> {
@@ -148,5 +161,17 @@ mod tests {
         let problem = store_problem(&config, &store, &e);
         assert!(problem.starts_with("output.url: cannot write to gs://bucket/bronze"), "with allow_http set: {problem}");
         Ok(())
+    }
+
+    /// A Delta table on a store that replaces an object a conditional put should have left is
+    /// refused in one line naming the key; files mode goes on, and a store that refuses is fine.
+    #[test]
+    fn a_delta_table_needs_a_store_that_refuses_a_second_put() {
+        let mut config = Config::default();
+        assert_eq!(table_problem(&config, "s3://datalake/bronze", false), None, "files mode rides a store without conditional puts");
+        config.output.format = crate::config::Format::Delta;
+        assert_eq!(table_problem(&config, "s3://datalake/bronze", true), None, "a store that refuses is fine");
+        let line = table_problem(&config, "s3://datalake/bronze", false).unwrap_or_default();
+        assert!(line.starts_with("output.format: s3://datalake/bronze does not refuse a conditional put"), "{line}");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::builder::{MapBuilder, MapFieldNames, StringBuilder};
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
-use arrow_schema::{DataType, Field, Fields, Schema};
+use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use delta_kernel::engine::arrow_conversion::TryFromArrow as _;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::schema::{SchemaRef as KernelSchemaRef, StructType};
@@ -19,10 +19,12 @@ pub const PARTITION_COLUMN: &str = crate::decode::envelope::KAFKA_PARTITION;
 
 /// A batch as a table's data file holds it: columns of types Delta has no name for become
 /// their integer values (Debezium's `Time`/`MicroTime`/`NanoTime` the time of day in their unit,
-/// `MicroDuration` microseconds), and decimals wider than Delta's 38 digits (PostgreSQL's
-/// `numeric(64, 2)`, Arrow's Decimal256) their exact decimal text, so every reader of the table
-/// reads them alike. Types are changed inside structs and lists too; everything else is
-/// untouched.
+/// `MicroDuration` microseconds), decimals wider than Delta's 38 digits (PostgreSQL's
+/// `numeric(64, 2)`, Arrow's Decimal256) their exact decimal text, and timestamps of any unit
+/// microseconds, Delta's one unit (Debezium's `Timestamp` is milliseconds, `NanoTimestamp`
+/// nanoseconds: SQL Server's `datetime2`, Oracle's `TIMESTAMP(9)`; below a microsecond is
+/// dropped), so every reader of the table reads them alike. Types are changed inside structs
+/// and lists too; everything else is untouched.
 pub fn file_batch(batch: RecordBatch) -> Result<RecordBatch, String> {
     let schema = batch.schema();
     if !schema.fields().iter().any(|f| needs_change(f.data_type())) {
@@ -35,7 +37,7 @@ pub fn file_batch(batch: RecordBatch) -> Result<RecordBatch, String> {
         .zip(target.fields())
         .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) })
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("writing time-of-day, duration and wide decimal columns as the table holds them: {e}"))?;
+        .map_err(|e| format!("writing time-of-day, duration, timestamp and wide decimal columns as the table holds them: {e}"))?;
     RecordBatch::try_new(target, columns).map_err(|e| e.to_string())
 }
 
@@ -51,6 +53,7 @@ pub fn file_schema(schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef 
 fn needs_change(t: &DataType) -> bool {
     match t {
         DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) | DataType::Decimal256(_, _) => true,
+        DataType::Timestamp(unit, _) => *unit != TimeUnit::Microsecond,
         DataType::Struct(fields) => fields.iter().any(|f| needs_change(f.data_type())),
         DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => needs_change(f.data_type()),
         _ => false,
@@ -62,6 +65,7 @@ fn delta_field(f: &Field) -> Field {
         DataType::Time32(_) => DataType::Int32,
         DataType::Time64(_) | DataType::Duration(_) => DataType::Int64,
         DataType::Decimal256(_, _) => DataType::Utf8,
+        DataType::Timestamp(_, zone) => DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| delta_field(f)).collect()),
         DataType::List(inner) => DataType::List(Arc::new(delta_field(inner))),
         DataType::LargeList(inner) => DataType::LargeList(Arc::new(delta_field(inner))),
@@ -130,8 +134,8 @@ fn kernel_message(text: &str) -> String {
     m.to_string()
 }
 
-/// The add actions of `files` in the shape `Transaction::add_files_schema` asks for, with
-/// `numRecords` as their statistics.
+/// The add actions of `files` in the shape `Transaction::add_files_schema` asks for (paths as
+/// the log spells them), with `numRecords` as their statistics.
 pub fn add_files(files: &[&DataFile], staged: &[Staged]) -> Result<Box<dyn EngineData>, delta_kernel::KernelError> {
     let partition_of = |path: &str| staged.iter().find(|s| s.files.iter().any(|f| f.path == path)).map(|s| s.partition);
     let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
@@ -165,7 +169,7 @@ pub fn add_files(files: &[&DataFile], staged: &[Staged]) -> Result<Box<dyn Engin
     let batch = RecordBatch::try_new(
         Arc::new(schema),
         vec![
-            Arc::new(StringArray::from_iter_values(files.iter().map(|f| f.path.as_str()))),
+            Arc::new(StringArray::from_iter_values(files.iter().map(|f| super::paths::to_log(&f.path)))),
             Arc::new(values.finish()),
             Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.size as i64))),
             Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.modification_time))),

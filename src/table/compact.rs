@@ -79,6 +79,7 @@ pub(super) enum Landed {
 struct Listed {
     batch: usize,
     row: usize,
+    /// Its key relative to the root (the log's path decoded).
     path: String,
     size: u64,
     /// Its partition values, as one key (files are only merged with files of the same).
@@ -156,7 +157,7 @@ impl Table {
                 key.sort();
                 let partition = key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("/");
                 let values = f.partition_values.clone();
-                files.push(Listed { batch, row, path: f.path, size: f.size.max(0) as u64, partition, values });
+                files.push(Listed { batch, row, path: super::paths::from_log(&f.path).into_owned(), size: f.size.max(0) as u64, partition, values });
             }
             batches.push(meta.scan_files);
         }
@@ -176,13 +177,13 @@ impl Table {
         let listing = self.list(&snapshot)?;
         let candidates: Vec<Listed> = listing.files.iter().filter(|f| !skip.contains(&f.partition)).cloned().collect();
         let Some((inputs, rewritten)) = self.next_bin(store, root_key, &candidates, policy)? else { return Ok(None) };
-        let (key, relative) = unique_key(root_key, &inputs[0].path);
+        let relative = unique_name(&inputs[0].path);
         let size = rewritten.len() as u64;
         let schema = DataFile::schema_of(&rewritten, &self.topic)?;
         let rows = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&rewritten, Default::default())
             .map(|m| m.metadata().file_metadata().num_rows() as u64)
             .map_err(|source| TableError::File { table: self.root.to_string(), source })?;
-        let path: object_store::path::Path = key.as_str().into();
+        let path = self.key(root_key, &relative)?;
         tokio::runtime::Handle::current().block_on(store.put(&path, rewritten.into())).map_err(|e| self.err(e.into()))?;
         let values = &inputs[0].values;
         let partition_values = self.settings.path_columns.iter().map(|c| (c.clone(), values.get(c).cloned())).collect();
@@ -272,7 +273,7 @@ impl Table {
                 if bytes_in + f.size > policy.target_file_bytes && chosen.len() >= 2 {
                     break;
                 }
-                let path: object_store::path::Path = format!("{root_key}/{}", f.path).as_str().into();
+                let path = self.key(root_key, &f.path)?;
                 let data = tokio::runtime::Handle::current()
                     .block_on(async { store.get(&path).await?.bytes().await })
                     .map_err(|e| self.err(e.into()))?;
@@ -307,13 +308,16 @@ impl Table {
     }
 }
 
-/// `<root>/<the first file's directory>/<its start offset>-compacted-<uuid>.parquet`: beside
-/// the files it replaces (they share their partition values).
-fn unique_key(root_key: &str, first: &str) -> (String, String) {
+/// `<the first file's directory>/<its start offset>-compacted-<uuid>.parquet` (relative to the
+/// root): beside the files it replaces (they share their partition values).
+fn unique_name(first: &str) -> String {
     let (dir, name) = first.rsplit_once('/').unwrap_or(("", first));
     let start = name.split('-').next().unwrap_or("0");
     let name = format!("{start}-compacted-{}.parquet", uuid::Uuid::new_v4());
-    let relative = if dir.is_empty() { name } else { format!("{dir}/{name}") };
-    (format!("{root_key}/{relative}"), relative)
+    if dir.is_empty() {
+        name
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 

@@ -17,11 +17,10 @@ use delta_kernel::schema::{ArrayType, DataType, MapType, MetadataValue, Primitiv
 use delta_kernel::snapshot::SnapshotRef;
 use object_store::{PutMode, PutOptions};
 
-use super::{actions, DataFile, Table, TableError, ENGINE_INFO};
+use super::{actions, features, DataFile, Table, TableError, ENGINE_INFO};
 
 /// The field metadata key of Delta's type widening.
 const TYPE_CHANGES: &str = "delta.typeChanges";
-const FEATURE: &str = "typeWidening";
 
 /// What the table's schema becomes.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,23 +203,13 @@ impl Table {
         let config = snapshot.table_configuration();
         let mut protocol = serde_json::to_value(config.protocol()).map_err(|e| schema_err(e.to_string()))?;
         let mut metadata = serde_json::to_value(config.metadata()).map_err(|e| schema_err(e.to_string()))?;
-        let features = |p: &serde_json::Value, key: &str| p[key].as_array().cloned();
-        if features(&protocol, "writerFeatures").is_some_and(|w| w.iter().any(|f| f == "inCommitTimestamp")) {
+        if protocol["writerFeatures"].as_array().is_some_and(|w| w.iter().any(|f| f == "inCommitTimestamp")) {
             return Err(schema_err("the table uses in-commit timestamps, which this sink does not write; its schema cannot change here".into()));
         }
+        // The features the new schema needs join the protocol: this version's metaData must be
+        // one its protocol allows, or every reader (and the kernel) refuses the table from here on.
+        features::require(&mut protocol, &evolution.schema, evolution.widens);
         if evolution.widens {
-            // Table features (reader 3, writer 7) are what the kernel creates; an older
-            // protocol is left to the writer that made it.
-            let (Some(mut reader), Some(mut writer)) = (features(&protocol, "readerFeatures"), features(&protocol, "writerFeatures")) else {
-                return Err(schema_err(format!("widening a column needs table features (reader 3, writer 7); the table's protocol is {protocol}")));
-            };
-            for list in [&mut reader, &mut writer] {
-                if !list.iter().any(|f| f == FEATURE) {
-                    list.push(FEATURE.into());
-                }
-            }
-            protocol["readerFeatures"] = reader.into();
-            protocol["writerFeatures"] = writer.into();
             metadata["configuration"]["delta.enableTypeWidening"] = "true".into();
         }
         metadata["schemaString"] = serde_json::to_string(&evolution.schema).map_err(|e| schema_err(e.to_string()))?.into();

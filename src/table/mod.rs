@@ -20,7 +20,9 @@
 mod actions;
 pub mod compact;
 mod evolve;
+mod features;
 mod orphans;
+pub mod paths;
 pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
 pub mod tables;
 
@@ -67,6 +69,9 @@ pub enum TableError {
     Contended { table: String, attempts: u32 },
     #[error("delta table {table}: the commit task failed: {reason}")]
     Task { table: String, reason: String },
+    /// The table holds a feature whose rules our writes would break (see `features`).
+    #[error("delta table {table} has {feature}, which this sink cannot keep: write this topic to another table (output.prefix), or drop the feature from the table")]
+    Unkept { table: String, feature: String },
     /// The table's root cannot be named as a URL.
     #[error("delta table of {topic}: no root URL: {reason}")]
     Root { topic: String, reason: String },
@@ -96,7 +101,7 @@ impl TableError {
                 _ => false,
             },
             TableError::Contended { .. } | TableError::Task { .. } => true,
-            TableError::Schema { .. } | TableError::File { .. } | TableError::Root { .. } => false,
+            TableError::Schema { .. } | TableError::File { .. } | TableError::Root { .. } | TableError::Unkept { .. } => false,
         }
     }
 }
@@ -104,7 +109,8 @@ impl TableError {
 /// One data file, put under the table's root and not yet referenced by it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataFile {
-    /// Relative to the table's root (`__kafka_partition=0/...parquet`).
+    /// The object key relative to the table's root (`title=a%2Fb c/__kafka_partition=0/...parquet`);
+    /// the log spells it as a URI ([`paths`]).
     pub path: String,
     pub size: u64,
     pub rows: u64,
@@ -212,7 +218,7 @@ impl Table {
         let now = crate::health::now_ms();
         let root = self.root_key()?;
         for f in s.files.iter().filter(|f| now - f.modification_time > retention / 2) {
-            let path = object_store::path::Path::from(format!("{root}/{}", f.path));
+            let path = self.key(&root, &f.path)?;
             match tokio::runtime::Handle::current().block_on(self.store.head(&path)) {
                 Ok(_) => {}
                 Err(object_store::Error::NotFound { .. }) => return Ok(false),
@@ -220,6 +226,12 @@ impl Table {
             }
         }
         Ok(true)
+    }
+
+    /// The store's path of the file at `relative` (a key relative to the root `root_key`).
+    fn key(&self, root_key: &str, relative: &str) -> Result<object_store::path::Path, TableError> {
+        let key = format!("{root_key}/{relative}");
+        object_store::path::Path::parse(&key).map_err(|e| self.err(delta_kernel::KernelError::generic(format!("data file key {key:?}: {e}"))))
     }
 
     pub fn root(&self) -> &Url {
@@ -248,12 +260,25 @@ impl Table {
         };
         match built {
             Ok(s) => {
+                self.keeps(&s)?;
                 let s = self.with_state(s);
                 self.snapshot = Some(s.clone());
                 Ok(Some(s))
             }
             Err(e) if self.snapshot.is_none() && no_table(&e) => Ok(None),
             Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Refuses a table with a feature our writes would break, naming it (see `features`).
+    fn keeps(&self, snapshot: &SnapshotRef) -> Result<(), TableError> {
+        let config = snapshot.table_configuration();
+        let as_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| self.err(delta_kernel::KernelError::generic(e.to_string())));
+        let protocol = as_json(serde_json::to_value(config.protocol()))?;
+        let metadata = as_json(serde_json::to_value(config.metadata()))?;
+        match features::unkept(&protocol, &metadata) {
+            Some(feature) => Err(TableError::Unkept { table: self.root.to_string(), feature }),
+            None => Ok(()),
         }
     }
 
@@ -284,14 +309,14 @@ impl Table {
         }
     }
 
-    /// Paths (relative to the root) of the data files of the latest version.
+    /// Keys (relative to the root) of the data files of the latest version.
     pub fn file_paths(&mut self) -> Result<Vec<String>, TableError> {
         let Some(snapshot) = self.refresh()? else { return Ok(Vec::new()) };
         let scan = snapshot.scan_builder().build().map_err(|e| self.err(e))?;
         let mut paths = Vec::new();
         for meta in scan.scan_metadata(self.engine.as_ref()).map_err(|e| self.err(e))? {
             let meta = meta.map_err(|e| self.err(e))?;
-            paths = meta.visit_scan_files(paths, |acc: &mut Vec<String>, f| acc.push(f.path)).map_err(|e| self.err(e))?;
+            paths = meta.visit_scan_files(paths, |acc: &mut Vec<String>, f| acc.push(paths::from_log(&f.path).into_owned())).map_err(|e| self.err(e))?;
         }
         paths.sort();
         Ok(paths)

@@ -21,7 +21,7 @@ impl Table {
         if self.refresh()?.is_none() {
             return Ok(0);
         }
-        let named: HashSet<String> = self.file_paths()?.iter().map(|p| decoded(p)).collect();
+        let named: HashSet<String> = self.file_paths()?.into_iter().collect();
         let handle = tokio::runtime::Handle::current();
         let root = Path::from(root_key);
         let log = Path::from(format!("{root_key}/_delta_log"));
@@ -36,7 +36,7 @@ impl Table {
             for line in String::from_utf8_lossy(&bytes).lines() {
                 if let Ok(action) = serde_json::from_str::<serde_json::Value>(line) {
                     if let Some(path) = action.get("remove").and_then(|r| r.get("path")).and_then(|p| p.as_str()) {
-                        swapped_out.insert(decoded(path));
+                        swapped_out.insert(super::paths::from_log(path).into_owned());
                     }
                 }
             }
@@ -49,8 +49,7 @@ impl Table {
             if meta.location.prefix_match(&log).is_some() || !relative.ends_with(".parquet") {
                 continue;
             }
-            let relative = decoded(relative);
-            if named.contains(&relative) || swapped_out.contains(&relative) || now_ms - meta.last_modified.timestamp_millis() <= retention_ms {
+            if named.contains(relative) || swapped_out.contains(relative) || now_ms - meta.last_modified.timestamp_millis() <= retention_ms {
                 continue;
             }
             handle.block_on(store.delete(&meta.location)).map_err(|e| self.err(e.into()))?;
@@ -59,10 +58,4 @@ impl Table {
         }
         Ok(removed)
     }
-}
-
-/// A relative path as the log spells it (URL-encoded) or as the store lists it, decoded, so the
-/// two compare.
-fn decoded(p: &str) -> String {
-    Path::from_url_path(p).map_or_else(|_| p.to_string(), |d| d.as_ref().to_string())
 }

@@ -158,6 +158,34 @@ async fn a_new_column_joins_the_table_schema_and_a_partition_changing_a_type_is_
     Ok(())
 }
 
+/// A column added later whose type needs a feature (a timestamp without zone: `timestampNtz`)
+/// brings the feature into the protocol with the new metaData, so the kernel (and every reader)
+/// still opens the table; nanosecond timestamps reach the table as microseconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_timestamp_without_zone_brings_its_feature_with_it() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (mut t, mut fresh) = (table(&store, 0)?, table(&store, 0)?);
+    let local = Field::new("due", DataType::Timestamp(TimeUnit::Nanosecond, None), true);
+    let with_due = actions::file_schema(&Arc::new(Schema::new(schema(false).fields().iter().cloned().chain([Arc::new(local)]).collect::<Vec<_>>())));
+    assert_eq!(with_due.field_with_name("due")?.data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None), "a file's nanoseconds become microseconds");
+    let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        t.commit(vec![staged(0, None, 10)])?;
+        let mut later = file(0, 10, 10, false);
+        later.schema = with_due;
+        let outcome = t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![later] }])?;
+        let snapshot = fresh.refresh()?.ok_or(TableError::Task { table: "t".into(), reason: "no table".into() })?;
+        let protocol = serde_json::to_value(snapshot.table_configuration().protocol()).map_err(|e| TableError::Task { table: "t".into(), reason: e.to_string() })?;
+        Ok((outcome, protocol, fresh.versions(&[0])?))
+    });
+    let (outcome, protocol, versions) = run.await??;
+    assert_eq!(outcome.committed, [(0, 20)], "the file with the new column commits: {outcome:?}");
+    for list in ["readerFeatures", "writerFeatures"] {
+        assert!(protocol[list].as_array().is_some_and(|l| l.iter().any(|f| f == "timestampNtz")), "{list} of {protocol}");
+    }
+    assert_eq!(versions, [(0, Some(20))].into_iter().collect(), "a new reader opens the table and its txn");
+    Ok(())
+}
+
 /// `after` as Debezium's envelope has it: `streak` of the given width, `category` when added.
 fn image_schema(streak: DataType, category: bool) -> arrow_schema::SchemaRef {
     let mut image = vec![Field::new("id", DataType::Utf8, false), Field::new("streak", streak, true)];
@@ -263,6 +291,12 @@ async fn put_file(store: &Arc<dyn ObjectStore>, p: i32, start: i64, rows: i64) -
 
 /// As [`put_file`], under the directory of a `dt` partition value when given.
 async fn put_file_under(store: &Arc<dyn ObjectStore>, dt: Option<&str>, p: i32, start: i64, rows: i64) -> Result<DataFile, Box<dyn std::error::Error>> {
+    put_file_in(store, dt.map(|d| ("dt", d)), p, start, rows).await
+}
+
+/// As [`put_file`], under the Hive directory of a (column, value) when given, the value escaped
+/// as the field partitioner escapes it.
+async fn put_file_in(store: &Arc<dyn ObjectStore>, value: Option<(&str, &str)>, p: i32, start: i64, rows: i64) -> Result<DataFile, Box<dyn std::error::Error>> {
     use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
     let schema = schema(false);
     let batch = RecordBatch::try_new(
@@ -277,10 +311,11 @@ async fn put_file_under(store: &Arc<dyn ObjectStore>, dt: Option<&str>, p: i32, 
     let mut w = crate::encode::ParquetFile::new(&batch, parquet::file::properties::WriterProperties::builder().build())?;
     w.write(&batch)?;
     let bytes = w.finish()?;
-    let dir = dt.map(|d| format!("dt={d}/")).unwrap_or_default();
+    let escape = |v: &str| v.replace('%', "%25").replace('/', "%2F").replace('?', "%3F");
+    let dir = value.map(|(c, v)| format!("{c}={}/", escape(v))).unwrap_or_default();
     let path = format!("{dir}__kafka_partition={p}/{start:020}-test.parquet");
-    store.put(&format!("bronze/topics/t/{path}").as_str().into(), bytes.clone().into()).await?;
-    let partition_values = dt.map(|d| vec![("dt".to_string(), Some(d.to_string()))]).unwrap_or_default();
+    store.put(&object_store::path::Path::parse(format!("bronze/topics/t/{path}"))?, bytes.clone().into()).await?;
+    let partition_values = value.map(|(c, v)| vec![(c.to_string(), Some(v.to_string()))]).unwrap_or_default();
     Ok(DataFile { path, size: bytes.len() as u64, rows: rows as u64, modification_time: 1, schema: DataFile::schema_of(&bytes, "t")?, partition_values })
 }
 
@@ -291,7 +326,7 @@ async fn table_rows(store: &Arc<dyn ObjectStore>) -> Result<(Vec<String>, Vec<(i
     let files = tokio::task::spawn_blocking(move || t.file_paths()).await??;
     let mut rows = Vec::new();
     for f in &files {
-        let bytes = store.get(&format!("bronze/topics/t/{f}").as_str().into()).await?.bytes().await?;
+        let bytes = store.get(&object_store::path::Path::parse(format!("bronze/topics/t/{f}"))?).await?.bytes().await?;
         for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
             let batch = batch?;
             let ps = batch.column_by_name("__kafka_partition").and_then(|c| c.as_any().downcast_ref::<Int32Array>().cloned()).ok_or("no partition column")?;
@@ -452,6 +487,44 @@ async fn a_compaction_found_in_the_log_is_not_committed_twice() -> TestResult {
 
 /// A table partitioned by the time partitioner's `dt` too: files are only merged with files of
 /// the same `dt`, and the compacted file keeps its directory and partition values.
+/// Partition values with `/`, `%`, `?`, spaces and non-ASCII text: the directories are Hive's
+/// escapes, the log spells each path as a URI (as Spark writes it, so readers decode it to the
+/// key), and compaction reads the files back through those paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn escaped_partition_directories_are_uris_in_the_log_and_compaction_reads_them() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut t = table_with(&store, Settings { path_columns: vec!["title".into()], ..Settings::default() })?;
+    let values = ["a/b c%d", "100% done?", "M\u{fc}nchen caf\u{e9}"];
+    let mut commits = Vec::new();
+    for i in 0..6 {
+        let f = put_file_in(&store, Some(("title", values[i as usize % 3])), 0, i * 10, 10).await?;
+        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
+    }
+    let kv = store.clone();
+    let (before, done, after) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        for c in commits {
+            t.commit(c)?;
+        }
+        let before = t.file_paths()?;
+        let done = t.compact(&kv, "bronze/topics/t", &policy(2), &Default::default())?;
+        Ok((before, done, t.file_paths()?))
+    })
+    .await??;
+    assert!(before.contains(&"title=a%2Fb c%25d/__kafka_partition=0/00000000000000000000-test.parquet".to_string()), "keys of the table: {before:?}");
+    let first = log(&store).await?.into_iter().find(|n| n.ends_with("01.json")).ok_or("no version 1")?;
+    let entry = String::from_utf8(store.get(&format!("bronze/topics/t/_delta_log/{first}").as_str().into()).await?.bytes().await?.to_vec())?;
+    for want in [r#""path":"title=a%252Fb%20c%2525d/__kafka_partition=0/00000000000000000000-test.parquet""#, r#""title":"a/b c%d""#] {
+        assert!(entry.contains(want), "version 1 lacks {want}:\n{entry}");
+    }
+    assert_eq!((done.files_in, done.files_out), (6, 3), "two files of each value into one: {after:?}");
+    for dir in ["title=a%2Fb c%25d", "title=100%25 done%3F", "title=M\u{fc}nchen caf\u{e9}"] {
+        assert!(after.iter().any(|f| f.starts_with(&format!("{dir}/__kafka_partition=0/")) && f.contains("-compacted-")), "{dir}: {after:?}");
+    }
+    let (_, rows) = table_rows(&store).await?;
+    assert_eq!(rows, (0..60).map(|o| (0, o)).collect::<Vec<_>>(), "every row once after compaction");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_keeps_each_path_partition_apart() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());

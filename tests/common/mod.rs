@@ -1033,7 +1033,7 @@ impl Drop for OidcStub {
 
 /// Starts a stub of the scripts (`python3 scripts/<script> ARGS --log LOG`) and waits for the
 /// "ready" line it prints once it listens.
-fn start_stub(script: &str, args: &[&str], log: &std::path::Path) -> TestResult<Child> {
+pub fn start_stub(script: &str, args: &[&str], log: &std::path::Path) -> TestResult<Child> {
     let mut child = Command::new("python3").arg(root().join("scripts").join(script)).args(args).arg("--log").arg(log).stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?), &mut line)?;
