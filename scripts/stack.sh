@@ -51,6 +51,10 @@ ensure_python() {
   # DuckDB's delta_scan, a second reader of Delta tables: its extensions come as PyPI wheels that
   # pin duckdb 1.5.5, so they live in a directory of their own beside the system's duckdb.
   [ -d "$STACK_DIR/duckdb-delta/duckdb_extension_delta" ] || { log "installing DuckDB 1.5.5 with its delta and httpfs extensions into $STACK_DIR/duckdb-delta"; python3 -m pip install -q --target "$STACK_DIR/duckdb-delta" duckdb==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-httpfs==1.5.5; }
+  # Apache Spark with Delta Lake, the reference reader of Delta tables (scripts/delta_spark.py):
+  # pyspark and delta-spark in a directory of their own; Spark fetches the Delta jars from Maven
+  # Central on first use. It needs Java 17 (scripts/kafka.sh's JVM).
+  [ -d "$STACK_DIR/spark/pyspark" ] && [ -d "$STACK_DIR/spark/delta" ] || { log "installing pyspark 4.2.0 and delta-spark 4.4.0 into $STACK_DIR/spark"; python3 -m pip install -q --target "$STACK_DIR/spark" pyspark==4.2.0 delta-spark==4.4.0 py4j; }
   python3 -c 'import jsonschema, yaml' 2>/dev/null || { log "installing jsonschema and pyyaml"; python3 -m pip install -q jsonschema pyyaml; }
 }
 

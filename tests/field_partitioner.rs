@@ -103,3 +103,35 @@ fn a_delta_table_is_partitioned_by_the_fields() -> TestResult {
     }
     Ok(())
 }
+
+/// Partition values as users' titles are: `/`, `%`, `?`, spaces and non-ASCII text. Every
+/// reader users run (deltalake, DuckDB's delta_scan, Spark batch and a stream from version 0)
+/// reads every row once, after compaction has rewritten the small files of each value; each
+/// row's partition value is its title.
+#[test]
+fn a_delta_table_over_titles_with_slashes_percents_spaces_and_non_ascii_reads_alike_everywhere() -> TestResult {
+    const TITLES: &[&str] = &["a/b c%d", "100% done?", "M\u{fc}nchen caf\u{e9}", "batch 123"];
+    let (topic, group, prefix) = (unique("it-field-titles"), unique("it-group"), unique("it/field-titles"));
+    let stack = Stack::get()?;
+    let produced = produce_titled(&stack, &topic, 2, 300, 9, TITLES)?;
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, "max_records = 50\nrotate_interval_ms = 500")
+        .output("format = \"delta\"\nlayout = \"flatten\"\npartitioner = \"field\"\npartition_fields = [\"after.title\"]")
+        .tables("[table]\ncommit_interval_ms = 500\ncheckpoint_interval = 4\ncompaction_min_files = 2\ncompaction_idle_ms = 1000")
+        .start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    // The idle round compacts every value with two small files or more.
+    wait_for(Duration::from_secs(60), "compaction of the idle table", || Ok(sink.log().contains("compacted").then_some(())))
+        .map_err(|e| format!("{e}\n{}", sink.log()))?;
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    let table = assert_every_reader_reads(&stack, &prefix, &topic, 2, &produced)?;
+    assert_eq!(table.partition_columns, ["title", "__kafka_partition"], "partition columns");
+    let titles = read_delta_with(&stack, &prefix, &topic, 2, &["title"])?;
+    let by_offset: std::collections::BTreeMap<(i32, i64), String> = produced.iter().map(|(p, e)| ((p.partition, p.offset), e.title.clone())).collect();
+    let values = titles.values.get("title").ok_or("no title values")?;
+    for (i, row) in titles.rows.iter().enumerate() {
+        assert_eq!(values.get(i).and_then(|v| v.as_str()), by_offset.get(row).map(String::as_str), "row {row:?}: its partition value (left) vs its title (right)");
+    }
+    assert!(table.files.iter().any(|f| f.contains("-compacted-")), "no compacted file among {:?}", table.files);
+    Ok(())
+}

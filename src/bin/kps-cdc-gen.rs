@@ -65,6 +65,7 @@ async fn run(a: Args) -> Result<(), testkit::BoxError> {
         seed: a.seed,
         compression: a.compression,
         bad: testkit::BadMix::percent(a.bad_percent),
+        titles: &[],
     };
     let events = testkit::produce_tasks(&plan).await?;
     let mut ops: BTreeMap<&str, usize> = BTreeMap::new();

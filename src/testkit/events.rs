@@ -70,6 +70,8 @@ pub struct TasksGenerator {
     ts_ms: i64,
     lsn: i64,
     snapshot_left: usize,
+    /// Titles of new tasks (empty: `Task <n>`).
+    titles: &'static [&'static str],
 }
 
 impl TasksGenerator {
@@ -85,7 +87,14 @@ impl TasksGenerator {
             ts_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
             lsn: 26_000_000,
             snapshot_left: snapshot_rows,
+            titles: &[],
         })
+    }
+
+    /// New tasks take their titles from `titles` (the same seed, the same choices).
+    pub fn with_titles(mut self, titles: &'static [&'static str]) -> Self {
+        self.titles = titles;
+        self
     }
 
     /// The value schema after `ALTER TABLE tasks ADD COLUMN category text`.
@@ -129,7 +138,10 @@ impl TasksGenerator {
                 Op::Create
             };
             let n: u64 = self.rng.random();
-            let task = Task { id: uuid_from(n, self.rng.random()), title: format!("Task {}", n % 100_000), completed: false, version: 0 };
+            let task = Task { id: uuid_from(n, self.rng.random()), title: match self.titles.len() {
+                    0 => format!("Task {}", n % 100_000),
+                    k => self.titles[(n % k as u64) as usize].to_string(),
+                }, completed: false, version: 0 };
             self.live.push(task.clone());
             return Ok(vec![self.event(op, None, Some(&task))?]);
         }

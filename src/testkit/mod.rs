@@ -213,6 +213,9 @@ pub struct ProducePlan {
     pub compression: String,
     /// Records sent spoiled instead ([`TaskEvent::spoiled`] says which and how).
     pub bad: BadMix,
+    /// New tasks' titles taken from these (edits add ` (edit N)`), for few distinct values;
+    /// empty: `Task <n>`.
+    pub titles: &'static [&'static str],
 }
 
 /// Creates the topic, registers the real Debezium schemas (`<topic>-key`, `<topic>-value`) and
@@ -222,7 +225,7 @@ pub async fn produce_tasks(plan: &ProducePlan) -> Result<Vec<(Produced, TaskEven
     let key_id = register_schema(&plan.registry, &format!("{}-key", plan.topic), KEY_SCHEMA).await?;
     let v1_id = register_schema(&plan.registry, &format!("{}-value", plan.topic), VALUE_SCHEMA_V1).await?;
     let mut producer = CdcProducer::compressed(&plan.bootstrap, &plan.topic, (key_id, v1_id), &plan.compression)?;
-    let mut generator = TasksGenerator::new(plan.seed, (plan.count / 10).min(100))?;
+    let mut generator = TasksGenerator::new(plan.seed, (plan.count / 10).min(100))?.with_titles(plan.titles);
     let mut spoiler = bad::Spoiler::new(plan.bad, plan.seed);
     let mut out = Vec::with_capacity(plan.count + 1);
     let mut switched = false;

@@ -91,7 +91,14 @@ fn plan(stack: &Stack, topic: &str, (partitions, count, v2_after, seed): (i32, u
         seed,
         compression: "none".into(),
         bad: Default::default(),
+        titles: &[],
     }
+}
+
+/// As [`produce`], new tasks titled from `titles` (few distinct values, for a field partitioner).
+pub fn produce_titled(stack: &Stack, topic: &str, partitions: i32, count: usize, seed: u64, titles: &'static [&'static str]) -> TestResult<Vec<(Produced, TaskEvent)>> {
+    let plan = plan(stack, topic, (partitions, count, None, seed), None);
+    tokio::runtime::Runtime::new()?.block_on(produce_tasks(&ProducePlan { titles, ..plan }))
 }
 
 /// As [`produce`], a share of the records spoiled as `bad` says (each event's `spoiled`).
@@ -1153,4 +1160,49 @@ pub fn kill_somewhere(sink: &mut SinkProcess, cycle: usize, marker: &str) -> Tes
         }
     }
     sink.kill9()
+}
+
+/// Rows as (Kafka partition, offset), sorted.
+pub type Offsets = Vec<(i32, i64)>;
+
+/// The topic's Delta table as Apache Spark with Delta Lake reads it (`scripts/delta_spark.py`):
+/// every row's (partition, offset) of a batch read of the latest version, and of a stream from
+/// version 0.
+pub fn read_delta_spark(stack: &Stack, prefix: &str, topic: &str) -> TestResult<(Offsets, Offsets)> {
+    #[derive(serde::Deserialize)]
+    struct Dump {
+        rows: Vec<(i32, i64)>,
+        stream: Vec<(i32, i64)>,
+    }
+    let table = format!("{prefix}/topics/{topic}");
+    let out = Command::new("python3")
+        .arg(root().join("scripts/delta_spark.py"))
+        .args(["--endpoint", &stack.s3, "dump", "--stream", "--table", &table])
+        .env("SPARK_DIR", stack_dir().join("spark"))
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("delta_spark.py dump of {table} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let mut dump: Dump = serde_json::from_slice(&out.stdout)?;
+    dump.rows.sort();
+    dump.stream.sort();
+    Ok((dump.rows, dump.stream))
+}
+
+/// The reader matrix: the topic's table read by `deltalake`, DuckDB's `delta_scan` and Spark
+/// (batch, and a stream from version 0) holds every offset of `produced` once, alike in each.
+pub fn assert_every_reader_reads(stack: &Stack, prefix: &str, topic: &str, partitions: i32, produced: &[(Produced, TaskEvent)]) -> TestResult<DeltaDump> {
+    let table = read_delta(stack, prefix, topic, partitions)?;
+    table.exactly_once(produced).map_err(|e| format!("deltalake: {e}"))?;
+    let mut by_deltalake = table.rows.clone();
+    by_deltalake.sort();
+    let by_duckdb = read_delta_duckdb(stack, prefix, topic)?;
+    assert_eq!(by_duckdb.len(), by_deltalake.len(), "rows read by DuckDB (left) and deltalake (right)");
+    assert!(by_duckdb == by_deltalake, "DuckDB's delta_scan reads other rows than deltalake");
+    let (by_spark, streamed) = read_delta_spark(stack, prefix, topic)?;
+    assert_eq!(by_spark.len(), by_deltalake.len(), "rows read by Spark (left) and deltalake (right)");
+    assert!(by_spark == by_deltalake, "Spark reads other rows than deltalake");
+    assert_eq!(streamed.len(), by_deltalake.len(), "rows a Spark stream from version 0 read (left) and deltalake (right)");
+    assert!(streamed == by_deltalake, "a Spark stream from version 0 reads other rows than deltalake");
+    Ok(table)
 }
