@@ -124,12 +124,11 @@ fn a_delta_table_over_titles_with_slashes_percents_spaces_and_non_ascii_reads_al
     wait_for(Duration::from_secs(60), "compaction of the idle table", || Ok(sink.log().contains("compacted").then_some(())))
         .map_err(|e| format!("{e}\n{}", sink.log()))?;
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
-    let table = assert_every_reader_reads(&stack, &prefix, &topic, 2, &produced)?;
+    let table = assert_every_reader_reads(&stack, (&prefix, &topic, 2), &["title"], &produced)?;
     assert_eq!(table.partition_columns, ["title", "__kafka_partition"], "partition columns");
-    let titles = read_delta_with(&stack, &prefix, &topic, 2, &["title"])?;
     let by_offset: std::collections::BTreeMap<(i32, i64), String> = produced.iter().map(|(p, e)| ((p.partition, p.offset), e.title.clone())).collect();
-    let values = titles.values.get("title").ok_or("no title values")?;
-    for (i, row) in titles.rows.iter().enumerate() {
+    let values = table.values.get("title").ok_or("no title values")?;
+    for (i, row) in table.rows.iter().enumerate() {
         assert_eq!(values.get(i).and_then(|v| v.as_str()), by_offset.get(row).map(String::as_str), "row {row:?}: its partition value (left) vs its title (right)");
     }
     assert!(table.files.iter().any(|f| f.contains("-compacted-")), "no compacted file among {:?}", table.files);

@@ -260,7 +260,15 @@ impl Table {
         };
         match built {
             Ok(s) => {
-                self.keeps(&s)?;
+                // The features are looked at when the protocol or metaData changed, not on each
+                // commit's read of the log.
+                let unchanged = self.snapshot.as_ref().is_some_and(|prev| {
+                    let (was, now) = (prev.table_configuration(), s.table_configuration());
+                    was.protocol() == now.protocol() && was.metadata() == now.metadata()
+                });
+                if !unchanged {
+                    self.keeps(&s)?;
+                }
                 let s = self.with_state(s);
                 self.snapshot = Some(s.clone());
                 Ok(Some(s))

@@ -1191,8 +1191,9 @@ pub fn read_delta_spark(stack: &Stack, prefix: &str, topic: &str) -> TestResult<
 
 /// The reader matrix: the topic's table read by `deltalake`, DuckDB's `delta_scan` and Spark
 /// (batch, and a stream from version 0) holds every offset of `produced` once, alike in each.
-pub fn assert_every_reader_reads(stack: &Stack, prefix: &str, topic: &str, partitions: i32, produced: &[(Produced, TaskEvent)]) -> TestResult<DeltaDump> {
-    let table = read_delta(stack, prefix, topic, partitions)?;
+/// Returns what `deltalake` read, with each row's values of `columns`.
+pub fn assert_every_reader_reads(stack: &Stack, (prefix, topic, partitions): (&str, &str, i32), columns: &[&str], produced: &[(Produced, TaskEvent)]) -> TestResult<DeltaDump> {
+    let table = read_delta_with(stack, prefix, topic, partitions, columns)?;
     table.exactly_once(produced).map_err(|e| format!("deltalake: {e}"))?;
     let mut by_deltalake = table.rows.clone();
     by_deltalake.sort();
