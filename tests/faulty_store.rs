@@ -2,8 +2,8 @@
 //! - one that ignores conditional puts cannot hold a Delta table's log, and `run` says so at
 //!   start-up, exit 2, naming `output.format`;
 //! - one that loses answers (the put landed, the reply did not): a data file's retried
-//!   conditional put meets its own object, which is our write landing; every offset is in the
-//!   table once and the sink never stops.
+//!   conditional put meets its own bytes, which is our write landing, in both output modes;
+//!   every offset is in the lake once and the sink never stops.
 
 mod common;
 
@@ -72,20 +72,19 @@ fn a_store_that_ignores_conditional_puts_cannot_hold_a_delta_table() -> TestResu
     Ok(())
 }
 
-/// One put in seven loses its answer (the put landed, the reply did not); the Delta sink rides
-/// it and the table holds every offset once. (Files mode is not run here yet: there a data
-/// file's key is its offset, and two lost answers on one key drop the group until the next
-/// rebalance.)
-#[test]
-fn a_delta_table_rides_lost_answers() -> TestResult {
+/// One put in seven loses its answer (the put landed, the reply did not); the sink rides it in
+/// `output` mode (a data file's retried conditional put finds its own bytes there) and the
+/// lake holds every offset once.
+fn rides_lost_answers(output: &str, table: bool) -> TestResult {
     let stack = Stack::get()?;
     let faulty = FaultyS3::start(&stack, &["--lose-every", "7"])?;
-    let (topic, group, prefix) = (unique("it-faulty-delta"), unique("it-group"), unique("it/faulty-delta"));
+    let mode = if table { "delta" } else { "files" };
+    let (topic, group, prefix) = (unique(&format!("it-faulty-{mode}")), unique("it-group"), unique(&format!("it/faulty-{mode}")));
     let partitions = 2;
     let produced = produce(&stack, &topic, partitions, 1200, None, 3003)?;
     let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, FLUSH)
         .s3(&faulty.url(), true)
-        .output("format = \"delta\"")
+        .output(output)
         .tables("[table]\ncommit_interval_ms = 500\ncheckpoint_interval = 5")
         .env("KPS__S3__RETRY_MAX_BACKOFF_MS", "500")
         .start()?;
@@ -97,10 +96,24 @@ fn a_delta_table_rides_lost_answers() -> TestResult {
     let lost = faulty.lost()?;
     let data_files = lost.iter().filter(|p| p.ends_with(".parquet")).count();
     assert!(data_files >= 1, "no data file's answer was lost ({} answers lost: {lost:?}): the test proved nothing", lost.len());
-    let dump = read_delta(&stack, &prefix, &topic, partitions)?;
-    dump.exactly_once(&produced)?;
-    let txn: std::collections::BTreeMap<String, Option<i64>> = ends.iter().map(|(p, e)| (p.to_string(), Some(*e))).collect();
-    assert_eq!(dump.txn, txn, "txn versions after {} lost answers", lost.len());
-    assert!(log.contains("an earlier attempt landed and its answer was lost"), "no data file met its own object:\n{log}");
+    assert!(log.contains("a put whose answer was lost had landed"), "no data file met its own object:\n{log}");
+    if table {
+        let dump = read_delta(&stack, &prefix, &topic, partitions)?;
+        dump.exactly_once(&produced)?;
+        let txn: std::collections::BTreeMap<String, Option<i64>> = ends.iter().map(|(p, e)| (p.to_string(), Some(*e))).collect();
+        assert_eq!(dump.txn, txn, "txn versions after {} lost answers", lost.len());
+    } else {
+        audit_lake(&stack, &prefix, &produced)?.exactly_once()?;
+    }
     Ok(())
+}
+
+#[test]
+fn a_delta_table_rides_lost_answers() -> TestResult {
+    rides_lost_answers("format = \"delta\"", true)
+}
+
+#[test]
+fn files_ride_lost_answers() -> TestResult {
+    rides_lost_answers("", false)
 }

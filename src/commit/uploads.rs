@@ -329,10 +329,14 @@ impl Job {
         let partition_values = file.path.as_deref().map(crate::partition::values_of).unwrap_or_default();
         let schema = crate::table::DataFile::schema_of(&file.bytes, &self.tp.0)?;
         let size = file.bytes.len();
-        // The name is unique (a UUID): an object already there can only be this put's own, landed
-        // on an attempt whose answer was lost (the retry's conditional put then meets it).
+        // The name is unique (a UUID); a put whose answer was lost is found landed by
+        // `upload_new`, so another object here is a bug, not a race.
         if let Uploaded::Exists = self.store.upload_new(&key, file.bytes).await? {
-            tracing::info!(topic = %self.tp.0, partition = self.tp.1, key, "the data file was already there: an earlier attempt landed and its answer was lost");
+            return Err(SinkError::Store(crate::store::StoreError {
+                op: "put",
+                key,
+                source: object_store::Error::AlreadyExists { path: path.clone(), source: "a unique name was taken by other bytes".into() },
+            }));
         }
         if !self.owner.owns() {
             tracing::warn!(topic = %self.tp.0, partition = self.tp.1, key, "partition lost while the file uploaded: it stays unreferenced by the table");

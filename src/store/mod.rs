@@ -253,14 +253,38 @@ impl Store {
     /// Uploads a data file without replacing an object at its key, where the store supports
     /// conditional puts (single puts; a file of `multipart_part_bytes` or more goes multipart,
     /// which object_store cannot make conditional, and overwrites).
+    ///
+    /// A refused put is read back: an attempt whose answer was lost has landed before the retry
+    /// that meets it, so an object holding exactly these bytes is this upload's own, landed. It
+    /// is `Created` without an ETag: the same bytes could also be another owner's replay of the
+    /// same records, and nothing without an ETag of ours is ever deleted ([`Store::delete_if_ours`]).
     pub async fn upload_new(&self, key: &str, bytes: Bytes) -> Result<Uploaded, StoreError> {
         let path = parse_path(key)?;
         let mode = if self.conditional { PutMode::Create } else { PutMode::Overwrite };
         match self.retrying("put", key, || self.put_once(&path, bytes.clone(), mode.clone())).await {
             Ok(e_tag) => Ok(Uploaded::Created { e_tag }),
-            Err(StoreError { source: object_store::Error::AlreadyExists { .. }, .. }) => Ok(Uploaded::Exists),
+            Err(StoreError { source: object_store::Error::AlreadyExists { .. }, .. }) => {
+                let same = self.retrying("get", key, || self.holds(&path, &bytes)).await;
+                match same {
+                    Ok(true) => {
+                        tracing::info!(key, "the object under the key holds our bytes: a put whose answer was lost had landed");
+                        Ok(Uploaded::Created { e_tag: None })
+                    }
+                    Ok(false) | Err(StoreError { source: object_store::Error::NotFound { .. }, .. }) => Ok(Uploaded::Exists),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the object at `path` holds exactly `bytes` (its size compared before its body).
+    async fn holds(&self, path: &Path, bytes: &Bytes) -> Result<bool, object_store::Error> {
+        let got = self.inner.get(path).await?;
+        if got.meta.size != bytes.len() as u64 {
+            return Ok(false);
+        }
+        Ok(got.bytes().await? == *bytes)
     }
 
     /// Deletes `key` if it is still the object we created (its ETag is `e_tag`): another
@@ -386,6 +410,8 @@ mod tests {
             return Err("the first put of a new key must create it".into());
         };
         assert_eq!(store.upload_new(&key, Bytes::from_static(b"other")).await?, Uploaded::Exists);
+        // The same bytes again (a put whose answer was lost, retried): ours, landed, no ETag.
+        assert_eq!(store.upload_new(&key, Bytes::from_static(b"zombie")).await?, Uploaded::Created { e_tag: None }, "our own landed put");
         let back = mem.get(&Path::parse(&key)?).await?.bytes().await?;
         assert_eq!(back, Bytes::from_static(b"zombie"), "a refused put left the object as it was");
         // Another owner replaced it: its ETag differs, so ours is not deleted.
