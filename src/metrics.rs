@@ -67,6 +67,12 @@ pub struct Metrics {
     pub table_version: IntGaugeVec,
     /// Table mode: data files no version named, removed after the orphan retention, by topic.
     pub table_orphans_removed: IntCounterVec,
+    /// Table mode: data files a version removed (compaction), deleted after the table's
+    /// `delta.deletedFileRetentionDuration`, by topic.
+    pub table_files_expired: IntCounterVec,
+    /// Table mode: log entries past the table's `delta.logRetentionDuration`, removed behind a
+    /// checkpoint, by topic.
+    pub table_log_entries_removed: IntCounterVec,
     /// Table mode: bytes compaction read (`in`) and wrote (`out`), by topic.
     pub table_compaction_bytes: IntCounterVec,
     /// Partition states and dependency reachability, for `/readyz` and `/status`.
@@ -161,6 +167,8 @@ impl Metrics {
             table_fenced: counter("kps_table_fenced_partitions_total", "Partitions fenced by the Delta table", &["topic"])?,
             table_version: gauge("kps_table_version", "Latest Delta log version seen", &["topic"])?,
             table_orphans_removed: counter("kps_table_orphans_removed_total", "Data files no Delta version named, removed", &["topic"])?,
+            table_files_expired: counter("kps_table_files_expired_total", "Data files a Delta version removed, deleted after the table's deleted-file retention", &["topic"])?,
+            table_log_entries_removed: counter("kps_table_log_entries_removed_total", "Delta log entries past the table's log retention, removed behind a checkpoint", &["topic"])?,
             table_compaction_bytes: counter("kps_table_compaction_bytes_total", "Bytes compaction read and wrote", &["topic", "direction"])?,
             buffered_records: gauge("kps_buffered_records", "Records held in open files", &["topic", "partition"])?,
             flush_duration,

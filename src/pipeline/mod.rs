@@ -129,6 +129,7 @@ impl Pipeline {
                     orphan_retention_ms: (config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64),
                     type_widening: config.table.type_widening,
                     path_columns: paths.columns().map_err(crate::decode::DecodeError::Batch)?,
+                    properties: config.table.properties.clone(),
                 },
             )
             .with_compaction((config.table.compaction_min_files > 0).then(|| crate::table::compact::Policy {

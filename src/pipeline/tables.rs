@@ -192,14 +192,16 @@ impl Pipeline {
     /// A maintenance round's answer: its metrics. A compaction that failed leaves the small
     /// files as they were and is tried again later.
     fn table_maintained(&mut self, done: Maintained) {
-        let Maintained { topic, compacted, orphans_removed, checkpointed } = done;
+        let Maintained { topic, compacted, swept, checkpointed, log_entries_removed } = done;
         if let Some(Err(e)) = checkpointed {
             self.metrics.errors.with_label_values(&["table", "checkpoint"]).inc();
             tracing::warn!(topic, error = %e, "checkpoint failed; readers replay the log meanwhile, and the next one is tried in time");
         }
-        self.metrics.table_orphans_removed.with_label_values(&[topic.as_str()]).inc_by(orphans_removed as u64);
-        if orphans_removed > 0 {
-            tracing::info!(topic, removed = orphans_removed, "data files no version named removed");
+        self.metrics.table_orphans_removed.with_label_values(&[topic.as_str()]).inc_by(swept.orphans as u64);
+        self.metrics.table_files_expired.with_label_values(&[topic.as_str()]).inc_by(swept.expired as u64);
+        self.metrics.table_log_entries_removed.with_label_values(&[topic.as_str()]).inc_by(log_entries_removed as u64);
+        if swept.orphans + swept.expired > 0 {
+            tracing::info!(topic, orphans = swept.orphans, expired = swept.expired, "data files no reader needs removed");
         }
         match compacted {
             Some(Ok(c)) => {
@@ -224,6 +226,8 @@ impl Pipeline {
         // Present at 0 from the first commit on, so dashboards see the series before they move.
         self.metrics.table_fenced.with_label_values(&[topic.as_str()]);
         self.metrics.table_orphans_removed.with_label_values(&[topic.as_str()]);
+        self.metrics.table_files_expired.with_label_values(&[topic.as_str()]);
+        self.metrics.table_log_entries_removed.with_label_values(&[topic.as_str()]);
         for direction in ["in", "out"] {
             self.metrics.table_compaction_bytes.with_label_values(&[topic.as_str(), direction]);
         }

@@ -21,7 +21,8 @@ mod actions;
 pub mod compact;
 mod evolve;
 mod features;
-mod orphans;
+mod log_cleanup;
+pub mod orphans;
 pub mod paths;
 pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
 pub mod tables;
@@ -43,6 +44,9 @@ pub use tables::Tables;
 
 /// Written into each commit's `commitInfo.engineInfo`.
 pub const ENGINE_INFO: &str = concat!("kafka-parquet-sink/", env!("CARGO_PKG_VERSION"));
+
+/// The table property of the deleted-file retention (see `orphans`).
+const DELETED_FILE_RETENTION: &str = "delta.deletedFileRetentionDuration";
 
 /// Commits a table attempts in one call before it reports contention: each lost race reloads
 /// the log, and each reload can only shrink what is left to commit.
@@ -176,6 +180,8 @@ pub struct Settings {
     pub type_widening: bool,
     /// The partition columns before the Kafka partition (the time or field partitioner's).
     pub path_columns: Vec<String>,
+    /// Table properties a new table is created with (`table.properties`).
+    pub properties: BTreeMap<String, String>,
 }
 
 /// One topic's Delta table.
@@ -360,7 +366,12 @@ impl Table {
             .and_then(|s| actions::with_path_columns(&s, &self.settings.path_columns))
             .map_err(|reason| TableError::Schema { table: self.root.to_string(), reason })?;
         let engine = self.engine.as_ref();
+        // The deleted-file retention the sweep keeps to, spelled out in the table (Spark's
+        // default) unless `table.properties` says otherwise.
+        let mut properties = self.settings.properties.clone();
+        properties.entry(DELETED_FILE_RETENTION.into()).or_insert_with(|| "interval 7 days".into());
         let built = create_table(self.root.as_str(), kernel_schema, ENGINE_INFO, true)
+            .with_table_properties(properties)
             .with_data_layout(DataLayout::partitioned(self.partition_columns()))
             .build(engine, Box::new(FileSystemCommitter::new()));
         let txn = match built {

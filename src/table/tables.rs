@@ -32,13 +32,15 @@ pub struct Committed {
     pub millis: u64,
 }
 
-/// A maintenance round that finished: what compaction did (if it was due), how many files
-/// no version named were removed, and the version a checkpoint was written for (if one was due).
+/// A maintenance round that finished: what compaction did (if it was due), what the sweep
+/// removed, the version a checkpoint was written for (if one was due), and how many log
+/// entries past the log retention went behind it.
 pub struct Maintained {
     pub topic: String,
     pub compacted: Option<Result<super::compact::Compacted, TableError>>,
-    pub orphans_removed: usize,
+    pub swept: super::orphans::Swept,
     pub checkpointed: Option<Result<u64, TableError>>,
+    pub log_entries_removed: usize,
 }
 
 /// What [`Tables::next_finished`] hands back.
@@ -287,26 +289,36 @@ impl Tables {
         self.maintenance.spawn(async move {
             let joined = tokio::task::spawn_blocking(move || {
                 let compacted = policy.map(|p| table.root_key().and_then(|root| table.compact(&store, &root, &p, &stop)));
-                let mut orphans_removed = 0;
+                let mut swept = Default::default();
                 if let Some(ms) = sweep {
                     let now = crate::health::now_ms();
                     match table.root_key().and_then(|root| table.remove_orphans(&store, &root, ms, now)) {
-                        Ok(n) => orphans_removed = n,
+                        Ok(s) => swept = s,
                         Err(e) => tracing::warn!(table = %table.root(), error = %e, "looking for orphan files failed; tried again later"),
                     }
                 }
                 // Last, so it takes in the compaction's version too. No table yet: nothing due.
                 let checkpointed = checkpoint.then(|| table.checkpoint()).and_then(Result::transpose);
-                (table, compacted, orphans_removed, checkpointed)
+                // Expired log entries go behind a new checkpoint, as Spark's cleanup does.
+                let mut log_entries_removed = 0;
+                if matches!(checkpointed, Some(Ok(_))) {
+                    match table.root_key().and_then(|root| table.clean_log(&store, &root, crate::health::now_ms())) {
+                        Ok(n) => log_entries_removed = n,
+                        Err(e) => tracing::warn!(table = %table.root(), error = %e, "removing expired log entries failed; tried again after the next checkpoint"),
+                    }
+                }
+                (table, compacted, swept, checkpointed, log_entries_removed)
             })
             .await;
             match joined {
-                Ok((table, compacted, orphans_removed, checkpointed)) => (Maintained { topic: name, compacted, orphans_removed, checkpointed }, Some(table)),
+                Ok((table, compacted, swept, checkpointed, log_entries_removed)) => {
+                    (Maintained { topic: name, compacted, swept, checkpointed, log_entries_removed }, Some(table))
+                }
                 // The kernel panicked: the table object is lost with it; the next round reads
                 // the log afresh.
                 Err(e) => {
                     let compacted = Some(Err(TableError::Task { table: name.clone(), reason: e.to_string() }));
-                    (Maintained { topic: name, compacted, orphans_removed: 0, checkpointed: None }, None)
+                    (Maintained { topic: name, compacted, swept: Default::default(), checkpointed: None, log_entries_removed: 0 }, None)
                 }
             }
         });
@@ -409,8 +421,9 @@ impl Tables {
             Err(e) => Some(Maintained {
                 topic: String::new(),
                 compacted: Some(Err(TableError::Task { table: String::new(), reason: e.to_string() })),
-                orphans_removed: 0,
+                swept: Default::default(),
                 checkpointed: None,
+                log_entries_removed: 0,
             }),
         }
     }

@@ -560,32 +560,46 @@ async fn compaction_keeps_each_path_partition_apart() -> TestResult {
     Ok(())
 }
 
+/// The sweep: a file the latest version names stays; a file no version named goes after the
+/// orphan retention; a file compaction swapped out stays for the table's deleted-file retention
+/// (7 days), whatever the orphan retention, then goes.
 #[tokio::test(flavor = "multi_thread")]
-async fn files_no_version_names_are_removed_after_the_retention_and_named_ones_never() -> TestResult {
+async fn files_no_version_names_go_after_the_orphan_retention_and_swapped_out_ones_after_the_deleted_file_retention() -> TestResult {
+    const HOUR: i64 = 3_600_000;
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let named = put_file(&store, 0, 0, 10).await?;
-    let orphan = put_file(&store, 0, 10, 10).await?; // uploaded, never committed: a crash's leftover
+    let inputs = [put_file(&store, 0, 0, 10).await?, put_file(&store, 0, 10, 10).await?];
+    let orphan = put_file(&store, 1, 0, 10).await?; // uploaded, never committed: a crash's leftover
     let mut t = table(&store, 0)?;
     let kv = store.clone();
-    let named_path = named.path.clone();
-    let (early, late, files) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![named] }])?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let early = t.remove_orphans(&kv, "bronze/topics/t", 60_000, now)?;
-        let late = t.remove_orphans(&kv, "bronze/topics/t", 60_000, now + 120_000)?;
-        Ok((early, late, t.file_paths()?))
+    let commits = vec![
+        vec![Staged { partition: 0, start: None, next: 10, files: vec![inputs[0].clone()] }],
+        vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![inputs[1].clone()] }],
+    ];
+    let (sweeps, files) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        for c in commits {
+            t.commit(c)?;
+        }
+        t.compact(&kv, "bronze/topics/t", &policy(2), &Default::default())?;
+        let now = crate::health::now_ms();
+        let mut sweeps = Vec::new();
+        for at in [now, now + 2 * HOUR, now + 8 * 24 * HOUR] {
+            sweeps.push(t.remove_orphans(&kv, "bronze/topics/t", HOUR, at)?);
+        }
+        Ok((sweeps, t.file_paths()?))
     })
     .await??;
-    assert_eq!(early, 0, "nothing is removed before the retention");
-    assert_eq!(late, 1, "the never-committed file, once older than the retention");
-    assert_eq!(files, vec![named_path.clone()], "the table's files");
+    let swept = |orphans, expired| orphans::Swept { orphans, expired };
+    assert_eq!(sweeps, [swept(0, 0), swept(1, 0), swept(0, 2)], "sweeps now, past the orphan retention, past the deleted-file retention");
+    let [compacted] = files.as_slice() else { return Err(format!("one compacted file: {files:?}").into()) };
     let exists = |p: &str| {
         let store = store.clone();
         let key = format!("bronze/topics/t/{p}");
         async move { store.head(&key.as_str().into()).await.is_ok() }
     };
-    assert!(exists(&named_path).await, "the named file is still there");
-    assert!(!exists(&orphan.path).await, "the orphan is gone");
+    assert!(exists(compacted).await, "the named file is still there");
+    for gone in [&orphan.path, &inputs[0].path, &inputs[1].path] {
+        assert!(!exists(gone).await, "{gone} is gone");
+    }
     Ok(())
 }
 
@@ -860,5 +874,47 @@ async fn a_steady_commit_lists_the_log_and_puts_one_version_and_reads_nothing() 
     assert_eq!(fresh_versions, BTreeMap::from([(0, Some(50)), (1, Some(50)), (2, Some(50)), (3, Some(50)), (9, Some(3))]), "txn versions a new member reads");
     assert!(!fresh_requests.iter().any(|r| r.contains("checkpoint.parquet")), "a new member replayed the checkpoint rather than read the checksum beside it: {fresh_requests:?}");
     assert!(fresh_requests.contains(&"GET log/00000000000000000004.crc".to_string()), "the checksum of the checkpoint's version in {fresh_requests:?}");
+    Ok(())
+}
+
+/// Log cleanup: behind the newest checkpoint older than `delta.logRetentionDuration`, the
+/// commits, checksums and checkpoints before it go; a new reader still opens the table and its
+/// txn versions. `delta.enableExpiredLogCleanup = false` keeps the whole log.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_entries_past_the_log_retention_go_behind_a_checkpoint() -> TestResult {
+    for cleanup in [true, false] {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut properties = BTreeMap::from([("delta.logRetentionDuration".to_string(), "interval 1 minute".to_string())]);
+        if !cleanup {
+            properties.insert("delta.enableExpiredLogCleanup".into(), "false".into());
+        }
+        let settings = Settings { properties, ..Settings::default() };
+        let (mut t, mut fresh) = (table_with(&store, settings.clone())?, table_with(&store, settings)?);
+        let kv = store.clone();
+        let (removed, versions, property) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+            for i in 0..12 {
+                t.commit(vec![staged(0, (i > 0).then_some(i * 10), i * 10 + 10)])?;
+                if i == 4 || i == 9 {
+                    t.checkpoint()?; // at versions 5 and 10
+                }
+            }
+            let removed = t.clean_log(&kv, "bronze/topics/t", crate::health::now_ms() + 3_600_000)?;
+            let snapshot = fresh.refresh()?.ok_or(TableError::Task { table: "t".into(), reason: "no table".into() })?;
+            let property = snapshot.table_properties().deleted_file_retention_duration;
+            Ok((removed, fresh.versions(&[0])?, property))
+        })
+        .await??;
+        let left = log(&store).await?;
+        assert_eq!(versions, [(0, Some(120))].into_iter().collect(), "a new reader's txn version (cleanup {cleanup}), log {left:?}");
+        assert_eq!(property, Some(std::time::Duration::from_secs(7 * 24 * 3600)), "the deleted-file retention every new table carries");
+        let below_ten = left.iter().filter(|n| n.starts_with("000000000000000000") && n[..20].parse::<u64>().is_ok_and(|v| v < 10)).count();
+        if cleanup {
+            assert!(removed > 0 && below_ten == 0, "removed {removed}; entries below the checkpoint at 10 left: {left:?}");
+            assert!(left.iter().any(|n| n == "00000000000000000010.checkpoint.parquet"), "the checkpoint kept: {left:?}");
+        } else {
+            assert_eq!(removed, 0, "with delta.enableExpiredLogCleanup = false: {left:?}");
+            assert!(left.iter().any(|n| n == "00000000000000000000.json"), "version 0 kept: {left:?}");
+        }
+    }
     Ok(())
 }
