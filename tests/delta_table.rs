@@ -280,3 +280,38 @@ fn a_local_directory_holds_the_table_too() -> TestResult {
     assert!(dir.path().join(format!("lake/topics/{topic}/_delta_log/00000000000000000000.json")).exists(), "the log under the directory");
     Ok(())
 }
+
+/// Log cleanup with a short `delta.logRetentionDuration` (`table.properties`): after enough
+/// versions and a checkpoint, the entries before the newest checkpoint older than it are gone,
+/// and every reader (deltalake, DuckDB, Spark) still opens the table, every offset once, each
+/// partition resuming from its txn version.
+#[test]
+fn log_entries_past_a_short_log_retention_go_and_every_reader_still_opens_the_table() -> TestResult {
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-delta-logclean"), unique("it-group"), unique("it/delta-logclean"));
+    let partitions = 2;
+    let table = "[table]\ncommit_interval_ms = 500\ncheckpoint_interval = 2\ncompaction_min_files = 0\nproperties = { \"delta.logRetentionDuration\" = \"interval 2 seconds\" }";
+    let mut produced = produce(&stack, &topic, partitions, 300, None, 1931)?;
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, FLUSH).output(DELTA).tables(table).start()?;
+    wait_committed(&stack, &group, &topic, &log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset))), Duration::from_secs(90))
+        .map_err(|e| format!("{e}\n{}", sink.log()))?;
+    std::thread::sleep(Duration::from_secs(3)); // the first versions are now past the retention
+    // A few more commits, so that a checkpoint comes after the expired ones.
+    for seed in 1932..1936 {
+        produced.extend(produce(&stack, &topic, partitions, 100, None, seed)?);
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    wait_for(Duration::from_secs(60), "a log cleanup behind a checkpoint", || Ok(sink.log().contains("log entries past the table's log retention removed").then_some(())))
+        .map_err(|e| format!("{e}\n{}", sink.log()))?;
+    let counted = sink.metric_sum("kps_table_log_entries_removed_total", &[("topic", topic.as_str())]);
+    assert!(counted > 0.0, "kps_table_log_entries_removed_total is {counted}");
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    let log: Vec<String> = lake_digest(&stack, &format!("{prefix}/topics/{topic}/_delta_log"))?.into_iter().map(|d| d.key).collect();
+    assert!(!log.iter().any(|k| k.ends_with("00000000000000000000.json")), "version 0 is past the retention and behind a checkpoint, yet still there: {log:?}");
+    assert!(log.iter().any(|k| k.contains(".checkpoint.")), "the checkpoint the log starts from: {log:?}");
+    let dump = assert_every_reader_reads(&stack, (&prefix, &topic, partitions), Matrix { columns: &[], stream: false }, &produced)?;
+    assert_eq!(dump.txn, txn_of(&ends), "txn versions read through the checkpoint");
+    Ok(())
+}

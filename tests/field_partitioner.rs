@@ -124,7 +124,7 @@ fn a_delta_table_over_titles_with_slashes_percents_spaces_and_non_ascii_reads_al
     wait_for(Duration::from_secs(60), "compaction of the idle table", || Ok(sink.log().contains("compacted").then_some(())))
         .map_err(|e| format!("{e}\n{}", sink.log()))?;
     assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
-    let table = assert_every_reader_reads(&stack, (&prefix, &topic, 2), &["title"], &produced)?;
+    let table = assert_every_reader_reads(&stack, (&prefix, &topic, 2), Matrix { columns: &["title"], stream: true }, &produced)?;
     assert_eq!(table.partition_columns, ["title", "__kafka_partition"], "partition columns");
     let by_offset: std::collections::BTreeMap<(i32, i64), String> = produced.iter().map(|(p, e)| ((p.partition, p.offset), e.title.clone())).collect();
     let values = table.values.get("title").ok_or("no title values")?;
