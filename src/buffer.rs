@@ -121,6 +121,8 @@ pub struct ClosedFile {
     pub end_offset: i64,
     pub rows: u64,
     pub bytes: Bytes,
+    /// Its column statistics (table mode).
+    pub stats: Option<arrow::array::ArrayRef>,
     pub times: RowTimes,
     pub path: Option<String>,
 }
@@ -436,12 +438,13 @@ impl PartitionBuffer {
         }
         for mut f in g.files {
             f.hand_out(props)?;
-            if let Some((rows, bytes)) = f.parquet.finish()? {
+            if let Some(done) = f.parquet.finish()? {
                 files.push(ClosedFile {
                     start_offset: f.start_offset,
                     end_offset: f.end_offset,
-                    rows,
-                    bytes,
+                    rows: done.rows,
+                    bytes: done.bytes,
+                    stats: done.stats,
                     times: f.times,
                     path: f.path,
                 });

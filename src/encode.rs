@@ -69,15 +69,39 @@ const UNIQUE_INT_COLUMNS: &[&[&str]] = &[
     &["transaction", "data_collection_order"],
 ];
 
+/// Per-file column statistics a table format keeps beside a data file (min, max, null count),
+/// gathered from the batches the file takes as they are encoded.
+pub trait FileStats: Send {
+    fn merge(&mut self, batch: &RecordBatch) -> Result<(), String>;
+    /// The file's statistics, one row.
+    fn finish(self: Box<Self>) -> Result<Option<arrow::array::ArrayRef>, String>;
+}
+
+/// A closed file: its rows, its bytes and, in table mode, its column statistics.
+pub struct Finished {
+    pub rows: u64,
+    pub bytes: Bytes,
+    pub stats: Option<arrow::array::ArrayRef>,
+}
+
 pub struct ParquetFile {
     writer: ArrowWriter<Vec<u8>>,
     rows: u64,
+    /// Gathered beside the writer; dropped (with a warning) if a batch cannot be measured:
+    /// statistics are optional in a table, the rows are not.
+    stats: Option<Box<dyn FileStats>>,
 }
 
 impl ParquetFile {
     pub fn new(first: &RecordBatch, props: WriterProperties) -> Result<Self, EncodeError> {
         let writer = ArrowWriter::try_new(Vec::new(), first.schema(), Some(props)).map_err(|e| EncodeError(e.to_string()))?;
-        Ok(Self { writer, rows: 0 })
+        Ok(Self { writer, rows: 0, stats: None })
+    }
+
+    /// Gathers column statistics of every batch written from now on.
+    pub fn with_stats(mut self, stats: Option<Box<dyn FileStats>>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Whether the Parquet writer takes rows of this schema (an empty struct, for one, it
@@ -89,6 +113,10 @@ impl ParquetFile {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), EncodeError> {
         self.writer.write(batch).map_err(|e| EncodeError(e.to_string()))?;
         self.rows += batch.num_rows() as u64;
+        if let Some(Err(e)) = self.stats.as_mut().map(|s| s.merge(batch)) {
+            tracing::warn!(error = %e, "column statistics of a data file could not be gathered; the file goes without them");
+            self.stats = None;
+        }
         Ok(())
     }
 
@@ -108,8 +136,22 @@ impl ParquetFile {
 
     /// Closes the file (footer written) and hands out its bytes without copying them.
     pub fn finish(self) -> Result<Bytes, EncodeError> {
+        Ok(self.finish_with_stats()?.bytes)
+    }
+
+    /// As [`ParquetFile::finish`], with the statistics gathered (if any).
+    pub fn finish_with_stats(self) -> Result<Finished, EncodeError> {
+        let rows = self.rows;
+        let stats = match self.stats.map(|s| s.finish()) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "column statistics of a data file could not be finished; the file goes without them");
+                None
+            }
+            None => None,
+        };
         let buf = self.writer.into_inner().map_err(|e| EncodeError(e.to_string()))?;
-        Ok(Bytes::from(buf))
+        Ok(Finished { rows, bytes: Bytes::from(buf), stats })
     }
 }
 
@@ -123,6 +165,8 @@ impl ParquetFile {
 pub struct Transform {
     pub batch: fn(RecordBatch) -> Result<RecordBatch, String>,
     pub schema: fn(&arrow::datatypes::SchemaRef) -> arrow::datatypes::SchemaRef,
+    /// The statistics a file of this (transformed) schema gathers.
+    pub stats: fn(&arrow::datatypes::SchemaRef) -> Option<Box<dyn FileStats>>,
 }
 
 pub struct OverlappedFile {
@@ -197,7 +241,7 @@ impl OverlappedFile {
         let file = self.wait()?;
         let mut file = match file {
             Some(f) => f,
-            None => ParquetFile::new(&batch, props.clone())?,
+            None => self.new_file(&batch, props)?,
         };
         if !self.parallel {
             file.write(&batch)?;
@@ -215,6 +259,11 @@ impl OverlappedFile {
             .map_err(|e| EncodeError(format!("cannot start an encoder thread: {e}")))?;
         self.state = State::Busy(handle);
         Ok(())
+    }
+
+    /// A file for rows of `first`'s schema, gathering the transform's statistics.
+    fn new_file(&self, first: &RecordBatch, props: &WriterProperties) -> Result<ParquetFile, EncodeError> {
+        Ok(ParquetFile::new(first, props.clone())?.with_stats(self.transform.and_then(|t| (t.stats)(&first.schema()))))
     }
 
     /// The file once no write is in flight (`None` before the first batch).
@@ -253,7 +302,7 @@ impl OverlappedFile {
             let batch = crate::decode::evolve::conform(&batch.map_err(|e| bad(e.to_string()))?, target).map_err(bad)?;
             let file = match out.as_mut() {
                 Some(f) => f,
-                None => out.insert(ParquetFile::new(&batch, props.clone())?),
+                None => out.insert(self.new_file(&batch, props)?),
             };
             file.write(&batch)?;
         }
@@ -274,16 +323,10 @@ impl OverlappedFile {
         self.memory + self.in_flight
     }
 
-    /// Waits for the write in flight and closes the file: its rows and bytes, `None` if no
-    /// batch was written.
-    pub fn finish(mut self) -> Result<Option<(u64, Bytes)>, EncodeError> {
-        match self.wait()? {
-            Some(f) => {
-                let rows = f.rows();
-                Ok(Some((rows, f.finish()?)))
-            }
-            None => Ok(None),
-        }
+    /// Waits for the write in flight and closes the file: its rows, bytes and statistics,
+    /// `None` if no batch was written.
+    pub fn finish(mut self) -> Result<Option<Finished>, EncodeError> {
+        self.wait()?.map(ParquetFile::finish_with_stats).transpose()
     }
 }
 
@@ -370,9 +413,9 @@ mod tests {
             let mut f = OverlappedFile::new(parallel);
             f.write(batch.clone(), &props)?;
             f.write(batch.clone(), &props)?;
-            let (rows, bytes) = f.finish()?.ok_or("no file")?;
-            assert_eq!(rows, 20_000, "parallel={parallel}");
-            out.push(bytes);
+            let done = f.finish()?.ok_or("no file")?;
+            assert_eq!(done.rows, 20_000, "parallel={parallel}");
+            out.push(done.bytes);
         }
         assert_eq!(out[0], out[1], "parallel encoding changed the file");
         assert!(OverlappedFile::new(true).finish()?.is_none(), "a file without batches has no bytes");

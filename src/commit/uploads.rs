@@ -344,7 +344,7 @@ impl Job {
         }
         let modification_time = crate::health::now_ms();
         Ok(Some(Landed {
-            table_file: Some(crate::table::DataFile { path, size: size as u64, rows: file.rows, modification_time, schema, partition_values }),
+            table_file: Some(crate::table::DataFile { path, size: size as u64, rows: file.rows, modification_time, schema, partition_values, stats: file.stats }),
             key,
             start_offset: file.start_offset,
             end_offset: file.end_offset,
@@ -501,6 +501,7 @@ mod tests {
             end_offset: end,
             rows: (end - start + 1) as u64,
             bytes: Bytes::from(format!("rows {start}..={end}")),
+            stats: None,
             times: RowTimes::default(),
             path: None,
         };

@@ -256,6 +256,7 @@ impl Pipeline {
                             .with_transform(self.table_mode().then_some(crate::encode::Transform {
                                 batch: crate::table::file_batch,
                                 schema: crate::table::file_schema,
+                                stats: crate::table::file_stats,
                             }));
                         buf.consumed = Some((
                             self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::builder::{MapBuilder, MapFieldNames, StringBuilder};
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
-use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use delta_kernel::engine::arrow_conversion::TryFromArrow as _;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::schema::{SchemaRef as KernelSchemaRef, StructType};
@@ -110,7 +110,7 @@ pub fn with_path_columns(schema: &KernelSchemaRef, columns: &[String]) -> Result
 /// A column of our files as the table declares it: the same type, with timestamps in UTC
 /// spelled as Delta knows them (the files hold UTC instants whatever the Arrow zone name says)
 /// and without Arrow's field metadata (extension names are Arrow's, not Delta's).
-fn table_field(f: &Field) -> Field {
+pub(super) fn table_field(f: &Field) -> Field {
     Field::new(f.name(), table_type(f.data_type()), f.is_nullable())
 }
 
@@ -135,8 +135,29 @@ fn kernel_message(text: &str) -> String {
 }
 
 /// The add actions of `files` in the shape `Transaction::add_files_schema` asks for (paths as
-/// the log spells them), with `numRecords` as their statistics.
-pub fn add_files(files: &[&DataFile], staged: &[Staged]) -> Result<Box<dyn EngineData>, delta_kernel::KernelError> {
+/// the log spells them), with their statistics (`numRecords` alone for a file without): one
+/// batch per shape of statistics, since files of one commit can differ in schema.
+pub fn add_files(files: &[&DataFile], staged: &[Staged]) -> Result<Vec<Box<dyn EngineData>>, delta_kernel::KernelError> {
+    let stats: Vec<ArrayRef> = files.iter().map(|f| super::stats::of(f.stats.as_ref(), f.rows)).collect();
+    let mut shapes: Vec<(DataType, Vec<usize>)> = Vec::new();
+    for (i, s) in stats.iter().enumerate() {
+        match shapes.iter_mut().find(|(t, _)| t == s.data_type()) {
+            Some((_, members)) => members.push(i),
+            None => shapes.push((s.data_type().clone(), vec![i])),
+        }
+    }
+    shapes
+        .into_iter()
+        .map(|(_, members)| {
+            let group: Vec<&DataFile> = members.iter().map(|i| files[*i]).collect();
+            let parts: Vec<&dyn arrow::array::Array> = members.iter().map(|i| stats[*i].as_ref()).collect();
+            add_batch(&group, staged, arrow::compute::concat(&parts)?)
+        })
+        .collect()
+}
+
+/// One batch of add actions whose statistics (one row per file) share a shape.
+fn add_batch(files: &[&DataFile], staged: &[Staged], stats: ArrayRef) -> Result<Box<dyn EngineData>, delta_kernel::KernelError> {
     let partition_of = |path: &str| staged.iter().find(|s| s.files.iter().any(|f| f.path == path)).map(|s| s.partition);
     let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
     let mut values = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
@@ -152,19 +173,13 @@ pub fn add_files(files: &[&DataFile], staged: &[Staged]) -> Result<Box<dyn Engin
         }
         values.append(true)?;
     }
-    let stats_fields = Fields::from(vec![Field::new("numRecords", DataType::Int64, true)]);
-    let stats = StructArray::try_new(
-        stats_fields.clone(),
-        vec![Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.rows as i64))) as ArrayRef],
-        None,
-    )?;
     let entries = DataType::Struct(vec![Field::new("key", DataType::Utf8, false), Field::new("value", DataType::Utf8, true)].into());
     let schema = Schema::new(vec![
         Field::new("path", DataType::Utf8, false),
         Field::new("partitionValues", DataType::Map(Arc::new(Field::new("key_value", entries, false)), false), false),
         Field::new("size", DataType::Int64, false),
         Field::new("modificationTime", DataType::Int64, false),
-        Field::new("stats", DataType::Struct(stats_fields), true),
+        Field::new("stats", stats.data_type().clone(), true),
     ]);
     let batch = RecordBatch::try_new(
         Arc::new(schema),
@@ -173,7 +188,7 @@ pub fn add_files(files: &[&DataFile], staged: &[Staged]) -> Result<Box<dyn Engin
             Arc::new(values.finish()),
             Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.size as i64))),
             Arc::new(Int64Array::from_iter_values(files.iter().map(|f| f.modification_time))),
-            Arc::new(stats),
+            stats,
         ],
     )?;
     Ok(Box::new(ArrowEngineData::new(batch)))

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::scan::state::ScanFile;
 use delta_kernel::snapshot::SnapshotRef;
@@ -178,16 +177,14 @@ impl Table {
         let candidates: Vec<Listed> = listing.files.iter().filter(|f| !skip.contains(&f.partition)).cloned().collect();
         let Some((inputs, rewritten)) = self.next_bin(store, root_key, &candidates, policy)? else { return Ok(None) };
         let relative = unique_name(&inputs[0].path);
+        let crate::encode::Finished { rows, bytes: rewritten, stats } = rewritten;
         let size = rewritten.len() as u64;
         let schema = DataFile::schema_of(&rewritten, &self.topic)?;
-        let rows = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&rewritten, Default::default())
-            .map(|m| m.metadata().file_metadata().num_rows() as u64)
-            .map_err(|source| TableError::File { table: self.root.to_string(), source })?;
         let path = self.key(root_key, &relative)?;
         tokio::runtime::Handle::current().block_on(store.put(&path, rewritten.into())).map_err(|e| self.err(e.into()))?;
         let values = &inputs[0].values;
         let partition_values = self.settings.path_columns.iter().map(|c| (c.clone(), values.get(c).cloned())).collect();
-        let file = DataFile { path: relative, size, rows, modification_time: crate::health::now_ms(), schema, partition_values };
+        let file = DataFile { path: relative, size, rows, modification_time: crate::health::now_ms(), schema, partition_values, stats };
         let kafka_partition = values.get(actions::PARTITION_COLUMN).and_then(|p| p.parse().ok()).unwrap_or_default();
         let partition = inputs[0].partition.clone();
         Ok(Some((Rewrite { inputs, file, kafka_partition, partition }, listing)))
@@ -227,7 +224,9 @@ impl Table {
                 .update_table(UpdateTableOperation::Optimize, ENGINE_INFO, false)
                 .build(engine.as_ref(), Box::new(FileSystemCommitter::new()))
                 .map_err(|e| self.err(e))?;
-            txn.add_files(actions::add_files(&[&rewrite.file], std::slice::from_ref(&staged)).map_err(|e| self.err(e))?);
+            for adds in actions::add_files(&[&rewrite.file], std::slice::from_ref(&staged)).map_err(|e| self.err(e))? {
+                txn.add_files(adds);
+            }
             for (i, data) in std::mem::take(&mut listing.batches).into_iter().enumerate() {
                 let (data, _) = data.into_parts();
                 let selection: Vec<bool> = (0..data.len()).map(|row| present.iter().any(|f| f.batch == i && f.row == row)).collect();
@@ -255,7 +254,7 @@ impl Table {
 
     /// The next bin: the oldest small files of the first partition value that has enough of
     /// them, with one schema, read and rewritten into one file.
-    fn next_bin(&self, store: &Arc<dyn ObjectStore>, root_key: &str, listed: &[Listed], policy: &Policy) -> Result<Option<(Vec<Listed>, Bytes)>, TableError> {
+    fn next_bin(&self, store: &Arc<dyn ObjectStore>, root_key: &str, listed: &[Listed], policy: &Policy) -> Result<Option<(Vec<Listed>, crate::encode::Finished)>, TableError> {
         let mut by_partition: BTreeMap<&str, Vec<&Listed>> = BTreeMap::new();
         for f in listed.iter().filter(|f| f.size < policy.target_file_bytes) {
             by_partition.entry(f.partition.as_str()).or_default().push(f);
@@ -287,7 +286,11 @@ impl Table {
                     let batch = batch.map_err(|e| TableError::File { table: self.root.to_string(), source: e.into() })?;
                     let w = match writer.as_mut() {
                         Some(w) => w,
-                        None => writer.insert(crate::encode::ParquetFile::new(&batch, policy.props.clone()).map_err(|e| self.rewrite(e))?),
+                        None => writer.insert(
+                            crate::encode::ParquetFile::new(&batch, policy.props.clone())
+                                .map_err(|e| self.rewrite(e))?
+                                .with_stats(super::stats::file_stats(&batch.schema())),
+                        ),
                     };
                     w.write(&batch).map_err(|e| self.rewrite(e))?;
                 }
@@ -298,7 +301,7 @@ impl Table {
                 continue;
             }
             let Some(w) = writer else { continue };
-            return Ok(Some((chosen, w.finish().map_err(|e| self.rewrite(e))?)));
+            return Ok(Some((chosen, w.finish_with_stats().map_err(|e| self.rewrite(e))?)));
         }
         Ok(None)
     }

@@ -24,7 +24,9 @@ mod features;
 mod log_cleanup;
 pub mod orphans;
 pub mod paths;
+mod stats;
 pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
+pub use stats::file_stats;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -125,6 +127,9 @@ pub struct DataFile {
     /// Its values of the table's partition columns besides the Kafka partition (the time or
     /// field partitioner's directories), in the table's order; `None` is null.
     pub partition_values: Vec<(String, Option<String>)>,
+    /// Its column statistics as the encoder gathered them (one row, see `stats`); `None`:
+    /// `numRecords` alone.
+    pub stats: Option<arrow::array::ArrayRef>,
 }
 
 impl DataFile {
@@ -490,8 +495,8 @@ impl Table {
                 txn = txn.with_transaction_id(app_id(&self.topic, s.partition), s.next);
             }
             let files: Vec<&DataFile> = staged.iter().flat_map(|s| &s.files).collect();
-            if !files.is_empty() {
-                txn.add_files(actions::add_files(&files, &staged).map_err(|e| self.err(e))?);
+            for adds in actions::add_files(&files, &staged).map_err(|e| self.err(e))? {
+                txn.add_files(adds);
             }
             match txn.commit(engine).map_err(|e| self.err(e))? {
                 CommitResult::Committed(c) => {

@@ -32,6 +32,7 @@ fn file(partition: i32, start: i64, rows: u64, extra: bool) -> DataFile {
         modification_time: 1_700_000_000_000,
         schema: schema(extra),
         partition_values: Vec::new(),
+        stats: None,
     }
 }
 
@@ -308,15 +309,15 @@ async fn put_file_in(store: &Arc<dyn ObjectStore>, value: Option<(&str, &str)>, 
             Arc::new(StringArray::from_iter_values((start..start + rows).map(|o| format!("id-{o}")))),
         ],
     )?;
-    let mut w = crate::encode::ParquetFile::new(&batch, parquet::file::properties::WriterProperties::builder().build())?;
+    let mut w = crate::encode::ParquetFile::new(&batch, parquet::file::properties::WriterProperties::builder().build())?.with_stats(file_stats(&schema));
     w.write(&batch)?;
-    let bytes = w.finish()?;
+    let crate::encode::Finished { bytes, stats, .. } = w.finish_with_stats()?;
     let escape = |v: &str| v.replace('%', "%25").replace('/', "%2F").replace('?', "%3F");
     let dir = value.map(|(c, v)| format!("{c}={}/", escape(v))).unwrap_or_default();
     let path = format!("{dir}__kafka_partition={p}/{start:020}-test.parquet");
     store.put(&object_store::path::Path::parse(format!("bronze/topics/t/{path}"))?, bytes.clone().into()).await?;
     let partition_values = value.map(|(c, v)| vec![(c.to_string(), Some(v.to_string()))]).unwrap_or_default();
-    Ok(DataFile { path, size: bytes.len() as u64, rows: rows as u64, modification_time: 1, schema: DataFile::schema_of(&bytes, "t")?, partition_values })
+    Ok(DataFile { path, size: bytes.len() as u64, rows: rows as u64, modification_time: 1, schema: DataFile::schema_of(&bytes, "t")?, partition_values, stats })
 }
 
 /// Every (partition, offset) the table's current files hold, read from the files themselves.
@@ -487,6 +488,45 @@ async fn a_compaction_found_in_the_log_is_not_committed_twice() -> TestResult {
 
 /// A table partitioned by the time partitioner's `dt` too: files are only merged with files of
 /// the same `dt`, and the compacted file keeps its directory and partition values.
+/// A data file's add carries its column statistics as the encoder gathered them (bounds and
+/// null counts of its columns, not of the Kafka partition); a file without gathered ones
+/// carries `numRecords`; compaction's rewrite gathers its own over all its rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn adds_carry_column_statistics_and_a_rewrite_gathers_its_own() -> TestResult {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut t = table(&store, 0)?;
+    let (first, second) = (put_file(&store, 0, 0, 10).await?, put_file(&store, 0, 10, 10).await?);
+    let bare = DataFile { stats: None, ..put_file(&store, 1, 0, 5).await? };
+    let kv = store.clone();
+    tokio::task::spawn_blocking(move || -> Result<_, TableError> {
+        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![first] }, Staged { partition: 1, start: None, next: 5, files: vec![bare] }])?;
+        t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![second] }])?;
+        t.compact(&kv, "bronze/topics/t", &policy(2), &Default::default())
+    })
+    .await??;
+    let stats_of = |entry: &str| -> Vec<serde_json::Value> {
+        entry
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|a| a["add"]["stats"].as_str().and_then(|s| serde_json::from_str(s).ok()))
+            .collect()
+    };
+    let version = |v: u64| {
+        let store = store.clone();
+        async move { store.get(&format!("bronze/topics/t/_delta_log/{v:020}.json").as_str().into()).await?.bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()) }
+    };
+    let first = stats_of(&version(1).await?);
+    let with = first.iter().find(|s| s["minValues"].is_object()).ok_or(format!("no add with bounds in version 1: {first:?}"))?;
+    assert_eq!((&with["numRecords"], &with["minValues"]["__kafka_offset"], &with["maxValues"]["__kafka_offset"]), (&10.into(), &0.into(), &9.into()), "{with}");
+    assert_eq!((&with["minValues"]["id"], &with["maxValues"]["id"], &with["nullCount"]["id"]), (&"id-0".into(), &"id-9".into(), &0.into()), "{with}");
+    assert!(with["minValues"].get("__kafka_partition").is_none(), "the Kafka partition takes no statistics: {with}");
+    assert!(first.iter().any(|s| s["numRecords"] == 5 && s.get("minValues").is_none()), "the file without gathered statistics: {first:?}");
+    let rewrite = stats_of(&version(3).await?);
+    let [compacted] = rewrite.as_slice() else { return Err(format!("one add in the compaction's version: {rewrite:?}").into()) };
+    assert_eq!((&compacted["numRecords"], &compacted["minValues"]["__kafka_offset"], &compacted["maxValues"]["__kafka_offset"]), (&20.into(), &0.into(), &19.into()), "{compacted}");
+    Ok(())
+}
+
 /// Partition values with `/`, `%`, `?`, spaces and non-ASCII text: the directories are Hive's
 /// escapes, the log spells each path as a URI (as Spark writes it, so readers decode it to the
 /// key), and compaction reads the files back through those paths.
