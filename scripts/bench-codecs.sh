@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The codec table of README ("Performance"): COUNT Debezium events (default 1,000,000) of the
+# The codec table of docs/performance.md: COUNT Debezium events (default 1,000,000) of the
 # tasks table are produced once to a fresh topic of PARTITIONS partitions; then the sink (release
 # build) consumes the whole topic once per codec of output.compression (snappy, zstd, zstd at
 # level 9, lz4, gzip, none), each with its own group into its own prefix, files of FLUSH records.

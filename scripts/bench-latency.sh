@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The object-store latency table of README ("Performance"): scripts/bench-e2e.sh for each of
+# The object-store latency table of docs/performance.md: scripts/bench-e2e.sh for each of
 # S3_DELAY_MS 0 and 40, PARTITIONS 1 and 4, FLUSH 1,000 and 100,000 records, COUNT records each
 # (default 100,000), one round, the sink's files rotating after ROTATE_MS (500: with 4
 # partitions a file of 100,000 records never fills, and the last files of each run close by time,

@@ -6,7 +6,7 @@
 2. Every file or directory it mounts or builds from exists.
 3. Ports, hosts and credentials agree between the services, config/compose.toml, the Debezium
    connector config and the Prometheus scrape config.
-4. Every metric the Grafana dashboard queries is in the README's metrics table (which
+4. Every metric the Grafana dashboard queries is in the metrics table of docs/metrics.md (which
    tests/metrics.rs holds equal to what the service exports).
 
 Prints one line per problem and exits 1 if there is any.
@@ -149,7 +149,7 @@ def main():
         problem(f"kafka-connect has AvroConverter {arg('CONFLUENT_VERSION')}, the tests {converter} (scripts/debezium.sh)")
 
     # 4. dashboard metrics
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "metrics.md")) as f:
         documented = set(re.findall(r"^\| `(kps_[a-z_]+)` \|", f.read(), re.M))
     with open(os.path.join(ROOT, "docker", "grafana", "dashboards", "kafka-parquet-sink.json")) as f:
         dash = json.load(f)
@@ -158,7 +158,7 @@ def main():
             for m in re.findall(r"\bkps_[a-z_]+", t["expr"]):
                 base = re.sub(r"_(bucket|sum|count)$", "", m)
                 if base not in documented:
-                    problem(f"dashboard panel {panel['title']!r} queries {m}, which the service does not export (README metrics table)")
+                    problem(f"dashboard panel {panel['title']!r} queries {m}, which the service does not export (docs/metrics.md)")
 
     for p in problems:
         print(p)

@@ -23,7 +23,7 @@ fn compose_stack_is_consistent() -> TestResult {
 fn compose_checker_names_each_mistake() -> TestResult {
     let dir = tempfile::tempdir()?;
     let copy = dir.path();
-    for d in ["config", "docker", "scripts"] {
+    for d in ["config", "docker", "scripts", "docs"] {
         copy_dir(&root().join(d), &copy.join(d))?;
     }
     for f in ["README.md", "Dockerfile"] {

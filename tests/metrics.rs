@@ -1,4 +1,4 @@
-//! The README's metrics table is what the service exports: after a run that exercises every
+//! The metrics table (docs/metrics.md) is what the service exports: after a run that exercises every
 //! metric (files, tombstones, a bad record sent to the dead-letter topic), each documented
 //! metric is in `/metrics` with the documented type, and nothing exported is undocumented.
 
@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 fn documented() -> TestResult<BTreeMap<String, String>> {
-    let readme = std::fs::read_to_string(root().join("README.md"))?;
+    let readme = std::fs::read_to_string(root().join("docs/metrics.md"))?;
     let mut out = BTreeMap::new();
     for line in readme.lines().filter(|l| l.starts_with("| `kps_")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -75,6 +75,6 @@ fn every_documented_metric_is_exported_with_its_type() -> TestResult {
         assert!(text.lines().any(|l| l.starts_with(name.as_str()) && !l.starts_with('#')), "{name} has no sample");
     }
     let undocumented: Vec<&String> = got.keys().filter(|m| !docs.contains_key(*m)).collect();
-    assert!(undocumented.is_empty(), "exported but not in the README's metrics table: {undocumented:?}");
+    assert!(undocumented.is_empty(), "exported but not in docs/metrics.md's table: {undocumented:?}");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Debezium carries its semantic types only as `connect.name` on the Avro schema (an
 //! `io.debezium.time.Date` is a plain `int`). arrow-avro keeps that attribute as Arrow field
 //! metadata, so the decoded arrays are re-typed here, recursively through structs and lists.
-//! Every conversion is lossless; the README's type table lists them.
+//! Every conversion is lossless; docs/debezium-types.md's table lists them.
 
 use std::sync::Arc;
 

@@ -31,7 +31,7 @@ pub const DEFAULT_QUEUE_KBYTES: &str = "16384";
 /// sets it. Its default, 1000 ms, idles the consumer for a second each time the queue fills,
 /// which with the queue capped above happens all through a catch-up: measured on Apache Kafka
 /// 4.4 (1M Debezium records, 4 partitions), 17.8 s with the default against 6.5 s with 10 ms,
-/// for the same 5 CPU seconds (README, "Performance").
+/// for the same 5 CPU seconds (docs/performance.md).
 pub const DEFAULT_FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// Whether a `[kafka.properties]` entry is about the connection (security, sockets, client id)
