@@ -7,6 +7,9 @@ delta-spark 4.4.0, `local[1]`), the reference reader, beside the deltalake packa
       (`rows`), and with --stream as a Spark stream from version 0 sees them (`stream`: every
       version's added data in order; compaction's rewrites carry dataChange = false and are
       not read twice)
+  delta_spark.py images --table PATH
+      JSON: every row's images as `lake.py images` gives them (the same renderer), as a batch
+      read of the latest version sees them
 
 PATH is the table's root under the bucket (bronze/cdc/tasks/topics/<topic>) or file:///dir. A
 table in the S3 server is copied object for object (keys as file names, so `title=a%2Fb c`
@@ -76,11 +79,27 @@ def main():
     d = sub.add_parser("dump")
     d.add_argument("--table", required=True)
     d.add_argument("--stream", action="store_true")
+    i = sub.add_parser("images")
+    i.add_argument("--table", required=True)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kps-spark-") as tmp:
         path = local_copy(a, os.path.join(tmp, "table"))
         spark = session()
         spark.sparkContext.setLogLevel("ERROR")
+        if a.cmd == "images":
+            sys.path.insert(1, here)
+            import lake  # noqa: E402  (this directory's lake.py: one rendering of row images)
+
+            import pyarrow as pa
+
+            # Spark's batches as they come: toArrow() then casts them to a schema whose struct
+            # children are NOT NULL, which a null struct (a delete's `after`) cannot pass.
+            batches = spark.read.format("delta").load(path)._collect_as_arrow()
+            out = []
+            lake.table_images(pa.Table.from_batches(batches), out)
+            spark.stop()
+            json.dump(out, sys.stdout)
+            return
         cols = ["__kafka_partition", "__kafka_offset"]
         out = {"rows": [[r[0], r[1]] for r in spark.read.format("delta").load(path).select(*cols).collect()]}
         if a.stream:
