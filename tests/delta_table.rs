@@ -164,8 +164,7 @@ fn random_kill9_under_load_never_shows_a_reader_a_duplicate_or_a_hole() -> TestR
             assert!(missing.is_empty(), "poll {i} (table version {}): partition {p} txn version {below}, rows below it missing: {missing:?}", poll.version);
         }
     }
-    let last = read_delta(&stack, &prefix, &topic, partitions)?;
-    last.exactly_once(&produced)?;
+    let last = assert_every_reader_reads(&stack, (&prefix, &topic, partitions), Matrix { columns: &[], stream: true }, &produced)?;
     assert_eq!(last.txn, txn_of(&ends), "txn versions at the end");
     assert!(commits > 0 && !polls.is_empty(), "no table commit happened between kills: the loop tested nothing");
     eprintln!("delta kill loop: {cycles} kills, {commits} table commits before kills, {} polls, final version {}", polls.len(), last.version);
@@ -313,5 +312,144 @@ fn log_entries_past_a_short_log_retention_go_and_every_reader_still_opens_the_ta
     assert!(log.iter().any(|k| k.contains(".checkpoint.")), "the checkpoint the log starts from: {log:?}");
     let dump = assert_every_reader_reads(&stack, (&prefix, &topic, partitions), Matrix { columns: &[], stream: false }, &produced)?;
     assert_eq!(dump.txn, txn_of(&ends), "txn versions read through the checkpoint");
+    Ok(())
+}
+
+/// The tasks value schema without `updated_at` (Debezium's `MicroTimestamp`, a timestamp
+/// without zone): a source table that has no such column until `ALTER TABLE ... ADD COLUMN`.
+fn value_schema_without(column: &str) -> TestResult<String> {
+    use kafka_parquet_sink::testkit::VALUE_SCHEMA_V1;
+    let mut s: serde_json::Value = serde_json::from_str(VALUE_SCHEMA_V1)?;
+    let fields = s.pointer_mut("/fields/0/type/1/fields").and_then(|f| f.as_array_mut()).ok_or("fixture schema: before.Value.fields not found")?;
+    fields.retain(|f| f["name"] != column);
+    Ok(serde_json::to_string(&s)?)
+}
+
+/// An event of the full schema written again in `narrow`, `column` left out of both row images.
+fn without_column(body: &[u8], full: &apache_avro::Schema, narrow: &apache_avro::Schema, column: &str) -> TestResult<Vec<u8>> {
+    use apache_avro::types::Value;
+    let Value::Record(mut envelope) = apache_avro::from_avro_datum(full, &mut &body[..], None)? else {
+        return Err("an envelope that is not a record".into());
+    };
+    for (name, image) in &mut envelope {
+        if let ("before" | "after", Value::Union(_, row)) = (name.as_str(), image) {
+            if let Value::Record(fields) = row.as_mut() {
+                fields.retain(|(f, _)| f != column);
+            }
+        }
+    }
+    Ok(apache_avro::to_avro_datum(narrow, Value::Record(envelope))?)
+}
+
+/// The protocol of the log entry `version` of the table: its reader and writer features.
+fn protocol_at(rt: &tokio::runtime::Runtime, bucket: &object_store::aws::AmazonS3, table: &str, version: i64) -> TestResult<Option<serde_json::Value>> {
+    use object_store::ObjectStoreExt;
+    let path = object_store::path::Path::parse(format!("{table}/_delta_log/{version:020}.json"))?;
+    let body = rt.block_on(async { bucket.get(&path).await?.bytes().await })?;
+    for line in std::str::from_utf8(&body)?.lines() {
+        let action: serde_json::Value = serde_json::from_str(line)?;
+        if let Some(p) = action.get("protocol") {
+            return Ok(Some(p.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// A table whose source had no timestamp without zone gains one (`updated_at`, a Delta
+/// `timestamp_ntz`) mid-stream: the version that adds it raises the protocol with the
+/// `timestampNtz` feature. Compaction merges the small files and the sweep removes a file no
+/// version named, yet keeps every file compaction removed (the table's 7-day deleted-file
+/// retention). Then every reader reads each offset once, the new column set on exactly the rows
+/// that carried it, and a Spark stream from version 0 reads the same rows through the removed
+/// files and the schema change.
+#[test]
+fn a_timestamp_added_later_compaction_and_the_sweep_leave_a_table_every_reader_reads_from_version_0() -> TestResult {
+    use kafka_parquet_sink::testkit::{ensure_topic, register_schema, CdcProducer, Produced, TaskEvent, TasksGenerator, KEY_SCHEMA, VALUE_SCHEMA_V1};
+    use object_store::{ObjectStoreExt, PutPayload};
+    let stack = Stack::get()?;
+    let (topic, group, prefix) = (unique("it-delta-ntz"), unique("it-group"), unique("it/delta-ntz"));
+    let partitions = 2;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(ensure_topic(&stack.bootstrap, &topic, partitions))?;
+    let mut generator = TasksGenerator::new(2024, 40)?;
+    let full = apache_avro::Schema::parse_str(VALUE_SCHEMA_V1)?;
+    let narrow_json = value_schema_without("updated_at")?;
+    let narrow = apache_avro::Schema::parse_str(&narrow_json)?;
+    let key_id = rt.block_on(register_schema(&stack.registry, &format!("{topic}-key"), KEY_SCHEMA))?;
+    let narrow_id = rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), &narrow_json))?;
+    let mut producer = CdcProducer::new(&stack.bootstrap, &topic, key_id, narrow_id)?;
+    let mut events = |n: usize| -> TestResult<Vec<TaskEvent>> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            out.extend(generator.next_events()?);
+        }
+        Ok(out)
+    };
+    let send = |producer: &CdcProducer, batch: Vec<TaskEvent>, narrowed: bool| -> TestResult<Vec<(Produced, TaskEvent)>> {
+        let mut bodies = Vec::with_capacity(batch.len());
+        for e in &batch {
+            let value = match (&e.value, narrowed) {
+                (Some(v), true) => Some(without_column(v, &full, &narrow, "updated_at")?),
+                (v, _) => v.clone(),
+            };
+            bodies.push((e.key.clone(), value));
+        }
+        Ok(rt.block_on(producer.send_all(&bodies))?.into_iter().zip(batch).collect())
+    };
+
+    // Before: no timestamp without zone in the table.
+    let mut produced = send(&producer, events(300)?, true)?;
+    let table = "[table]\ncommit_interval_ms = 500\ncheckpoint_interval = 5\ncompaction_min_files = 4\ncompaction_idle_ms = 1500\norphan_retention_ms = 60000";
+    // Flattened, so that `updated_at` is a top-level column of the table.
+    let output = format!("{DELTA}\nlayout = \"flatten\"");
+    let mut sink = SinkSpec::new(&stack, &topic, &group, &prefix, FLUSH).output(&output).tables(table).start()?;
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    let root = format!("{prefix}/topics/{topic}");
+    let bucket = lake_bucket(&stack)?;
+    let first = protocol_at(&rt, &bucket, &root, 0)?.ok_or("no protocol in version 0")?;
+    assert!(!first.to_string().contains("timestampNtz"), "version 0 has no timestamp without zone, yet its protocol is {first}");
+    // A file no version names, as a writer that died before its commit leaves it.
+    let orphan = object_store::path::Path::parse(format!("{root}/part-00000-{}-c000.snappy.parquet", uuid::Uuid::new_v4()))?;
+    rt.block_on(bucket.put(&orphan, PutPayload::from_static(b"not a committed file")))?;
+
+    // After: `updated_at` joins, a Delta timestamp_ntz.
+    let v1_id = rt.block_on(register_schema(&stack.registry, &format!("{topic}-value"), VALUE_SCHEMA_V1))?;
+    producer.set_value_schema_id(v1_id);
+    let added = send(&producer, events(300)?, false)?;
+    let with_column: std::collections::BTreeSet<(i32, i64)> = added.iter().filter(|(_, e)| e.value.is_some()).map(|(p, _)| (p.partition, p.offset)).collect();
+    produced.extend(added);
+    let ends = log_ends(produced.iter().map(|(p, _)| (p.partition, p.offset)));
+    wait_committed(&stack, &group, &topic, &ends, Duration::from_secs(90)).map_err(|e| format!("{e}\n{}", sink.log()))?;
+    // The orphan is past the retention a minute after it was put; the sweep runs every 15 s.
+    wait_for(Duration::from_secs(150), "the sweep to remove the orphan", || {
+        Ok(rt.block_on(bucket.head(&orphan)).is_err_and(|e| matches!(e, object_store::Error::NotFound { .. })).then_some(()))
+    })
+    .map_err(|e| format!("{e}\n{}", sink.log()))?;
+    wait_for(Duration::from_secs(30), "an idle compaction", || Ok(sink.log().contains("compacted").then_some(())))
+        .map_err(|e| format!("{e}\n{}", sink.log()))?;
+    let swept = sink.metric_sum("kps_table_orphans_removed_total", &[("topic", topic.as_str())]);
+    let expired = sink.metric_sum("kps_table_files_expired_total", &[("topic", topic.as_str())]);
+    assert!(sink.terminate(Duration::from_secs(30))?.success(), "exit status\n{}", sink.log());
+    assert_eq!((swept, expired), (1.0, 0.0), "(orphans, removed files past the deleted-file retention) the sweep took");
+
+    let dump = assert_every_reader_reads(&stack, (&prefix, &topic, partitions), Matrix { columns: &["updated_at"], stream: true }, &produced)?;
+    assert_eq!(dump.txn, txn_of(&ends), "txn versions");
+    // The newest protocol action in the log (a checkpoint may hold older versions' only).
+    let mut newest = None;
+    for v in (1..=dump.version).rev() {
+        if let Ok(Some(p)) = protocol_at(&rt, &bucket, &root, v) {
+            newest = Some((v, p));
+            break;
+        }
+    }
+    let (v, raised) = newest.ok_or("no version after 0 raised the protocol")?;
+    assert!(raised.to_string().contains("timestampNtz"), "the protocol of version {v}, the newest, lacks timestampNtz: {raised}");
+    let stamped: std::collections::BTreeSet<(i32, i64)> =
+        dump.rows.iter().zip(&dump.values["updated_at"]).filter(|(_, v)| !v.is_null()).map(|(r, _)| *r).collect();
+    assert_eq!(stamped, with_column, "rows with updated_at set (left) and rows produced with the column (right)");
+    // Compaction removed files; the sweep kept them for readers of older versions.
+    let objects = lake_digest(&stack, &root)?.into_iter().filter(|d| d.key.ends_with(".parquet") && !d.key.contains("_delta_log")).count();
+    assert!(objects > dump.files.len(), "{objects} data files in the store, {} in the latest version: compaction removed none, or the sweep took them", dump.files.len());
     Ok(())
 }

@@ -129,14 +129,7 @@ fn large_files_upload_in_parts_to_real_s3() -> TestResult {
     let key = object_key(&prefix, "t", 0, 0);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(store.upload(&key, Bytes::from(data.clone())))?;
-    let reader = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&stack.s3)
-        .with_bucket_name("datalake")
-        .with_region("us-east-1")
-        .with_access_key_id("minioadmin")
-        .with_secret_access_key("minioadmin")
-        .with_allow_http(true)
-        .build()?;
+    let reader = lake_bucket(&stack)?;
     let path = object_store::path::Path::parse(&key)?;
     let back = rt.block_on(async { reader.get(&path).await?.bytes().await })?;
     assert_eq!(back.len(), data.len(), "size of {key}");

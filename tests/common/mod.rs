@@ -572,6 +572,19 @@ pub fn pseudo_random_bytes(len: usize) -> Vec<u8> {
 
 /// Every object under `url` (`az://`, `gs://`, `file://`, or a prefix of the local S3 bucket),
 /// read byte for byte by pyarrow.
+/// The stack's bucket as an object store client of its own (not the sink's), for a test to
+/// put or read an object the way another program would.
+pub fn lake_bucket(stack: &Stack) -> TestResult<object_store::aws::AmazonS3> {
+    Ok(object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&stack.s3)
+        .with_bucket_name("datalake")
+        .with_region("us-east-1")
+        .with_access_key_id("minioadmin")
+        .with_secret_access_key("minioadmin")
+        .with_allow_http(true)
+        .build()?)
+}
+
 pub fn lake_digest(stack: &Stack, url: &str) -> TestResult<Vec<Digest>> {
     Ok(serde_json::from_slice(&lake_py(&stack.s3, ("minioadmin", "minioadmin"), url, "digest", &[])?)?)
 }
