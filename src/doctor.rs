@@ -120,12 +120,13 @@ pub async fn run(config: &Config, store: &mut Store, auth: &Auth) -> Vec<Check> 
             Err(e) => Err(fail(e.to_string(), "create the bucket, or fix s3.endpoint, s3.bucket and the credentials")),
         },
     );
+    let format = crate::table::format(config, store, Default::default());
     for topic in &topics {
         let Some(view) = &kafka else { break };
         let Some(t) = view.topics.iter().find(|t| &t.name == topic) else { continue };
         push(&format!("consumer group {} on {topic}", config.kafka.group_id), lag(t));
-        if config.output.format == crate::config::Format::Delta {
-            push(&format!("delta table of {topic}"), check_table(store, t).await);
+        if let Some(format) = &format {
+            push(&format!("{} table of {topic}", format.kind().to_lowercase()), check_table(format.as_ref(), t).await);
         } else {
             push(&format!("files of {topic} in the lake"), check_files(store, topic).await);
         }
@@ -305,23 +306,22 @@ async fn check_files(store: &Store, topic: &str) -> Result<String, Failure> {
     Ok(format!("{count} file(s); newest {key} has {rows} row(s)"))
 }
 
-/// Table mode: the topic's Delta table, its latest version and files, and each partition's
-/// txn version (where the table says it resumes) beside the group's offset (only a hint).
-async fn check_table(store: &Store, t: &TopicView) -> Result<String, Failure> {
-    let root = store.table_root(&t.name).map_err(|e| fail(e.to_string(), "check output.prefix and the store's URL"))?;
+/// Table mode: the topic's table, its latest version and files, and each partition's
+/// offset where the table says it resumes, beside the group's offset (only a hint).
+async fn check_table(format: &dyn crate::table::Format, t: &TopicView) -> Result<String, Failure> {
     let partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
-    let mut table = crate::table::Table::new(store.table_store(), root.clone(), &t.name, Default::default());
+    let mut table = format.open(&t.name).map_err(|e| fail(e.to_string(), "check output.prefix and the store's URL"))?;
+    let name = table.name();
     let read = tokio::task::spawn_blocking(move || -> Result<_, crate::table::TableError> {
         let versions = table.versions(&partitions)?;
-        let files = table.file_paths()?.len();
-        Ok((table.version(), files, versions))
+        Ok((table.summary()?, versions))
     })
     .await
     .map_err(|e| fail(format!("reading the table's log stopped: {e}"), "run doctor again"))?;
-    let (version, files, versions) = read.map_err(|e| fail(e.to_string(), "check the store's credentials, and that nothing but the sink rewrites _delta_log/"))?;
-    let Some(version) = version else {
+    let (summary, versions) = read.map_err(|e| fail(e.to_string(), "check the store's credentials, and that nothing but the sink rewrites the table's log"))?;
+    let Some(crate::table::Summary { version, files }) = summary else {
         return Err(fail(
-            format!("no Delta table at {root}"),
+            format!("no {} table at {name}", format.kind()),
             "the sink creates it with its first commit: check its log and /status (table.commit_interval_ms sets the cadence)",
         ));
     };

@@ -8,7 +8,7 @@
 mod bad_records;
 mod tables;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::decode::headers::Headers;
 use crate::commit;
 use crate::commit::uploads::{Finished, Outcome, Ownership, Uploads};
 use crate::commit::{Group, KafkaGroup};
-use crate::config::{Config, Format, KeyColumn, Layout, SchemaChange, Tolerance, Tombstones};
+use crate::config::{Config, KeyColumn, Layout, SchemaChange, Tolerance, Tombstones};
 use crate::source::deadletter::{DeadLetter, Delivery};
 use crate::decode::registry::Registry;
 use crate::decode::{frame, DecodeError, SchemaIds};
@@ -75,22 +75,12 @@ pub struct Pipeline {
     schema_change: SchemaChange,
     /// The assignment: one buffer per assigned partition, created on assign, dropped on revoke.
     partitions: HashMap<TopicPartition, PartitionBuffer>,
-    /// `output.format = "delta"`: the table stage, which commits what the uploads made durable.
+    /// Table mode (`output.format`): the table stage, which commits what the uploads made
+    /// durable and says where each partition resumes.
     tables: Option<crate::table::Tables>,
-    /// Table mode: partitions assigned (and paused) but not yet positioned where their table
-    /// says; their messages are ignored until then.
-    awaiting: HashSet<TopicPartition>,
-    /// Table mode: files of durable groups whose range is not yet the committable prefix, by the
-    /// group's first offset.
-    landed: HashMap<TopicPartition, BTreeMap<i64, Vec<crate::table::DataFile>>>,
     /// `kafka.auto_offset_reset`: where a partition known to neither the table nor the group
     /// starts.
     auto_offset_reset: String,
-    /// Table mode: each partition's table version when it was positioned; offsets below are in
-    /// the table already.
-    floors: HashMap<TopicPartition, i64>,
-    /// Table mode: group offsets to commit because the table is there (see `tables::set_floor`).
-    hints: HashMap<TopicPartition, i64>,
 }
 
 impl Pipeline {
@@ -108,44 +98,36 @@ impl Pipeline {
             Tolerance::All => Some(DeadLetter::new(&config.kafka, &config.errors.dead_letter_topic, &auth)?),
             Tolerance::None => None,
         };
-        let table_mode = config.output.format == Format::Delta;
         let store = Arc::new(store);
-        let roots = store.clone();
-        let roots: crate::table::tables::Roots = Arc::new(move |topic: &str| roots.table_root(topic).map_err(|e| e.to_string()));
-        let offsets = table_mode.then(|| crate::table::tables::offsets_reader(store.table_store(), roots.clone()));
+        let paths = PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?;
+        let settings = crate::table::Settings {
+            checkpoint_interval: config.table.checkpoint_interval,
+            orphan_retention_ms: (config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64),
+            type_widening: config.table.type_widening,
+            path_columns: paths.columns().map_err(crate::decode::DecodeError::Batch)?,
+            properties: config.table.properties.clone(),
+        };
+        let format = crate::table::format(config, &store, settings.clone());
+        let offsets = format.clone().map(crate::table::offsets_reader);
         let consumer = source::subscribe(&config.kafka, metrics.clone(), auth, offsets)?;
         let group: Arc<dyn Group> = Arc::new(KafkaGroup(consumer.clone()));
         let mut uploads = Uploads::new(store.clone(), group.clone(), metrics.clone(), config.flush.max_uploads_in_flight);
-        let paths = PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?;
-        let mut tables = None;
-        if table_mode {
+        if format.is_some() {
             uploads = uploads.for_tables();
-            tables = Some(crate::table::Tables::new(
-                store.table_store(),
-                roots,
-                Duration::from_millis(config.table.commit_interval_ms),
-                crate::table::Settings {
-                    checkpoint_interval: config.table.checkpoint_interval,
-                    orphan_retention_ms: (config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64),
-                    type_widening: config.table.type_widening,
-                    path_columns: paths.columns().map_err(crate::decode::DecodeError::Batch)?,
-                    properties: config.table.properties.clone(),
-                },
-            )
-            .with_compaction((config.table.compaction_min_files > 0).then(|| crate::table::compact::Policy {
-                min_files: config.table.compaction_min_files,
-                target_file_bytes: config.table.target_file_bytes,
-                idle_ms: (config.table.compaction_idle_ms > 0).then_some(config.table.compaction_idle_ms),
-                props: encode::writer_properties(&config.output),
-            })));
         }
+        let tables = format.map(|f| {
+            crate::table::Tables::new(f, Duration::from_millis(config.table.commit_interval_ms), &settings).with_compaction(
+                (config.table.compaction_min_files > 0).then(|| crate::table::Policy {
+                    min_files: config.table.compaction_min_files,
+                    target_file_bytes: config.table.target_file_bytes,
+                    idle_ms: (config.table.compaction_idle_ms > 0).then_some(config.table.compaction_idle_ms),
+                    props: encode::writer_properties(&config.output),
+                }),
+            )
+        });
         Ok(Self {
             tables,
-            awaiting: HashSet::new(),
-            landed: HashMap::new(),
             auto_offset_reset: config.kafka.auto_offset_reset.clone(),
-            floors: HashMap::new(),
-            hints: HashMap::new(),
             uploads,
             owners: HashMap::new(),
             group,
@@ -253,11 +235,7 @@ impl Pipeline {
                         let gauge = self.metrics.buffered_records.with_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
                         let mut buf = PartitionBuffer::new(&tp.0, tp.1, gauge)
                             .with_parallel_encode(self.parallel_encode)
-                            .with_transform(self.table_mode().then_some(crate::encode::Transform {
-                                batch: crate::table::file_batch,
-                                schema: crate::table::file_schema,
-                                stats: crate::table::file_stats,
-                            }));
+                            .with_transform(self.tables.as_ref().map(|t| t.format().transform()));
                         buf.consumed = Some((
                             self.metrics.records_consumed.with_label_values(&[tp.0.as_str()]),
                             self.metrics.bytes_consumed.with_label_values(&[tp.0.as_str()]),
@@ -295,7 +273,7 @@ impl Pipeline {
         self.apply_rebalance_events();
         let tp: TopicPartition = (m.topic().to_string(), m.partition());
         let offset = m.offset();
-        if self.awaiting.contains(&tp) || self.floors.get(&tp).is_some_and(|f| offset < *f) {
+        if self.tables.as_ref().is_some_and(|t| t.positions.skips(&tp, offset)) {
             return Ok(()); // not yet positioned, or below its table version: in the table already
         }
         let Some(buf) = self.partitions.get_mut(&tp) else {
@@ -644,7 +622,7 @@ impl Pipeline {
         };
         for (tp, position) in positions {
             let Some(buf) = self.partitions.get(&tp) else { continue };
-            if self.awaiting.contains(&tp) || self.tables.as_ref().is_some_and(|t| t.busy(&tp)) || self.landed.get(&tp).is_some_and(|l| !l.is_empty()) {
+            if self.tables.as_ref().is_some_and(|t| t.holds(&tp)) {
                 continue; // the table has not committed what this member holds of it
             }
             let idle = buf.open_start().is_none()
@@ -729,7 +707,9 @@ impl Pipeline {
         match outcome {
             Outcome::Fenced => self.fence(&tp),
             Outcome::Durable(files) => {
-                self.keep_landed(&tp, start_offset, &files);
+                if let Some(tables) = self.tables.as_mut() {
+                    tables.land(&tp, start_offset, files.iter().filter_map(|f| f.table_file.clone()).collect());
+                }
                 let topic = tp.0.as_str();
                 for f in files {
                     self.metrics.files_uploaded.with_label_values(&[topic, reason.as_str()]).inc();
@@ -752,8 +732,8 @@ impl Pipeline {
                     );
                 }
                 if let Some(next) = self.uploads.take_committable(&tp) {
-                    if self.owns(&tp) && self.table_mode() {
-                        self.stage(&tp, next);
+                    if let (true, Some(tables)) = (self.owns(&tp), self.tables.as_mut()) {
+                        tables.stage_through(&tp, next);
                     } else if self.owns(&tp) {
                         self.commit(&tp, next).await;
                     } else {

@@ -12,78 +12,27 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Pipeline;
 use crate::commit;
-use crate::commit::uploads::{Landed, Ownership};
+use crate::commit::uploads::Ownership;
 use crate::error::SinkError;
 use crate::health::PartitionState;
 use crate::source::TopicPartition;
-use crate::table::tables::{Committed, Finished, Maintained};
+use crate::table::{Committed, Finished, Maintained};
 
 impl Pipeline {
-    pub(super) fn table_mode(&self) -> bool {
-        self.tables.is_some()
-    }
-
-    /// Table mode: the partition's landed files up to `next` (the durable prefix) go to the
-    /// table's next commit.
-    pub(super) fn stage(&mut self, tp: &TopicPartition, next: i64) {
-        let Some(tables) = self.tables.as_mut() else { return };
-        let mut files = Vec::new();
-        if let Some(groups) = self.landed.get_mut(tp) {
-            let later = groups.split_off(&next);
-            files = std::mem::replace(groups, later).into_values().flatten().collect();
-        }
-        tables.stage(tp, next, files);
-    }
-
-    /// Table mode: keeps a durable group's files until its range is in the committable prefix.
-    pub(super) fn keep_landed(&mut self, tp: &TopicPartition, start_offset: i64, files: &[Landed]) {
-        if self.tables.is_none() {
-            return;
-        }
-        let files = files.iter().filter_map(|f| f.table_file.clone()).collect();
-        self.landed.entry(tp.clone()).or_default().insert(start_offset, files);
-    }
-
     /// Table mode: a partition newly assigned starts where the rebalance read its table
     /// (`position`); when that read failed it waits, paused, until the loop positions it.
     pub(super) fn assigned_to_table(&mut self, tp: &TopicPartition, position: Option<Option<i64>>) {
+        let committed = self.partitions.get(tp).and_then(|b| b.committed);
         let Some(tables) = self.tables.as_mut() else { return };
-        tables.forget(tp);
-        self.landed.remove(tp);
-        match position {
-            Some(version) => {
-                tables.position(tp, version);
-                self.set_floor(tp, version);
-            }
-            None => {
-                self.awaiting.insert(tp.clone());
-            }
+        if tables.assigned(tp, position, committed) {
+            self.metrics.health.table_position(&tp.0, tp.1, position.flatten());
         }
     }
 
-    /// Offsets below the table's version are in the table: a message below it (fetched before
-    /// a seek took effect) is dropped, never staged twice.
-    fn set_floor(&mut self, tp: &TopicPartition, version: Option<i64>) {
-        self.metrics.health.table_position(&tp.0, tp.1, version);
-        match version {
-            Some(v) => {
-                self.floors.insert(tp.clone(), v);
-                // The group's offset follows the table's on the next tick, even when nothing is
-                // left to read (a member fenced at the end of the log): the table holds every
-                // offset below it.
-                if self.partitions.get(tp).is_none_or(|b| b.committed.is_none_or(|c| c < v)) {
-                    self.hints.insert(tp.clone(), v);
-                }
-            }
-            None => {
-                self.floors.remove(tp);
-            }
-        }
-    }
-
-    /// Commits the group offsets that follow table positions (see `set_floor`).
+    /// Commits the group offsets that follow table positions: the table holds every offset
+    /// below them.
     pub(super) async fn commit_hints(&mut self) {
-        let hints: Vec<(TopicPartition, i64)> = self.hints.drain().collect();
+        let hints = self.tables.as_mut().map(|t| t.positions.take_hints()).unwrap_or_default();
         for (tp, v) in hints {
             if self.owns(&tp) && self.partitions.get(&tp).is_some_and(|b| b.committed.is_none_or(|c| c < v)) {
                 self.commit(&tp, v).await;
@@ -93,26 +42,23 @@ impl Pipeline {
 
     pub(super) fn revoked_from_table(&mut self, tp: &TopicPartition) {
         if let Some(tables) = self.tables.as_mut() {
-            tables.forget(tp);
+            tables.revoked(tp);
         }
-        self.landed.remove(tp);
-        self.awaiting.remove(tp);
-        self.floors.remove(tp);
-        self.hints.remove(tp);
     }
 
-    /// Positions every partition that waits: reads the table's txn versions, seeks there (or,
-    /// for a partition the table does not know, to the group's committed offset, else where
+    /// Positions every partition that waits: reads the table's offsets, seeks there (or, for a
+    /// partition the table does not know, to the group's committed offset, else where
     /// `kafka.auto_offset_reset` says) and resumes it. A store that does not answer leaves them
     /// waiting until the next tick; a table that cannot be read is fatal.
     pub(super) async fn position_awaiting(&mut self) -> Result<(), SinkError> {
-        if self.awaiting.is_empty() {
+        let Some(tables) = self.tables.as_ref() else { return Ok(()) };
+        let awaiting = tables.positions.awaiting();
+        if awaiting.is_empty() {
             return Ok(());
         }
-        let Some(tables) = self.tables.as_ref() else { return Ok(()) };
         let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for (topic, partition) in &self.awaiting {
-            by_topic.entry(topic.clone()).or_default().push(*partition);
+        for (topic, partition) in awaiting {
+            by_topic.entry(topic).or_default().push(partition);
         }
         let mut found = Vec::new();
         for (topic, partitions) in by_topic {
@@ -126,14 +72,13 @@ impl Pipeline {
             }
         }
         for (tp, version) in found {
-            if !self.awaiting.contains(&tp) {
+            if !self.tables.as_ref().is_some_and(|t| t.positions.is_awaiting(&tp)) {
                 continue;
             }
             self.seek_to_table(&tp, version).await?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&tp.0, tp.1);
             self.consumer.resume(&tpl).map_err(SinkError::Source)?;
-            self.awaiting.remove(&tp);
         }
         Ok(())
     }
@@ -153,12 +98,13 @@ impl Pipeline {
         };
         tracing::info!(topic = %tp.0, partition = tp.1, table_version = ?version, group_offset = ?group, "positioned from the table");
         self.consumer.seek(&tp.0, tp.1, target, Duration::from_secs(10)).map_err(SinkError::Source)?;
-        if let Some(tables) = self.tables.as_mut() {
-            tables.position(tp, version);
-        }
         // The group's offset follows once the partition is idle (`commit_caught_up`): a member
         // fenced at the end of the log has nothing more to commit, and its lag still reaches 0.
-        self.set_floor(tp, version);
+        let committed = self.partitions.get(tp).and_then(|b| b.committed);
+        if let Some(tables) = self.tables.as_mut() {
+            tables.positioned(tp, version, committed);
+        }
+        self.metrics.health.table_position(&tp.0, tp.1, version);
         Ok(())
     }
 
@@ -192,7 +138,8 @@ impl Pipeline {
     /// A maintenance round's answer: its metrics. A compaction that failed leaves the small
     /// files as they were and is tried again later.
     fn table_maintained(&mut self, done: Maintained) {
-        let Maintained { topic, compacted, swept, checkpointed, log_entries_removed } = done;
+        let Maintained { topic, done } = done;
+        let crate::table::Maintenance { compacted, swept, checkpointed, log_entries_removed } = done;
         if let Some(Err(e)) = checkpointed {
             self.metrics.errors.with_label_values(&["table", "checkpoint"]).inc();
             tracing::warn!(topic, error = %e, "checkpoint failed; readers replay the log meanwhile, and the next one is tried in time");
@@ -287,9 +234,8 @@ impl Pipeline {
             return;
         }
         if let Some(tables) = self.tables.as_mut() {
-            tables.forget(tp); // no cursor: nothing of it is staged any more
+            tables.revoked(tp); // no cursor: nothing of it is staged any more
         }
-        self.hints.remove(tp);
         if let Some(buf) = self.partitions.get_mut(tp) {
             buf.failed = true;
         }
@@ -303,8 +249,9 @@ impl Pipeline {
         self.metrics.health.set_state(&tp.0, tp.1, PartitionState::Failed, Some(format!("delta table: {reason}")));
     }
 
-    /// Drops what this member holds of the partition (open file, uploads in flight, files
-    /// landed or staged), never to be referenced; `false` when it does not own it.
+    /// Drops what this member holds of the partition (open file, uploads in flight), never to
+    /// be referenced; `false` when it does not own it. Its files landed or staged go with the
+    /// table stage's `positioned` or `revoked` that follows.
     fn drop_held(&mut self, tp: &TopicPartition) -> bool {
         if !self.partitions.contains_key(tp) {
             return false;
@@ -313,7 +260,6 @@ impl Pipeline {
             old.release(); // its uploads in flight report to an epoch that is gone
         }
         self.uploads.forget(tp);
-        self.landed.remove(tp);
         if let Some(buf) = self.partitions.get_mut(tp) {
             buf.discard();
             buf.pending_commit = None;

@@ -225,9 +225,17 @@ impl Store {
     /// The root of the topic's Delta table: `<prefix>/topics/<topic>/` as a URL of
     /// [`Store::table_store`].
     pub fn table_root(&self, topic: &str) -> Result<url::Url, StoreError> {
-        let dir = topic_dir(&self.prefix, topic);
-        let bad = |e: url::ParseError| StoreError { op: "table root", key: dir.clone(), source: object_store::Error::Generic { store: "table", source: Box::new(e) } };
-        url::Url::parse(&self.tables.1).and_then(|base| base.join(&format!("{dir}/"))).map_err(bad)
+        (self.table_roots())(topic)
+    }
+
+    /// [`Store::table_root`] of every topic, apart from the store (a table format keeps it).
+    pub fn table_roots(&self) -> impl Fn(&str) -> Result<url::Url, StoreError> + Send + Sync + 'static {
+        let (prefix, base) = (self.prefix.clone(), self.tables.1.clone());
+        move |topic: &str| {
+            let dir = topic_dir(&prefix, topic);
+            let bad = |e: url::ParseError| StoreError { op: "table root", key: dir.clone(), source: object_store::Error::Generic { store: "table", source: Box::new(e) } };
+            url::Url::parse(&base).and_then(|base| base.join(&format!("{dir}/"))).map_err(bad)
+        }
     }
 
     /// Key of a data file of the topic's table: `<table root>/[<path>/]__kafka_partition=<p>/<start
@@ -236,7 +244,7 @@ impl Store {
     /// table's root, as its add action names it.
     pub fn table_file_key(&self, topic: &str, partition: i32, path: Option<&str>, start_offset: i64) -> (String, String) {
         let dir = path.map(|p| format!("{p}/")).unwrap_or_default();
-        let relative = format!("{dir}{}={partition}/{start_offset:020}-{}.parquet", crate::table::PARTITION_COLUMN, uuid::Uuid::new_v4());
+        let relative = format!("{dir}{}={partition}/{start_offset:020}-{}.parquet", crate::decode::envelope::KAFKA_PARTITION, uuid::Uuid::new_v4());
         (format!("{}/{relative}", topic_dir(&self.prefix, topic)), relative)
     }
 

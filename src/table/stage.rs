@@ -1,28 +1,23 @@
-//! The table stage as the pipeline drives it: files that are durable in offset order are
-//! staged per topic and partition, and every `table.commit_interval_ms` one commit per table
-//! runs on a blocking thread while consumption goes on. Each partition has a cursor: the txn
-//! version its next staged range follows (the table's version, plus what is staged or in
-//! flight). A partition that is revoked or fenced gets a new epoch, and answers of commits
+//! The table stage as the pipeline drives it, whatever the format: files that are durable in
+//! offset order are staged per topic and partition, and every `table.commit_interval_ms` one
+//! commit per table runs on a blocking thread while consumption goes on. Each partition has a
+//! cursor: the table offset its next staged range follows (the table's, plus what is staged or
+//! in flight). A partition that is revoked or fenced gets a new epoch, and answers of commits
 //! started before are not reported for it.
 //!
-//! Maintenance (compaction, the orphan sweep, checkpoints) runs beside the commits, on a thread and a table
-//! object of its own, one table at a time: a compaction that rewrites a bin for seconds never
-//! holds a commit back (the two meet only at the log, where the one that loses a version reads
-//! the other's and tries again), and its share of CPU and memory is one bin on one thread.
+//! Maintenance (compaction, the sweep, checkpoints: whatever the format's `maintain` does) runs
+//! beside the commits, on a thread and a table object of its own, one table at a time: a
+//! compaction that rewrites a bin for seconds never holds a commit back (the two meet only at
+//! the table's log, where the one that loses a version reads the other's and tries again), and
+//! its share of CPU and memory is one bin on one thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::ObjectStore;
-use url::Url;
-
-use super::{DataFile, Outcome, Settings, Staged, Table, TableError};
+use super::{DataFile, Due, Format, Maintenance, Outcome, Policy, Positions, Settings, Staged, Table, TableError};
 use crate::source::TopicPartition;
-
-/// Where each topic's table is: its root URL, in the store the engine is given.
-pub type Roots = Arc<dyn Fn(&str) -> Result<Url, String> + Send + Sync>;
 
 /// A commit that finished, as the pipeline sees it.
 pub struct Committed {
@@ -32,15 +27,10 @@ pub struct Committed {
     pub millis: u64,
 }
 
-/// A maintenance round that finished: what compaction did (if it was due), what the sweep
-/// removed, the version a checkpoint was written for (if one was due), and how many log
-/// entries past the log retention went behind it.
+/// A maintenance round that finished, and what it did.
 pub struct Maintained {
     pub topic: String,
-    pub compacted: Option<Result<super::compact::Compacted, TableError>>,
-    pub swept: super::orphans::Swept,
-    pub checkpointed: Option<Result<u64, TableError>>,
-    pub log_entries_removed: usize,
+    pub done: Maintenance,
 }
 
 /// What [`Tables::next_finished`] hands back.
@@ -53,7 +43,7 @@ pub enum Finished {
 struct Slot {
     /// The table with the snapshot it last read; `None` before the first commit, while a commit
     /// task holds it, and after a task lost it.
-    table: Option<Table>,
+    table: Option<Box<dyn Table>>,
     in_flight: bool,
     staged: BTreeMap<i32, Staged>,
     /// The ranges of a commit that failed (its outcome unknown): committed, alone, before
@@ -74,12 +64,12 @@ struct Slot {
     checkpoint_from: u64,
     /// The maintenance round's own table object (its snapshot read incrementally); `None`
     /// before the first round and while one holds it.
-    maintainer: Option<Table>,
+    maintainer: Option<Box<dyn Table>>,
 }
 
 struct Task {
     topic: String,
-    table: Option<Table>,
+    table: Option<Box<dyn Table>>,
     /// What the commit was given, handed back for the next attempt when it failed.
     staged: Vec<Staged>,
     result: Result<Outcome, TableError>,
@@ -88,19 +78,21 @@ struct Task {
 }
 
 pub struct Tables {
-    store: Arc<dyn ObjectStore>,
-    roots: Roots,
+    format: Arc<dyn Format>,
     interval: Duration,
-    /// Every table's (see [`Settings`]).
-    settings: Settings,
+    /// `table.orphan_retention_ms` (`None`: orphans stay) and `table.checkpoint_interval`.
+    orphan_retention_ms: Option<i64>,
+    checkpoint_interval: u64,
+    /// Where each assigned partition stands between the loop and the table.
+    pub positions: Positions,
     slots: HashMap<String, Slot>,
     cursors: HashMap<TopicPartition, Option<i64>>,
     epochs: HashMap<TopicPartition, u64>,
     next_epoch: u64,
     tasks: tokio::task::JoinSet<Task>,
-    compaction: Option<super::compact::Policy>,
+    compaction: Option<Policy>,
     /// At most one maintenance round at a time, of any table.
-    maintenance: tokio::task::JoinSet<(Maintained, Option<Table>)>,
+    maintenance: tokio::task::JoinSet<(Maintained, Option<Box<dyn Table>>)>,
     /// Set on shutdown: a compaction under way stops after its bin.
     stop: Arc<AtomicBool>,
 }
@@ -108,7 +100,7 @@ pub struct Tables {
 /// Reads the tables' txn versions of assigned partitions inside the consumer's rebalance (see
 /// [`crate::source::TableOffsets`]): on the thread that polls, blocking it while the log is read
 /// (the runtime moves its other tasks away meanwhile), a few attempts while the store heals.
-pub fn offsets_reader(store: Arc<dyn ObjectStore>, roots: Roots) -> crate::source::TableOffsets {
+pub fn offsets_reader(format: Arc<dyn Format>) -> crate::source::TableOffsets {
     Arc::new(move |tps: &[TopicPartition]| {
         tokio::runtime::Handle::try_current().map_err(|e| format!("the rebalance runs outside the runtime: {e}"))?;
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
@@ -118,15 +110,14 @@ pub fn offsets_reader(store: Arc<dyn ObjectStore>, roots: Roots) -> crate::sourc
         tokio::task::block_in_place(|| {
             let mut out = Vec::with_capacity(tps.len());
             for (topic, partitions) in by_topic {
-                let root = roots(topic)?;
                 let mut last = String::new();
                 let mut found = None;
                 for attempt in 0..3 {
                     if attempt > 0 {
                         std::thread::sleep(Duration::from_secs(1));
                     }
-                    let mut table = Table::new(store.clone(), root.clone(), topic, Settings::default());
-                    match table.versions(&partitions) {
+                    let versions = format.open(topic).and_then(|mut table| table.versions(&partitions));
+                    match versions {
                         Ok(v) => {
                             found = Some(v);
                             break;
@@ -144,12 +135,13 @@ pub fn offsets_reader(store: Arc<dyn ObjectStore>, roots: Roots) -> crate::sourc
 }
 
 impl Tables {
-    pub fn new(store: Arc<dyn ObjectStore>, roots: Roots, interval: Duration, settings: Settings) -> Self {
+    pub fn new(format: Arc<dyn Format>, interval: Duration, settings: &Settings) -> Self {
         Self {
-            store,
-            roots,
+            format,
             interval,
-            settings,
+            orphan_retention_ms: settings.orphan_retention_ms,
+            checkpoint_interval: settings.checkpoint_interval,
+            positions: Positions::default(),
             slots: HashMap::new(),
             cursors: HashMap::new(),
             epochs: HashMap::new(),
@@ -161,36 +153,83 @@ impl Tables {
         }
     }
 
-    /// Compaction after commits (see [`super::compact`]).
-    pub fn with_compaction(mut self, policy: Option<super::compact::Policy>) -> Self {
+    /// Compaction after commits (see [`Policy`]).
+    pub fn with_compaction(mut self, policy: Option<Policy>) -> Self {
         self.compaction = policy;
         self
     }
 
-    fn table(&self, topic: &str) -> Result<Table, TableError> {
-        let root = (self.roots)(topic).map_err(|reason| TableError::Root { topic: topic.to_string(), reason })?;
-        Ok(Table::new(self.store.clone(), root, topic, self.settings.clone()))
+    /// The format's tables: how the encoder shapes their files.
+    pub fn format(&self) -> &Arc<dyn Format> {
+        &self.format
+    }
+
+    fn table(&self, topic: &str) -> Result<Box<dyn Table>, TableError> {
+        self.format.open(topic)
     }
 
     /// The table's txn version of each partition now (`None`: none yet), read afresh from the log.
     pub async fn versions(&self, topic: &str, partitions: Vec<i32>) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
         let mut table = self.table(topic)?;
-        let name = table.root().to_string();
+        let name = table.name();
         tokio::task::spawn_blocking(move || table.versions(&partitions))
             .await
             .map_err(|e| TableError::Task { table: name, reason: e.to_string() })?
     }
 
-    /// The partition is (again) at `version` of the table: what is staged for it is dropped,
-    /// answers of commits already under way are no longer reported for it, and its next range
-    /// follows `version`.
-    pub fn position(&mut self, tp: &TopicPartition, version: Option<i64>) {
-        self.forget(tp);
-        self.cursors.insert(tp.clone(), version);
+    /// A partition newly assigned, at the offset the rebalance read from its table (`None`:
+    /// that read failed; it waits, paused, until the loop positions it). `committed` is the
+    /// group's offset this member holds for it. Returns whether it is positioned.
+    pub fn assigned(&mut self, tp: &TopicPartition, read: Option<Option<i64>>, committed: Option<i64>) -> bool {
+        self.revoked(tp);
+        match read {
+            Some(offset) => {
+                self.positioned(tp, offset, committed);
+                true
+            }
+            None => {
+                self.positions.wait(tp);
+                false
+            }
+        }
     }
 
-    /// Revoked: nothing of the partition is committed from here on.
-    pub fn forget(&mut self, tp: &TopicPartition) {
+    /// The partition is (again) at the table's `offset` (`None`: the table has none for it):
+    /// what is landed or staged for it is dropped, answers of commits already under way are no longer
+    /// reported for it, its next range follows `offset`, and messages below it are dropped.
+    pub fn positioned(&mut self, tp: &TopicPartition, offset: Option<i64>, committed: Option<i64>) {
+        self.revoked(tp);
+        self.cursors.insert(tp.clone(), offset);
+        self.positions.set(tp, offset, committed);
+    }
+
+    /// Revoked, or its rows refused by the table: nothing of the partition is committed or
+    /// kept from here on.
+    pub fn revoked(&mut self, tp: &TopicPartition) {
+        self.forget(tp);
+        self.positions.clear(tp);
+    }
+
+    /// The files of a durable group, kept until its range is in the committable prefix.
+    pub fn land(&mut self, tp: &TopicPartition, start_offset: i64, files: Vec<DataFile>) {
+        self.positions.land(tp, start_offset, files);
+    }
+
+    /// The partition's durable prefix now ends at `next`: its range and the files landed for
+    /// it go to the table's next commit.
+    pub fn stage_through(&mut self, tp: &TopicPartition, next: i64) {
+        let files = self.positions.take_below(tp, next);
+        self.stage(tp, next, files);
+    }
+
+    /// Whether the table has not yet committed all this member holds of the partition (not
+    /// positioned, files landed, a range staged or in a commit).
+    pub fn holds(&self, tp: &TopicPartition) -> bool {
+        self.positions.is_awaiting(tp) || self.positions.has_landed(tp) || self.busy(tp)
+    }
+
+    /// Nothing staged for the partition is committed any more; a new epoch.
+    fn forget(&mut self, tp: &TopicPartition) {
         if let Some(slot) = self.slots.get_mut(&tp.0) {
             slot.staged.remove(&tp.1);
             slot.retry.retain(|s| s.partition != tp.1);
@@ -202,7 +241,7 @@ impl Tables {
 
     /// Stages the durable range of the partition up to `next` with its files, for the next
     /// commit. Ignored for a partition without a cursor (not positioned, or forgotten).
-    pub fn stage(&mut self, tp: &TopicPartition, next: i64, files: Vec<DataFile>) {
+    fn stage(&mut self, tp: &TopicPartition, next: i64, files: Vec<DataFile>) {
         let Some(cursor) = self.cursors.get_mut(tp) else { return };
         let start = *cursor;
         if start.is_some_and(|s| next <= s) {
@@ -219,7 +258,7 @@ impl Tables {
     }
 
     /// Whether the partition has a range staged or in a commit under way.
-    pub fn busy(&self, tp: &TopicPartition) -> bool {
+    fn busy(&self, tp: &TopicPartition) -> bool {
         self.slots.get(&tp.0).is_some_and(|s| s.staged.contains_key(&tp.1) || s.retry.iter().any(|r| r.partition == tp.1) || s.in_flight)
     }
 
@@ -253,8 +292,8 @@ impl Tables {
         }
         let policy = self.compaction.clone();
         let idle = policy.as_ref().and_then(|p| p.idle_ms).map(Duration::from_millis);
-        let retention = self.settings.orphan_retention_ms;
-        let every = self.settings.checkpoint_interval;
+        let retention = self.orphan_retention_ms;
+        let every = self.checkpoint_interval;
         let due = self.slots.iter().find_map(|(topic, slot)| {
             let by_count = policy.as_ref().is_some_and(|p| p.min_files > 0 && slot.commits_since_compaction >= p.min_files);
             let idle = idle.is_some_and(|d| slot.idle_since.is_some_and(|t| t.elapsed() >= d) && !slot.in_flight && slot.staged.is_empty());
@@ -284,41 +323,22 @@ impl Tables {
             slot.checkpoint_from = slot.latest_version.unwrap_or(0);
         }
         // Idle: every value with two small files or more is merged, however few.
-        let policy = compaction.and_then(|idle| policy.map(|p| if idle { super::compact::Policy { min_files: 2, ..p } } else { p }));
-        let (store, stop, name) = (self.store.clone(), self.stop.clone(), topic.clone());
+        let compaction = compaction.and_then(|idle| policy.map(|p| if idle { Policy { min_files: 2, ..p } } else { p }));
+        let due = Due { compaction, sweep, checkpoint };
+        let (stop, name) = (self.stop.clone(), topic.clone());
         self.maintenance.spawn(async move {
             let joined = tokio::task::spawn_blocking(move || {
-                let compacted = policy.map(|p| table.root_key().and_then(|root| table.compact(&store, &root, &p, &stop)));
-                let mut swept = Default::default();
-                if let Some(ms) = sweep {
-                    let now = crate::health::now_ms();
-                    match table.root_key().and_then(|root| table.remove_orphans(&store, &root, ms, now)) {
-                        Ok(s) => swept = s,
-                        Err(e) => tracing::warn!(table = %table.root(), error = %e, "looking for orphan files failed; tried again later"),
-                    }
-                }
-                // Last, so it takes in the compaction's version too. No table yet: nothing due.
-                let checkpointed = checkpoint.then(|| table.checkpoint()).and_then(Result::transpose);
-                // Expired log entries go behind a new checkpoint, as Spark's cleanup does.
-                let mut log_entries_removed = 0;
-                if matches!(checkpointed, Some(Ok(_))) {
-                    match table.root_key().and_then(|root| table.clean_log(&store, &root, crate::health::now_ms())) {
-                        Ok(n) => log_entries_removed = n,
-                        Err(e) => tracing::warn!(table = %table.root(), error = %e, "removing expired log entries failed; tried again after the next checkpoint"),
-                    }
-                }
-                (table, compacted, swept, checkpointed, log_entries_removed)
+                let done = table.maintain(&due, &stop);
+                (table, done)
             })
             .await;
             match joined {
-                Ok((table, compacted, swept, checkpointed, log_entries_removed)) => {
-                    (Maintained { topic: name, compacted, swept, checkpointed, log_entries_removed }, Some(table))
-                }
-                // The kernel panicked: the table object is lost with it; the next round reads
-                // the log afresh.
+                Ok((table, done)) => (Maintained { topic: name, done }, Some(table)),
+                // The format panicked: the table object is lost with it; the next round reads
+                // the table afresh.
                 Err(e) => {
                     let compacted = Some(Err(TableError::Task { table: name.clone(), reason: e.to_string() }));
-                    (Maintained { topic: name, compacted, swept: Default::default(), checkpointed: None, log_entries_removed: 0 }, None)
+                    (Maintained { topic: name, done: Maintenance { compacted, ..Default::default() } }, None)
                 }
             }
         });
@@ -407,24 +427,21 @@ impl Tables {
         }
     }
 
-    fn maintained(&mut self, joined: Result<(Maintained, Option<Table>), tokio::task::JoinError>) -> Option<Maintained> {
+    fn maintained(&mut self, joined: Result<(Maintained, Option<Box<dyn Table>>), tokio::task::JoinError>) -> Option<Maintained> {
         match joined {
             Ok((done, table)) => {
                 let slot = self.slots.entry(done.topic.clone()).or_default();
                 slot.maintainer = table;
-                if let Some(Ok(c)) = &done.compacted {
+                if let Some(Ok(c)) = &done.done.compacted {
                     slot.latest_version = slot.latest_version.max(c.version);
                 }
                 Some(done)
             }
             Err(e) if e.is_cancelled() => None,
-            Err(e) => Some(Maintained {
-                topic: String::new(),
-                compacted: Some(Err(TableError::Task { table: String::new(), reason: e.to_string() })),
-                swept: Default::default(),
-                checkpointed: None,
-                log_entries_removed: 0,
-            }),
+            Err(e) => {
+                let compacted = Some(Err(TableError::Task { table: String::new(), reason: e.to_string() }));
+                Some(Maintained { topic: String::new(), done: Maintenance { compacted, ..Default::default() } })
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::schema::{SchemaRef as KernelSchemaRef, StructType};
 use delta_kernel::EngineData;
 
+use super::types::table_field;
 use super::{DataFile, Staged};
 
 /// The table's partition column: every row's Kafka partition. The data files keep the column
@@ -105,24 +106,6 @@ pub fn with_path_columns(schema: &KernelSchemaRef, columns: &[String]) -> Result
         }
     }
     StructType::try_new(fields).map(Arc::new).map_err(|e| kernel_message(&e.to_string()))
-}
-
-/// A column of our files as the table declares it: the same type, with timestamps in UTC
-/// spelled as Delta knows them (the files hold UTC instants whatever the Arrow zone name says)
-/// and without Arrow's field metadata (extension names are Arrow's, not Delta's).
-pub(super) fn table_field(f: &Field) -> Field {
-    Field::new(f.name(), table_type(f.data_type()), f.is_nullable())
-}
-
-fn table_type(t: &DataType) -> DataType {
-    match t {
-        DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, Some("UTC".into())),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| table_field(f)).collect()),
-        DataType::List(f) => DataType::List(Arc::new(table_field(f))),
-        DataType::LargeList(f) => DataType::LargeList(Arc::new(table_field(f))),
-        DataType::Map(f, sorted) => DataType::Map(Arc::new(table_field(f)), *sorted),
-        other => other.clone(),
-    }
 }
 
 /// The kernel's message without the backtrace it may carry.

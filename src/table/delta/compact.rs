@@ -14,31 +14,8 @@ use delta_kernel::snapshot::SnapshotRef;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
 use delta_kernel::FilteredEngineData;
 use object_store::{ObjectStore, ObjectStoreExt as _};
-use parquet::file::properties::WriterProperties;
 
-use super::{actions, DataFile, Table, TableError, ENGINE_INFO};
-
-/// When and how far to compact.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// A partition value is compacted once it holds this many files below the target.
-    pub min_files: usize,
-    pub target_file_bytes: u64,
-    /// A table that has taken no commit for this long after one is looked at once more, and
-    /// every value with two small files or more merged (`None`: only by `min_files`).
-    pub idle_ms: Option<u64>,
-    pub props: WriterProperties,
-}
-
-/// What one compaction did.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Compacted {
-    pub version: Option<u64>,
-    pub files_in: usize,
-    pub files_out: usize,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
+use super::{actions, Compacted, DataFile, DeltaTable, Policy, TableError, ENGINE_INFO};
 
 /// Versions a compaction tries for one rewrite before it gives up the round.
 const MAX_ATTEMPTS: usize = 20;
@@ -86,7 +63,7 @@ struct Listed {
     values: std::collections::HashMap<String, String>,
 }
 
-impl Table {
+impl DeltaTable {
     /// Compacts every partition value that `policy` says is due, one bin per partition value
     /// per call (the largest share of the work is bounded by `target_file_bytes` read and
     /// written). `store` is the table's store and `root_key` its root as a key in it. A commit

@@ -17,7 +17,7 @@ use delta_kernel::schema::{ArrayType, DataType, MapType, MetadataValue, Primitiv
 use delta_kernel::snapshot::SnapshotRef;
 use object_store::{PutMode, PutOptions};
 
-use super::{actions, features, DataFile, Table, TableError, ENGINE_INFO};
+use super::{actions, features, DataFile, DeltaTable, TableError, ENGINE_INFO};
 
 /// The field metadata key of Delta's type widening.
 const TYPE_CHANGES: &str = "delta.typeChanges";
@@ -195,7 +195,7 @@ fn record(metadata: &mut std::collections::HashMap<String, MetadataValue>, from:
     Ok(())
 }
 
-impl Table {
+impl DeltaTable {
     /// Writes `evolution` as the version after `snapshot`: `Ok(true)` when it is written,
     /// `Ok(false)` when another writer took the version (read the log and look again).
     pub(super) fn change_schema(&mut self, snapshot: &SnapshotRef, evolution: &Evolution) -> Result<bool, TableError> {

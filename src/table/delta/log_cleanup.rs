@@ -14,7 +14,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 
-use super::{Table, TableError};
+use super::{DeltaTable, TableError};
 
 /// Spark's and the kernel's default `delta.logRetentionDuration`.
 pub const LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -32,7 +32,7 @@ fn entry(name: &str) -> Option<(u64, bool)> {
     }
 }
 
-impl Table {
+impl DeltaTable {
     /// Removes the expired log entries as the module says; how many. `now_ms` is the clock.
     pub fn clean_log(&mut self, store: &Arc<dyn ObjectStore>, root_key: &str, now_ms: i64) -> Result<usize, TableError> {
         let Some(snapshot) = self.refresh()? else { return Ok(0) };

@@ -7,7 +7,7 @@
 //! the topic and partition ([`app_id`]) and whose version is the next offset to read. The table
 //! is the source of truth for where each partition resumes (DESIGN.md, "Delta tables").
 //!
-//! [`Table::commit`] commits only the partitions whose table version still equals the start of
+//! [`DeltaTable::commit`] commits only the partitions whose table version still equals the start of
 //! what is staged; any other partition is reported fenced, with the table's version, and none
 //! of its files is referenced. A lost race for the log version (another writer committed
 //! first) and an unknown outcome (a timeout, a 5xx, a lost answer) are both resolved the same
@@ -17,19 +17,38 @@
 //! The kernel's API is blocking: [`Tables`](tables::Tables) runs it on blocking threads, off the
 //! loop that consumes.
 
+//! Delta Lake behind the table seam: one Delta table per topic.
+//!
+//! Our encoder writes the Parquet data files and the upload stage puts them under unique names;
+//! a commit makes them part of the table. Each commit is one log version written with a
+//! put-if-absent by delta_kernel; it carries the add actions of the files closed since the
+//! last one and, in the same version, one `txn` action per Kafka partition whose app id names
+//! the topic and partition ([`app_id`]) and whose version is the next offset to read. The table
+//! is the source of truth for where each partition resumes (DESIGN.md, "Delta tables").
+//!
+//! [`DeltaTable::commit`] commits only the partitions whose table version still equals the start of
+//! what is staged; any other partition is reported fenced, with the table's version, and none
+//! of its files is referenced. A lost race for the log version (another writer committed
+//! first) and an unknown outcome (a timeout, a 5xx, a lost answer) are both resolved the same
+//! way: reload the log and look at the txn versions again, so a commit that did land is found
+//! and never made twice.
+//!
+//! The kernel's API is blocking: the stage runs it on blocking threads, off the loop that
+//! consumes.
+
 mod actions;
-pub mod compact;
+mod compact;
 mod evolve;
 mod features;
 mod log_cleanup;
-pub mod orphans;
+mod orphans;
 pub mod paths;
 mod stats;
-pub use actions::{file_batch, file_schema, PARTITION_COLUMN};
-pub use stats::file_stats;
-pub mod tables;
+mod types;
+pub use actions::PARTITION_COLUMN;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use delta_kernel::committer::FileSystemCommitter;
@@ -42,7 +61,95 @@ use delta_kernel_default_engine::DefaultEngine;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use url::Url;
 
-pub use tables::Tables;
+use super::{Compacted, DataFile, Due, Maintenance, Outcome, Policy, Settings, Staged, Summary, Swept, TableError};
+
+/// Delta Lake as the table format: each topic's table at its root under the store's prefix
+/// (`<prefix>/topics/<topic>/`).
+pub struct Delta {
+    store: Arc<dyn ObjectStore>,
+    roots: Roots,
+    settings: Settings,
+}
+
+/// Where each topic's table is: its root URL (a directory, ending in `/`) in the format's store.
+pub type Roots = Box<dyn Fn(&str) -> Result<Url, String> + Send + Sync>;
+
+impl Delta {
+    pub fn new(store: &crate::store::Store, settings: Settings) -> Self {
+        let roots = store.table_roots();
+        Self::on(store.table_store(), Box::new(move |topic| roots(topic).map_err(|e| e.to_string())), settings)
+    }
+
+    /// The tables of `store` at `roots` (tests give an in-memory store).
+    pub fn on(store: Arc<dyn ObjectStore>, roots: Roots, settings: Settings) -> Self {
+        Self { store, roots, settings }
+    }
+}
+
+impl super::Format for Delta {
+    fn kind(&self) -> &'static str {
+        "Delta"
+    }
+
+    fn open(&self, topic: &str) -> Result<Box<dyn super::Table>, TableError> {
+        let root = (self.roots)(topic).map_err(|reason| TableError::Root { topic: topic.to_string(), reason })?;
+        Ok(Box::new(DeltaTable::new(self.store.clone(), root, topic, self.settings.clone())))
+    }
+
+    fn transform(&self) -> crate::encode::Transform {
+        crate::encode::Transform { batch: actions::file_batch, schema: actions::file_schema, stats: stats::file_stats }
+    }
+}
+
+impl super::Table for DeltaTable {
+    fn name(&self) -> String {
+        self.root.to_string()
+    }
+
+    fn versions(&mut self, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
+        DeltaTable::versions(self, partitions)
+    }
+
+    fn commit(&mut self, staged: Vec<Staged>) -> Result<Outcome, TableError> {
+        DeltaTable::commit(self, staged)
+    }
+
+    /// Compaction, then the sweep, then the checkpoint (last, so that it takes in the
+    /// compaction's version too), and behind a new checkpoint the expired log entries, as
+    /// Spark's cleanup does. A step that fails is reported; the others still run.
+    fn maintain(&mut self, due: &Due, stop: &AtomicBool) -> Maintenance {
+        let mut done = Maintenance::default();
+        let root = match self.root_key() {
+            Ok(root) => root,
+            Err(e) => {
+                done.compacted = Some(Err(e));
+                return done;
+            }
+        };
+        let store = self.store.clone();
+        done.compacted = due.compaction.as_ref().map(|p| self.compact(&store, &root, p, stop));
+        if let Some(ms) = due.sweep {
+            match self.remove_orphans(&store, &root, ms, crate::health::now_ms()) {
+                Ok(s) => done.swept = s,
+                Err(e) => tracing::warn!(table = %self.root, error = %e, "looking for orphan files failed; tried again later"),
+            }
+        }
+        // No table yet: nothing due.
+        done.checkpointed = due.checkpoint.then(|| self.checkpoint()).and_then(Result::transpose);
+        if matches!(done.checkpointed, Some(Ok(_))) {
+            match self.clean_log(&store, &root, crate::health::now_ms()) {
+                Ok(n) => done.log_entries_removed = n,
+                Err(e) => tracing::warn!(table = %self.root, error = %e, "removing expired log entries failed; tried again after the next checkpoint"),
+            }
+        }
+        done
+    }
+
+    fn summary(&mut self) -> Result<Option<Summary>, TableError> {
+        let files = self.file_paths()?.len();
+        Ok(self.version().map(|version| Summary { version, files }))
+    }
+}
 
 /// Written into each commit's `commitInfo.engineInfo`.
 pub const ENGINE_INFO: &str = concat!("kafka-parquet-sink/", env!("CARGO_PKG_VERSION"));
@@ -60,137 +167,8 @@ pub fn app_id(topic: &str, partition: i32) -> String {
     format!("kafka-parquet-sink:{topic}:{partition}")
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TableError {
-    #[error("delta table {table}: {source}")]
-    Kernel {
-        table: String,
-        #[source]
-        source: Box<delta_kernel::KernelError>,
-    },
-    /// The files' schema cannot become the table's (a type change Delta cannot express).
-    #[error("delta table {table}: the records' schema cannot become the table's: {reason}")]
-    Schema { table: String, reason: String },
-    #[error("delta table {table}: {attempts} commit attempts in a row lost to other writers")]
-    Contended { table: String, attempts: u32 },
-    #[error("delta table {table}: the commit task failed: {reason}")]
-    Task { table: String, reason: String },
-    /// The table holds a feature whose rules our writes would break (see `features`).
-    #[error("delta table {table} has {feature}, which this sink cannot keep: write this topic to another table (output.prefix), or drop the feature from the table")]
-    Unkept { table: String, feature: String },
-    /// The table's root cannot be named as a URL.
-    #[error("delta table of {topic}: no root URL: {reason}")]
-    Root { topic: String, reason: String },
-    /// A data file we wrote has no readable footer (a bug: the encoder just closed it).
-    #[error("data file of {table}: {source}")]
-    File {
-        table: String,
-        #[source]
-        source: parquet::errors::ParquetError,
-    },
-}
-
-impl TableError {
-    /// The store timing out, refusing for a while or losing an answer heals; a schema the table
-    /// cannot take, a corrupt log or a protocol this kernel cannot write does not.
-    pub fn retryable(&self) -> bool {
-        match self {
-            TableError::Kernel { source, .. } => match source.as_ref() {
-                delta_kernel::KernelError::ObjectStore(e) => !matches!(
-                    e,
-                    object_store::Error::PermissionDenied { .. }
-                        | object_store::Error::Unauthenticated { .. }
-                        | object_store::Error::NotSupported { .. }
-                        | object_store::Error::NotImplemented { .. }
-                ),
-                delta_kernel::KernelError::IOError(_) | delta_kernel::KernelError::Reqwest(_) | delta_kernel::KernelError::JoinFailure(_) => true,
-                _ => false,
-            },
-            TableError::Contended { .. } | TableError::Task { .. } => true,
-            TableError::Schema { .. } | TableError::File { .. } | TableError::Root { .. } | TableError::Unkept { .. } => false,
-        }
-    }
-}
-
-/// One data file, put under the table's root and not yet referenced by it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataFile {
-    /// The object key relative to the table's root (`title=a%2Fb c/__kafka_partition=0/...parquet`);
-    /// the log spells it as a URI ([`paths`]).
-    pub path: String,
-    pub size: u64,
-    pub rows: u64,
-    /// Milliseconds since the epoch: when it was put.
-    pub modification_time: i64,
-    /// The Arrow schema of its rows (as written in its footer).
-    pub schema: arrow_schema::SchemaRef,
-    /// Its values of the table's partition columns besides the Kafka partition (the time or
-    /// field partitioner's directories), in the table's order; `None` is null.
-    pub partition_values: Vec<(String, Option<String>)>,
-    /// Its column statistics as the encoder gathered them (one row, see `stats`); `None`:
-    /// `numRecords` alone.
-    pub stats: Option<arrow::array::ArrayRef>,
-}
-
-impl DataFile {
-    /// The Arrow schema in a Parquet file's footer (the one our encoder embeds).
-    pub fn schema_of(bytes: &bytes::Bytes, topic: &str) -> Result<arrow_schema::SchemaRef, TableError> {
-        parquet::arrow::arrow_reader::ArrowReaderMetadata::load(bytes, Default::default())
-            .map(|m| m.schema().clone())
-            .map_err(|source| TableError::File { table: topic.to_string(), source })
-    }
-}
-
-/// What one partition asks a commit to make durable: the offsets `[start, next)` and the files
-/// holding their rows (none when every record of the range was skipped).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Staged {
-    pub partition: i32,
-    /// The partition's txn version this range follows (`None`: the table has none for it yet).
-    pub start: Option<i64>,
-    pub next: i64,
-    pub files: Vec<DataFile>,
-}
-
-/// What a commit did, per partition.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Outcome {
-    /// The log version written, if one was.
-    pub version: Option<u64>,
-    /// Partitions whose txn version is now their staged `next`.
-    pub committed: Vec<(i32, i64)>,
-    /// Partitions whose table version is no longer their staged start: another member wrote
-    /// them. The table's version (where to read from now) is given; their files are never
-    /// referenced.
-    pub fenced: Vec<(i32, Option<i64>)>,
-    /// Partitions whose rows the table cannot take (a column type Delta cannot change), with
-    /// the reason; none of their files is referenced.
-    pub refused: Vec<(i32, String)>,
-    /// Log versions lost to other writers on the way.
-    pub conflicts: u32,
-    /// Ranges of skipped records only, given before the table exists: no schema to create it
-    /// with yet, so they wait for the first file.
-    pub deferred: Vec<Staged>,
-}
-
-/// What the `[table]` config (and the partitioner) set for every table of the sink.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    /// Write a checkpoint every this many versions (0: never).
-    pub checkpoint_interval: u64,
-    /// `table.orphan_retention_ms` when orphans are removed (`None`: they stay): a file staged
-    /// for longer than half of it is checked before a commit names it.
-    pub orphan_retention_ms: Option<i64>,
-    /// Whether a column may widen its type (`table.type_widening`, see `evolve`).
-    pub type_widening: bool,
-    /// The partition columns before the Kafka partition (the time or field partitioner's).
-    pub path_columns: Vec<String>,
-    /// Table properties a new table is created with (`table.properties`).
-    pub properties: BTreeMap<String, String>,
-}
-
 /// One topic's Delta table.
-pub struct Table {
+pub struct DeltaTable {
     engine: Arc<DefaultEngine<TokioMultiThreadExecutor>>,
     root: Url,
     topic: String,
@@ -201,7 +179,7 @@ pub struct Table {
     settings: Settings,
 }
 
-impl Table {
+impl DeltaTable {
     /// The table of `topic` at `root` (a directory URL, ending in `/`) in `store`. Nothing is
     /// read until a call needs the log. Needs a multi-threaded tokio runtime.
     pub fn new(store: Arc<dyn ObjectStore>, root: Url, topic: &str, settings: Settings) -> Self {

@@ -10,7 +10,7 @@
 //! every remove younger than the retention, and the commits after it), so the sweep costs one
 //! replay of the log and one listing of the table. The commit, for its part, checks that a file
 //! staged for longer than half the orphan retention is still there before naming it (see
-//! [`Table::commit`]).
+//! [`DeltaTable::commit`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,21 +23,12 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 
-use super::{Table, TableError};
+use super::{DeltaTable, Swept, TableError};
 
 /// Spark's and the kernel's default `delta.deletedFileRetentionDuration`.
 pub const DELETED_FILE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// What one sweep removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    /// Files no version named, past the orphan retention.
-    pub orphans: usize,
-    /// Files a version removed, past the table's deleted-file retention.
-    pub expired: usize,
-}
-
-impl Table {
+impl DeltaTable {
     /// Sweeps the table as the module says. `orphan_retention_ms` is `table.orphan_retention_ms`
     /// and `now_ms` the clock (Unix ms).
     pub fn remove_orphans(&mut self, store: &Arc<dyn ObjectStore>, root_key: &str, orphan_retention_ms: i64, now_ms: i64) -> Result<Swept, TableError> {

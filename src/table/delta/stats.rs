@@ -17,7 +17,8 @@ use delta_kernel::expressions::ColumnName;
 use delta_kernel::schema::StructType;
 use delta_kernel_default_engine::stats::FileStatsAccumulator;
 
-use super::actions::{table_field, PARTITION_COLUMN};
+use super::types::table_field;
+use crate::decode::envelope::KAFKA_PARTITION as PARTITION_COLUMN;
 
 /// Spark's and the kernel's default `delta.dataSkippingNumIndexedCols`.
 pub const INDEXED_COLUMNS: usize = 32;

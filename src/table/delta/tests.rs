@@ -1,4 +1,4 @@
-//! The commit protocol against object_store's in-memory store: two `Table`s on one store are
+//! The commit protocol against object_store's in-memory store: two `DeltaTable`s on one store are
 //! two members (or a member and its zombie) racing for the same log.
 
 use std::sync::Arc;
@@ -36,17 +36,25 @@ fn file(partition: i32, start: i64, rows: u64, extra: bool) -> DataFile {
     }
 }
 
+/// The table stage over Delta tables in `store`, each topic's at `memory:///bronze/topics/<topic>/`,
+/// committing whenever asked.
+fn stage(store: &Arc<dyn ObjectStore>, settings: Settings) -> crate::table::Tables {
+    let roots: Roots = Box::new(|topic: &str| Url::parse(&format!("memory:///bronze/topics/{topic}/")).map_err(|e| e.to_string()));
+    let format = Arc::new(Delta::on(store.clone(), roots, settings.clone()));
+    crate::table::Tables::new(format, std::time::Duration::ZERO, &settings)
+}
+
 fn staged(partition: i32, start: Option<i64>, next: i64) -> Staged {
     let from = start.unwrap_or(0);
     Staged { partition, start, next, files: vec![file(partition, from, (next - from) as u64, false)] }
 }
 
-fn table(store: &Arc<dyn ObjectStore>, interval: u64) -> Result<Table, url::ParseError> {
+fn table(store: &Arc<dyn ObjectStore>, interval: u64) -> Result<DeltaTable, url::ParseError> {
     table_with(store, Settings { checkpoint_interval: interval, ..Settings::default() })
 }
 
-fn table_with(store: &Arc<dyn ObjectStore>, settings: Settings) -> Result<Table, url::ParseError> {
-    Ok(Table::new(store.clone(), Url::parse("memory:///bronze/topics/t/")?, "t", settings))
+fn table_with(store: &Arc<dyn ObjectStore>, settings: Settings) -> Result<DeltaTable, url::ParseError> {
+    Ok(DeltaTable::new(store.clone(), Url::parse("memory:///bronze/topics/t/")?, "t", settings))
 }
 
 /// The log's version files, in order.
@@ -309,7 +317,7 @@ async fn put_file_in(store: &Arc<dyn ObjectStore>, value: Option<(&str, &str)>, 
             Arc::new(StringArray::from_iter_values((start..start + rows).map(|o| format!("id-{o}")))),
         ],
     )?;
-    let mut w = crate::encode::ParquetFile::new(&batch, parquet::file::properties::WriterProperties::builder().build())?.with_stats(file_stats(&schema));
+    let mut w = crate::encode::ParquetFile::new(&batch, parquet::file::properties::WriterProperties::builder().build())?.with_stats(stats::file_stats(&schema));
     w.write(&batch)?;
     let crate::encode::Finished { bytes, stats, .. } = w.finish_with_stats()?;
     let escape = |v: &str| v.replace('%', "%25").replace('/', "%2F").replace('?', "%3F");
@@ -365,7 +373,7 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
     let mut t = run.await??;
     let (files_before, rows_before) = table_rows(&store).await?;
     assert_eq!(files_before.len(), 12, "files before: {files_before:?}");
-    let policy = compact::Policy { min_files: 4, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() };
+    let policy = Policy { min_files: 4, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() };
     let kv = store.clone();
     let (done, versions) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
         let first = t.compact(&kv, "bronze/topics/t", &policy, &Default::default())?;
@@ -375,7 +383,7 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
     .await??;
     assert_eq!((done.0.files_in, done.0.files_out), (12, 2), "one round: each partition value's six files into one");
     assert_eq!(done.0.version, Some(8), "versions 7 and 8, one per partition value");
-    assert_eq!(done.1, compact::Compacted::default(), "the next round: nothing left to do");
+    assert_eq!(done.1, Compacted::default(), "the next round: nothing left to do");
     let (files_after, rows_after) = table_rows(&store).await?;
     assert_eq!(files_after.len(), 2, "files after: {files_after:?}");
     assert!(files_after.iter().all(|f| f.contains("-compacted-")), "{files_after:?}");
@@ -385,7 +393,7 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
 }
 
 /// A table of partition 0 with `n` committed files of 10 rows each (txn version `10 * n`).
-async fn committed_files(store: &Arc<dyn ObjectStore>, n: i64) -> Result<Table, Box<dyn std::error::Error>> {
+async fn committed_files(store: &Arc<dyn ObjectStore>, n: i64) -> Result<DeltaTable, Box<dyn std::error::Error>> {
     let mut t = table(store, 0)?;
     let mut commits = Vec::new();
     for i in 0..n {
@@ -409,8 +417,8 @@ async fn rewrites_put(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>, objec
     Ok(keys.into_iter().filter(|k| k.contains("-compacted-")).collect())
 }
 
-fn policy(min_files: usize) -> compact::Policy {
-    compact::Policy { min_files, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() }
+fn policy(min_files: usize) -> Policy {
+    Policy { min_files, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() }
 }
 
 /// The race a 1 s commit interval makes all the time: the sink's next commit takes the version
@@ -575,7 +583,7 @@ async fn compaction_keeps_each_path_partition_apart() -> TestResult {
         let f = put_file_under(&store, Some(day), 0, i * 10, 10).await?;
         commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
     }
-    let policy = compact::Policy { min_files: 2, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() };
+    let policy = Policy { min_files: 2, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() };
     let kv = store.clone();
     let (done, files, schema) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
         for c in commits {
@@ -628,7 +636,7 @@ async fn files_no_version_names_go_after_the_orphan_retention_and_swapped_out_on
         Ok((sweeps, t.file_paths()?))
     })
     .await??;
-    let swept = |orphans, expired| orphans::Swept { orphans, expired };
+    let swept = |orphans, expired| Swept { orphans, expired };
     assert_eq!(sweeps, [swept(0, 0), swept(1, 0), swept(0, 2)], "sweeps now, past the orphan retention, past the deleted-file retention");
     let [compacted] = files.as_slice() else { return Err(format!("one compacted file: {files:?}").into()) };
     let exists = |p: &str| {
@@ -666,22 +674,22 @@ async fn a_staged_file_removed_before_its_commit_is_never_named() -> TestResult 
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_runs_beside_the_commits_and_an_idle_table_ends_in_one_file() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let roots: tables::Roots = Arc::new(|topic: &str| Url::parse(&format!("memory:///bronze/topics/{topic}/")).map_err(|e| e.to_string()));
-    let policy = compact::Policy { min_files: 3, target_file_bytes: 1 << 20, idle_ms: Some(1500), props: parquet::file::properties::WriterProperties::builder().build() };
-    let mut tables = Tables::new(store.clone(), roots, std::time::Duration::ZERO, Settings::default()).with_compaction(Some(policy));
+    let policy = Policy { min_files: 3, target_file_bytes: 1 << 20, idle_ms: Some(1500), props: parquet::file::properties::WriterProperties::builder().build() };
+    let mut tables = stage(&store, Settings::default()).with_compaction(Some(policy));
     let tp = ("t".to_string(), 0);
-    tables.position(&tp, None);
+    tables.positioned(&tp, None, None);
     let (mut committed, mut compactions) = (Vec::new(), Vec::new());
-    let mut record = |done: tables::Finished| -> Result<(), Box<dyn std::error::Error>> {
+    let mut record = |done: crate::table::Finished| -> Result<(), Box<dyn std::error::Error>> {
         match done {
-            tables::Finished::Committed(c) => committed.extend(c.result?.committed),
-            tables::Finished::Maintained(m) => compactions.extend(m.compacted.transpose()?),
+            crate::table::Finished::Committed(c) => committed.extend(c.result?.committed),
+            crate::table::Finished::Maintained(m) => compactions.extend(m.done.compacted.transpose()?),
         }
         Ok(())
     };
     for i in 0..8 {
         let f = put_file(&store, 0, i * 10, 10).await?;
-        tables.stage(&tp, i * 10 + 10, vec![f]);
+        tables.land(&tp, i * 10, vec![f]);
+        tables.stage_through(&tp, i * 10 + 10);
         tables.start_due(true)?;
         tables.start_maintenance()?;
         // The commit's answer; a compaction under way may finish first or go on past it.
@@ -698,7 +706,8 @@ async fn maintenance_runs_beside_the_commits_and_an_idle_table_ends_in_one_file(
     // One more commit, with no round after it: its file stays beside what compaction left
     // (a compaction that lost its version to a commit lands on top of it).
     let f = put_file(&store, 0, 80, 10).await?;
-    tables.stage(&tp, 90, vec![f]);
+    tables.land(&tp, 80, vec![f]);
+    tables.stage_through(&tp, 90);
     tables.start_due(true)?;
     committed.extend(tables.next_committed().await.ok_or("no answer to the last commit")?.result?.committed);
     let (files, _) = table_rows(&store).await?;
@@ -706,7 +715,7 @@ async fn maintenance_runs_beside_the_commits_and_an_idle_table_ends_in_one_file(
     tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
     tables.start_maintenance()?;
     let idle = match tables.next_finished().await {
-        Some(tables::Finished::Maintained(m)) => m.compacted.ok_or("the idle round did not compact")??,
+        Some(crate::table::Finished::Maintained(m)) => m.done.compacted.ok_or("the idle round did not compact")??,
         _ => return Err("no maintenance round once idle".into()),
     };
     assert_eq!(idle.files_out, 1, "the idle round: {idle:?}");
@@ -727,7 +736,6 @@ async fn maintenance_runs_beside_the_commits_and_an_idle_table_ends_in_one_file(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_round_by_count_after_the_last_commit_is_followed_by_the_idle_round() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let roots: tables::Roots = Arc::new(|topic: &str| Url::parse(&format!("memory:///bronze/topics/{topic}/")).map_err(|e| e.to_string()));
     let tp = ("t".to_string(), 0);
     let mut files = Vec::new();
     for i in 0..4 {
@@ -735,24 +743,25 @@ async fn a_round_by_count_after_the_last_commit_is_followed_by_the_idle_round() 
     }
     // A bin of three files fills the target; the fourth is left for the next round.
     let target = files.iter().map(|f| f.size).max().unwrap_or(0) * 7 / 2;
-    let policy = compact::Policy { min_files: 3, target_file_bytes: target, idle_ms: Some(500), props: parquet::file::properties::WriterProperties::builder().build() };
-    let mut tables = Tables::new(store.clone(), roots, std::time::Duration::ZERO, Settings::default()).with_compaction(Some(policy));
-    tables.position(&tp, None);
+    let policy = Policy { min_files: 3, target_file_bytes: target, idle_ms: Some(500), props: parquet::file::properties::WriterProperties::builder().build() };
+    let mut tables = stage(&store, Settings::default()).with_compaction(Some(policy));
+    tables.positioned(&tp, None, None);
     for (i, f) in (0i64..).zip(files) {
-        tables.stage(&tp, i * 10 + 10, vec![f]);
+        tables.land(&tp, i * 10, vec![f]);
+        tables.stage_through(&tp, i * 10 + 10);
         tables.start_due(true)?;
         tables.next_committed().await.ok_or("no answer to a commit")?.result?;
     }
     tables.start_maintenance()?;
     let by_count = match tables.next_finished().await {
-        Some(tables::Finished::Maintained(m)) => m.compacted.ok_or("the round by count did not compact")??,
+        Some(crate::table::Finished::Maintained(m)) => m.done.compacted.ok_or("the round by count did not compact")??,
         _ => return Err("no round by count after four commits".into()),
     };
     assert_eq!((by_count.files_in, by_count.files_out), (3, 1), "the round by count: three files in a bin of the target's size");
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     tables.start_maintenance()?;
     let idle = match tables.next_finished().await {
-        Some(tables::Finished::Maintained(m)) => m.compacted.ok_or("the idle round did not compact")??,
+        Some(crate::table::Finished::Maintained(m)) => m.done.compacted.ok_or("the idle round did not compact")??,
         _ => return Err("no idle round after the round by count".into()),
     };
     assert_eq!((idle.files_in, idle.files_out), (2, 1), "the idle round merges what the round by count left");
@@ -767,15 +776,15 @@ async fn a_round_by_count_after_the_last_commit_is_followed_by_the_idle_round() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_checkpoint_is_written_by_the_maintenance_round_every_interval_versions() -> TestResult {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let roots: tables::Roots = Arc::new(|topic: &str| Url::parse(&format!("memory:///bronze/topics/{topic}/")).map_err(|e| e.to_string()));
     let settings = Settings { checkpoint_interval: 3, ..Settings::default() };
-    let mut tables = Tables::new(store.clone(), roots, std::time::Duration::ZERO, settings);
+    let mut tables = stage(&store, settings);
     let tp = ("t".to_string(), 0);
-    tables.position(&tp, None);
+    tables.positioned(&tp, None, None);
     let mut checkpoints = Vec::new();
     for i in 0..7 {
         let f = put_file(&store, 0, i * 10, 10).await?;
-        tables.stage(&tp, i * 10 + 10, vec![f]);
+        tables.land(&tp, i * 10, vec![f]);
+        tables.stage_through(&tp, i * 10 + 10);
         tables.start_due(true)?;
         tables.next_committed().await.ok_or("no answer to a commit")?.result?;
         let log = log(&store).await?;
@@ -783,8 +792,8 @@ async fn a_checkpoint_is_written_by_the_maintenance_round_every_interval_version
         assert_eq!(written, checkpoints.len(), "checkpoint files after commit {i}, against those the maintenance rounds wrote (a commit wrote none): {log:?}");
         tables.start_maintenance()?;
         while let Some(done) = tables.next_finished().await {
-            if let tables::Finished::Maintained(m) = done {
-                checkpoints.extend(m.checkpointed.transpose()?);
+            if let crate::table::Finished::Maintained(m) = done {
+                checkpoints.extend(m.done.checkpointed.transpose()?);
             }
         }
     }
