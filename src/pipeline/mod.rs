@@ -106,6 +106,7 @@ impl Pipeline {
             type_widening: config.table.type_widening,
             path_columns: paths.columns().map_err(crate::decode::DecodeError::Batch)?,
             properties: config.table.properties.clone(),
+            deletion_vectors: false,
         };
         let format = crate::table::format(config, &store, settings.clone());
         let offsets = format.clone().map(crate::table::offsets_reader);

@@ -107,6 +107,10 @@ pub enum TableError {
     /// The table holds a feature whose rules our writes would break (see `features`).
     #[error("delta table {table} has {feature}, which this sink cannot keep: write this topic to another table (output.prefix), or drop the feature from the table")]
     Unkept { table: String, feature: String },
+    /// A commit was to mark rows of a file the table no longer names (another writer removed
+    /// it): whoever located those rows must locate them again.
+    #[error("table {table}: rows to delete in {path}, a file the table no longer names")]
+    Vanished { table: String, path: String },
     /// The table's root cannot be named as a URL.
     #[error("delta table of {topic}: no root URL: {reason}")]
     Root { topic: String, reason: String },
@@ -136,7 +140,7 @@ impl TableError {
                 _ => false,
             },
             TableError::Contended { .. } | TableError::Task { .. } => true,
-            TableError::Schema { .. } | TableError::File { .. } | TableError::Root { .. } | TableError::Unkept { .. } => false,
+            TableError::Schema { .. } | TableError::File { .. } | TableError::Root { .. } | TableError::Unkept { .. } | TableError::Vanished { .. } => false,
         }
     }
 }
@@ -170,15 +174,27 @@ impl DataFile {
     }
 }
 
-/// What one partition asks a commit to make durable: the offsets `[start, next)` and the files
-/// holding their rows (none when every record of the range was skipped).
-#[derive(Debug, Clone, PartialEq)]
+/// What one partition asks a commit to make durable: the offsets `[start, next)`, the files
+/// holding their rows (none when every record of the range was skipped), and the rows of files
+/// already in the table that the range replaces or deletes (a table of current rows; none in
+/// bronze).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Staged {
     pub partition: i32,
     /// The partition's txn version this range follows (`None`: the table has none for it yet).
     pub start: Option<i64>,
     pub next: i64,
     pub files: Vec<DataFile>,
+    pub deletes: Vec<Deletion>,
+}
+
+/// Rows of one data file of the table that a commit marks deleted: their positions in the file
+/// (0 the first row), whatever earlier commits marked already.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion {
+    /// The file's key relative to the table's root, as [`DataFile::path`].
+    pub path: String,
+    pub rows: Vec<u64>,
 }
 
 /// What a commit did, per partition.
@@ -216,6 +232,9 @@ pub struct Settings {
     pub path_columns: Vec<String>,
     /// Table properties a new table is created with (`table.properties`).
     pub properties: BTreeMap<String, String>,
+    /// Tables whose commits mark rows deleted ([`Staged::deletes`]): created with deletion
+    /// vectors, which the format then keeps (compaction leaves the deleted rows out).
+    pub deletion_vectors: bool,
 }
 
 /// When and how far to compact.

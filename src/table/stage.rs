@@ -252,7 +252,7 @@ impl Tables {
         }
         *cursor = Some(next);
         let slot = self.slots.entry(tp.0.clone()).or_default();
-        let staged = slot.staged.entry(tp.1).or_insert_with(|| Staged { partition: tp.1, start, next, files: Vec::new() });
+        let staged = slot.staged.entry(tp.1).or_insert_with(|| Staged { partition: tp.1, start, next, ..Default::default() });
         staged.next = next;
         staged.files.extend(files);
     }
@@ -473,7 +473,7 @@ impl Tables {
         if let Ok(o) = &result {
             for old in o.deferred.iter().filter(|s| current(&s.partition)) {
                 let merged = match slot.staged.remove(&old.partition) {
-                    Some(newer) => Staged { partition: old.partition, start: old.start, next: newer.next, files: newer.files },
+                    Some(newer) => Staged { start: old.start, ..newer },
                     None => old.clone(),
                 };
                 slot.staged.insert(old.partition, merged);

@@ -61,6 +61,8 @@ struct Listed {
     /// Its partition values, as one key (files are only merged with files of the same).
     partition: String,
     values: std::collections::HashMap<String, String>,
+    /// Its deletion vector, if any: the rows a rewrite leaves out.
+    dv: delta_kernel::scan::state::DvInfo,
 }
 
 impl DeltaTable {
@@ -133,7 +135,8 @@ impl DeltaTable {
                 key.sort();
                 let partition = key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("/");
                 let values = f.partition_values.clone();
-                files.push(Listed { batch, row, path: super::paths::from_log(&f.path).into_owned(), size: f.size.max(0) as u64, partition, values });
+                let path = super::paths::from_log(&f.path).into_owned();
+                files.push(Listed { batch, row, path, size: f.size.max(0) as u64, partition, values, dv: f.dv_info });
             }
             batches.push(meta.scan_files);
         }
@@ -190,7 +193,7 @@ impl DeltaTable {
             if present.len() < inputs.len() {
                 return Ok(Landed::InputGone);
             }
-            let staged = super::Staged { partition: rewrite.kafka_partition, start: None, next: 0, files: vec![rewrite.file.clone()] };
+            let staged = super::Staged { partition: rewrite.kafka_partition, files: vec![rewrite.file.clone()], ..Default::default() };
             if !self.files_still_there(&staged)? {
                 return Ok(Landed::InputGone);
             }
@@ -259,8 +262,19 @@ impl DeltaTable {
                     break; // a schema change: the next bin starts here
                 }
                 schema = Some(reader.schema().clone());
+                // Rows its deletion vector marks are not carried over (sorted, the first row 0).
+                let deleted = f.dv.get_row_indexes(self.engine.as_ref(), &self.root).map_err(|e| self.err(e))?.unwrap_or_default();
+                let mut at = 0u64;
                 for batch in reader.build().map_err(|source| TableError::File { table: self.root.to_string(), source })? {
                     let batch = batch.map_err(|e| TableError::File { table: self.root.to_string(), source: e.into() })?;
+                    let rows = batch.num_rows() as u64;
+                    let batch = if deleted.is_empty() {
+                        batch
+                    } else {
+                        let keep = arrow::array::BooleanArray::from_iter((at..at + rows).map(|i| Some(deleted.binary_search(&i).is_err())));
+                        arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| TableError::File { table: self.root.to_string(), source: e.into() })?
+                    };
+                    at += rows;
                     let w = match writer.as_mut() {
                         Some(w) => w,
                         None => writer.insert(

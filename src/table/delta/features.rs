@@ -21,6 +21,9 @@ use delta_kernel::schema::{DataType, PrimitiveType, StructType};
 use serde_json::Value;
 
 /// Reader features whose tables we read and write as they ask.
+/// The feature a table of current rows keeps (see [`unkept`]).
+const DELETION_VECTORS: &str = "deletionVectors";
+
 const KEPT_READER: &[&str] = &["columnMapping", "timestampNtz", "typeWidening", "typeWidening-preview", "v2Checkpoint", "vacuumProtocolCheck"];
 /// Writer features whose rules our appends and rewrites keep (some only while unused: see
 /// [`unkept`]).
@@ -98,13 +101,16 @@ pub fn require(protocol: &mut Value, schema: &StructType, widens: bool) -> bool 
 
 /// The first feature of the table (its protocol and metaData as the log spells them) that
 /// this sink cannot keep, with why; `None` when it keeps them all.
-pub fn unkept(protocol: &Value, metadata: &Value) -> Option<String> {
+pub fn unkept(protocol: &Value, metadata: &Value, deletion_vectors: bool) -> Option<String> {
     let reader = held(protocol, true);
     let writer = held(protocol, false);
-    if let Some(f) = reader.iter().find(|f| !KEPT_READER.contains(&f.as_str())) {
+    // A table of current rows keeps deletion vectors: its commits write them and its
+    // compaction leaves the rows they mark out.
+    let kept = |f: &String| deletion_vectors && f == DELETION_VECTORS;
+    if let Some(f) = reader.iter().find(|f| !KEPT_READER.contains(&f.as_str()) && !kept(f)) {
         return Some(format!("reader feature {f}"));
     }
-    if let Some(f) = writer.iter().find(|f| !KEPT_WRITER.contains(&f.as_str())) {
+    if let Some(f) = writer.iter().find(|f| !KEPT_WRITER.contains(&f.as_str()) && !kept(f)) {
         return Some(format!("writer feature {f}"));
     }
     let config = &metadata["configuration"];
@@ -210,7 +216,7 @@ mod tests {
             (json!({ "minReaderVersion": 1, "minWriterVersion": 2 }), meta(json!({}), plain), None),
         ];
         for (protocol, metadata, expected) in cases {
-            assert_eq!(unkept(&protocol, &metadata).as_deref(), expected, "protocol {protocol}, metaData {metadata}");
+            assert_eq!(unkept(&protocol, &metadata, false).as_deref(), expected, "protocol {protocol}, metaData {metadata}");
         }
     }
 }

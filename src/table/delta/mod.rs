@@ -38,6 +38,7 @@
 
 mod actions;
 mod compact;
+mod dv;
 mod evolve;
 mod features;
 mod log_cleanup;
@@ -61,7 +62,7 @@ use delta_kernel_default_engine::DefaultEngine;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use url::Url;
 
-use super::{Compacted, DataFile, Due, Maintenance, Outcome, Policy, Settings, Staged, Summary, Swept, TableError};
+use super::{Compacted, DataFile, Deletion, Due, Maintenance, Outcome, Policy, Settings, Staged, Summary, Swept, TableError};
 
 /// Delta Lake as the table format: each topic's table at its root under the store's prefix
 /// (`<prefix>/topics/<topic>/`).
@@ -273,7 +274,7 @@ impl DeltaTable {
         let as_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| self.err(delta_kernel::KernelError::generic(e.to_string())));
         let protocol = as_json(serde_json::to_value(config.protocol()))?;
         let metadata = as_json(serde_json::to_value(config.metadata()))?;
-        match features::unkept(&protocol, &metadata) {
+        match features::unkept(&protocol, &metadata, self.settings.deletion_vectors) {
             Some(feature) => Err(TableError::Unkept { table: self.root.to_string(), feature }),
             None => Ok(()),
         }
@@ -353,6 +354,10 @@ impl DeltaTable {
         // default) unless `table.properties` says otherwise.
         let mut properties = self.settings.properties.clone();
         properties.entry(DELETED_FILE_RETENTION.into()).or_insert_with(|| "interval 7 days".into());
+        if self.settings.deletion_vectors {
+            properties.insert("delta.feature.deletionVectors".into(), "supported".into());
+            properties.insert("delta.enableDeletionVectors".into(), "true".into());
+        }
         let built = create_table(self.root.as_str(), kernel_schema, ENGINE_INFO, true)
             .with_table_properties(properties)
             .with_data_layout(DataLayout::partitioned(self.partition_columns()))
@@ -476,6 +481,8 @@ impl DeltaTable {
             for adds in actions::add_files(&files, &staged).map_err(|e| self.err(e))? {
                 txn.add_files(adds);
             }
+            let deletes: Vec<&Deletion> = staged.iter().flat_map(|s| &s.deletes).collect();
+            self.mark_deleted(&snapshot, &mut txn, &deletes)?;
             match txn.commit(engine).map_err(|e| self.err(e))? {
                 CommitResult::Committed(c) => {
                     let version = c.commit_version();

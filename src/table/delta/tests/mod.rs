@@ -46,7 +46,7 @@ fn stage(store: &Arc<dyn ObjectStore>, settings: Settings) -> crate::table::Tabl
 
 fn staged(partition: i32, start: Option<i64>, next: i64) -> Staged {
     let from = start.unwrap_or(0);
-    Staged { partition, start, next, files: vec![file(partition, from, (next - from) as u64, false)] }
+    Staged { partition, start, next, files: vec![file(partition, from, (next - from) as u64, false)], deletes: Vec::new() }
 }
 
 fn table(store: &Arc<dyn ObjectStore>, interval: u64) -> Result<DeltaTable, url::ParseError> {
@@ -145,7 +145,7 @@ async fn a_new_column_joins_the_table_schema_and_a_partition_changing_a_type_is_
     let mut t = table(&store, 0)?;
     let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
         t.commit(vec![staged(0, None, 10)])?;
-        let wider = Staged { partition: 0, start: Some(10), next: 20, files: vec![file(0, 10, 10, true)] };
+        let wider = Staged { partition: 0, start: Some(10), next: 20, files: vec![file(0, 10, 10, true)], deletes: Vec::new() };
         t.commit(vec![wider])?;
         let fields: Vec<String> = t.refresh()?.map(|s| s.schema().fields().map(|f| f.name().clone()).collect()).unwrap_or_default();
         let mut changed = file(0, 20, 5, false);
@@ -154,7 +154,7 @@ async fn a_new_column_joins_the_table_schema_and_a_partition_changing_a_type_is_
             Field::new("__kafka_offset", DataType::Utf8, false),
         ]));
         // Partition 0's rows change a column's kind; partition 1's commit beside it goes on.
-        let refused = t.commit(vec![Staged { partition: 0, start: Some(20), next: 25, files: vec![changed] }, staged(1, None, 10)])?;
+        let refused = t.commit(vec![Staged { partition: 0, start: Some(20), next: 25, files: vec![changed], deletes: Vec::new() }, staged(1, None, 10)])?;
         let versions = t.versions(&[0, 1])?;
         Ok((fields, refused, versions))
     });
@@ -181,7 +181,7 @@ async fn a_later_timestamp_without_zone_brings_its_feature_with_it() -> TestResu
         t.commit(vec![staged(0, None, 10)])?;
         let mut later = file(0, 10, 10, false);
         later.schema = with_due;
-        let outcome = t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![later] }])?;
+        let outcome = t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![later], deletes: Vec::new() }])?;
         let snapshot = fresh.refresh()?.ok_or(TableError::Task { table: "t".into(), reason: "no table".into() })?;
         let protocol = serde_json::to_value(snapshot.table_configuration().protocol()).map_err(|e| TableError::Task { table: "t".into(), reason: e.to_string() })?;
         Ok((outcome, protocol, fresh.versions(&[0])?))
@@ -215,7 +215,7 @@ async fn a_widened_column_and_a_nested_new_field_evolve_the_table_in_a_version_o
     let with = |p: i32, start: i64, schema: arrow_schema::SchemaRef| {
         let mut f = file(p, start, 10, false);
         f.schema = schema;
-        Staged { partition: p, start: if start == 0 { None } else { Some(start) }, next: start + 10, files: vec![f] }
+        Staged { partition: p, start: if start == 0 { None } else { Some(start) }, next: start + 10, files: vec![f], deletes: Vec::new() }
     };
     let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
         t.commit(vec![with(0, 0, image_schema(DataType::Int32, false)), with(1, 0, image_schema(DataType::Int32, false))])?;
@@ -256,8 +256,8 @@ async fn without_type_widening_a_widening_partition_is_refused_naming_the_key() 
     let mut wider = file(0, 10, 10, false);
     wider.schema = image_schema(DataType::Int64, false);
     let run = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![first] }])?;
-        let refused = t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![wider] }])?;
+        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![first], deletes: Vec::new() }])?;
+        let refused = t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![wider], deletes: Vec::new() }])?;
         Ok((refused, t.version()))
     });
     let (refused, version) = run.await??;
@@ -330,8 +330,12 @@ async fn put_file_in(store: &Arc<dyn ObjectStore>, value: Option<(&str, &str)>, 
 
 /// Every (partition, offset) the table's current files hold, read from the files themselves.
 async fn table_rows(store: &Arc<dyn ObjectStore>) -> Result<(Vec<String>, Vec<(i32, i64)>), Box<dyn std::error::Error>> {
+    table_rows_of(store, table(store, 0)?).await
+}
+
+/// As [`table_rows`], the table opened as `t`.
+async fn table_rows_of(store: &Arc<dyn ObjectStore>, mut t: DeltaTable) -> Result<(Vec<String>, Vec<(i32, i64)>), Box<dyn std::error::Error>> {
     use arrow::array::{AsArray, Int32Array, Int64Array};
-    let mut t = table(store, 0)?;
     let files = tokio::task::spawn_blocking(move || t.file_paths()).await??;
     let mut rows = Vec::new();
     for f in &files {
@@ -359,8 +363,8 @@ async fn compaction_swaps_small_files_for_one_and_keeps_every_row_and_txn_versio
         let f = put_file(&store, 0, from, 10).await?;
         let other = put_file(&store, 1, from, 10).await?;
         commits.push(vec![
-            Staged { partition: 0, start, next: from + 10, files: vec![f] },
-            Staged { partition: 1, start, next: from + 10, files: vec![other] },
+            Staged { partition: 0, start, next: from + 10, files: vec![f], deletes: Vec::new() },
+            Staged { partition: 1, start, next: from + 10, files: vec![other], deletes: Vec::new() },
         ]);
         start = Some(from + 10);
     }
@@ -398,7 +402,7 @@ async fn committed_files(store: &Arc<dyn ObjectStore>, n: i64) -> Result<DeltaTa
     let mut commits = Vec::new();
     for i in 0..n {
         let f = put_file(store, 0, i * 10, 10).await?;
-        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
+        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f], deletes: Vec::new() }]);
     }
     let t = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
         for c in commits {
@@ -435,7 +439,7 @@ async fn a_compaction_that_loses_its_version_to_an_append_lands_on_top_of_it_wit
         let (rewrite, listing) = compactor.rewrite_bin(&kv, "bronze/topics/t", &policy(4), &Default::default())?.ok_or_else(|| TableError::Schema { table: "t".into(), reason: "no bin".into() })?;
         // Between the rewrite and its commit, the member commits its next file at version 6
         // (0 created the table, 1-5 the five files).
-        let append = member.commit(vec![Staged { partition: 0, start: Some(50), next: 60, files: vec![appended] }])?;
+        let append = member.commit(vec![Staged { partition: 0, start: Some(50), next: 60, files: vec![appended], deletes: Vec::new() }])?;
         Ok((compactor.land(&rewrite, Some(listing))?, rewrite, append))
     })
     .await??;
@@ -507,8 +511,8 @@ async fn adds_carry_column_statistics_and_a_rewrite_gathers_its_own() -> TestRes
     let bare = DataFile { stats: None, ..put_file(&store, 1, 0, 5).await? };
     let kv = store.clone();
     tokio::task::spawn_blocking(move || -> Result<_, TableError> {
-        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![first] }, Staged { partition: 1, start: None, next: 5, files: vec![bare] }])?;
-        t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![second] }])?;
+        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![first], deletes: Vec::new() }, Staged { partition: 1, start: None, next: 5, files: vec![bare], deletes: Vec::new() }])?;
+        t.commit(vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![second], deletes: Vec::new() }])?;
         t.compact(&kv, "bronze/topics/t", &policy(2), &Default::default())
     })
     .await??;
@@ -546,7 +550,7 @@ async fn escaped_partition_directories_are_uris_in_the_log_and_compaction_reads_
     let mut commits = Vec::new();
     for i in 0..6 {
         let f = put_file_in(&store, Some(("title", values[i as usize % 3])), 0, i * 10, 10).await?;
-        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
+        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f], deletes: Vec::new() }]);
     }
     let kv = store.clone();
     let (before, done, after) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
@@ -581,7 +585,7 @@ async fn compaction_keeps_each_path_partition_apart() -> TestResult {
     for i in 0..6 {
         let day = if i % 2 == 0 { "2026-12-01" } else { "2026-12-02" };
         let f = put_file_under(&store, Some(day), 0, i * 10, 10).await?;
-        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f] }]);
+        commits.push(vec![Staged { partition: 0, start: (i > 0).then_some(i * 10), next: i * 10 + 10, files: vec![f], deletes: Vec::new() }]);
     }
     let policy = Policy { min_files: 2, target_file_bytes: 1 << 20, idle_ms: None, props: parquet::file::properties::WriterProperties::builder().build() };
     let kv = store.clone();
@@ -620,8 +624,8 @@ async fn files_no_version_names_go_after_the_orphan_retention_and_swapped_out_on
     let mut t = table(&store, 0)?;
     let kv = store.clone();
     let commits = vec![
-        vec![Staged { partition: 0, start: None, next: 10, files: vec![inputs[0].clone()] }],
-        vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![inputs[1].clone()] }],
+        vec![Staged { partition: 0, start: None, next: 10, files: vec![inputs[0].clone()], deletes: Vec::new() }],
+        vec![Staged { partition: 0, start: Some(10), next: 20, files: vec![inputs[1].clone()], deletes: Vec::new() }],
     ];
     let (sweeps, files) = tokio::task::spawn_blocking(move || -> Result<_, TableError> {
         for c in commits {
@@ -660,7 +664,7 @@ async fn a_staged_file_removed_before_its_commit_is_never_named() -> TestResult 
     let kept = put_file(&store, 1, 0, 10).await?;
     let mut t = table_with(&store, Settings { orphan_retention_ms: Some(60_000), ..Settings::default() })?;
     let outcome = tokio::task::spawn_blocking(move || {
-        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![gone] }, Staged { partition: 1, start: None, next: 10, files: vec![kept] }])
+        t.commit(vec![Staged { partition: 0, start: None, next: 10, files: vec![gone], deletes: Vec::new() }, Staged { partition: 1, start: None, next: 10, files: vec![kept], deletes: Vec::new() }])
     })
     .await??;
     assert_eq!(outcome.fenced, vec![(0, None)], "the partition whose file is gone reads its range again");
@@ -967,3 +971,5 @@ async fn log_entries_past_the_log_retention_go_behind_a_checkpoint() -> TestResu
     }
     Ok(())
 }
+
+mod dv;
