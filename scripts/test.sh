@@ -49,4 +49,7 @@ fi
 if grep -q ' up ' <<<"$(scripts/fake-gcs.sh status)"; then echo "[test] using the running fake-gcs-server"; else gcs_started=1; fi
 scripts/fake-gcs.sh up
 
+# The lints of Cargo.toml (no unwrap, expect, panic!, todo!, unimplemented!, unreachable!) and
+# every other warning stop the run before a test does.
+cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets --no-fail-fast -- --test-threads=2
