@@ -14,6 +14,7 @@ pub mod flush;
 pub mod health;
 pub mod import;
 pub mod metrics;
+pub mod mirror;
 pub mod partition;
 pub mod pipeline;
 pub mod preflight;
