@@ -10,6 +10,7 @@
 //! deletion vectors (`table::delta`, `Staged::deletes`).
 
 pub mod changes;
+pub mod images;
 pub mod keys;
 
 /// What the mirror cannot do with a batch or a table.
