@@ -52,14 +52,15 @@ pub struct Reduced {
 }
 
 /// Folds `batches` (one partition's decoded changes, in offset order) into what they leave.
-pub fn reduce(batches: &[RecordBatch], topic: &str) -> Result<Reduced, MirrorError> {
+/// `key` names the primary key's columns ([`super::keys::key_names`]).
+pub fn reduce(batches: &[RecordBatch], key: &[String], topic: &str) -> Result<Reduced, MirrorError> {
     let bad = |reason: String| MirrorError::Rows { topic: topic.to_string(), reason };
     let mut out = Reduced::default();
     let mut slot: HashMap<KeyHash, usize> = HashMap::new();
     for (b, batch) in batches.iter().enumerate() {
         let ops: &StringArray = batch.column_by_name(OP).and_then(|c| c.as_string_opt()).ok_or_else(|| bad(format!("no {OP} column: the records are not Debezium change events")))?;
         let unavailable = batch.column_by_name(UNAVAILABLE).and_then(|c| c.as_list_opt::<i32>());
-        let keys = key_hashes(batch, topic)?;
+        let keys = key_hashes(batch, key, topic)?;
         for (i, key) in keys.into_iter().enumerate() {
             let op = if ops.is_valid(i) { ops.value(i) } else { continue }; // a tombstone
             if op == "t" {
@@ -129,22 +130,28 @@ mod tests {
             }
         }
         let schema = Schema::new(vec![
+            Field::new("id", DataType::Int32, true),
             Field::new(OP, DataType::Utf8, true),
             Field::new(UNAVAILABLE, DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))), true),
             Field::new(KAFKA_KEY, DataType::Struct(key_fields), true),
         ]);
-        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ops), Arc::new(names.finish()), Arc::new(key)])
+        let image = Int32Array::from_iter_values(changes.iter().map(|c| c.1));
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(image), Arc::new(ops), Arc::new(names.finish()), Arc::new(key)])
+    }
+
+    fn id() -> Vec<String> {
+        vec!["id".to_string()]
     }
 
     fn hash(id: i32) -> Result<KeyHash, Box<dyn std::error::Error>> {
-        Ok(key_hashes(&run(&[(Some("c"), id, &[])])?, "t")?.first().copied().flatten().ok_or("no hash")?)
+        Ok(key_hashes(&run(&[(Some("c"), id, &[])])?, &self::id(), "t")?.first().copied().flatten().ok_or("no hash")?)
     }
 
     #[test]
     fn the_newest_image_per_key_wins_and_a_delete_ends_it() -> Result<(), Box<dyn std::error::Error>> {
         let one = run(&[(Some("r"), 1, &[]), (Some("c"), 2, &[]), (Some("u"), 1, &[]), (None, 9, &[])])?;
         let two = run(&[(Some("d"), 2, &[]), (None, 2, &[]), (Some("c"), 3, &[]), (Some("u"), 1, &[])])?;
-        let reduced = reduce(&[one, two], "t")?;
+        let reduced = reduce(&[one, two], &id(), "t")?;
         let want = vec![
             (hash(1)?, Final::Upsert { at: (1, 3), fills: vec![] }),
             (hash(2)?, Final::Delete),
@@ -165,7 +172,7 @@ mod tests {
             (Some("d"), 3, &[]),               // 4
             (Some("c"), 3, &["body"]),         // 5: created again after its delete: nothing to keep
         ])?;
-        let reduced = reduce(&[batch], "t")?;
+        let reduced = reduce(&[batch], &id(), "t")?;
         let want = vec![
             (hash(1)?, Final::Upsert { at: (0, 1), fills: vec![("body".into(), Fill::Table), ("tags".into(), Fill::Change((0, 0)))] }),
             (hash(2)?, Final::Upsert { at: (0, 3), fills: vec![("body".into(), Fill::Change((0, 2)))] }),
@@ -178,7 +185,7 @@ mod tests {
     #[test]
     fn a_truncate_drops_what_came_before_it() -> Result<(), Box<dyn std::error::Error>> {
         let batch = run(&[(Some("c"), 1, &[]), (Some("d"), 2, &[]), (Some("t"), 0, &[]), (Some("c"), 3, &[])])?;
-        let reduced = reduce(&[batch], "t")?;
+        let reduced = reduce(&[batch], &id(), "t")?;
         assert!(reduced.truncated, "the truncate is reported");
         assert_eq!(reduced.keys, vec![(hash(3)?, Final::Upsert { at: (0, 3), fills: vec![] })], "only what came after it");
         Ok(())
@@ -186,7 +193,7 @@ mod tests {
 
     #[test]
     fn an_op_that_is_no_debezium_change_is_refused_naming_it() -> Result<(), Box<dyn std::error::Error>> {
-        let err = reduce(&[run(&[(Some("x"), 1, &[])])?], "shop.public.tasks").err().ok_or("op x was taken")?;
+        let err = reduce(&[run(&[(Some("x"), 1, &[])])?], &id(), "shop.public.tasks").err().ok_or("op x was taken")?;
         assert!(err.to_string().contains("\"x\"") && err.to_string().contains("shop.public.tasks"), "{err}");
         Ok(())
     }

@@ -26,11 +26,12 @@ pub fn mirror_fields(schema: &Schema) -> Vec<FieldRef> {
     schema.fields().iter().filter(|f| !BRONZE_ONLY.contains(&f.name().as_str())).cloned().collect()
 }
 
-/// The table's current rows of the keys a run fills columns from, one row per key.
-#[derive(Debug, Clone)]
+/// The table's current rows of the keys a run fills columns from (read file by file, so of
+/// each file's schema), and where each key's row is among them (batch, row).
+#[derive(Debug, Clone, Default)]
 pub struct TableRows {
-    pub batch: RecordBatch,
-    pub row_of: HashMap<KeyHash, usize>,
+    pub batches: Vec<RecordBatch>,
+    pub row_of: HashMap<KeyHash, (usize, usize)>,
 }
 
 /// An upserted key: its newest change and its fills.
@@ -77,10 +78,9 @@ pub fn images(reduced: &Reduced, batches: &[RecordBatch], table: Option<&TableRo
         // The run's batches, then the table's rows, then one null.
         let mut sources: Vec<ArrayRef> = batches.iter().map(of).collect::<Result<_, _>>()?;
         let table_at = sources.len();
-        sources.push(match table {
-            Some(t) => of(&t.batch)?,
-            None => new_null_array(field.data_type(), 0),
-        });
+        for t in table.map(|t| t.batches.as_slice()).unwrap_or_default() {
+            sources.push(of(t)?);
+        }
         let null_at = sources.len();
         sources.push(new_null_array(field.data_type(), 1));
         let picks: Vec<(usize, usize)> = upserts
@@ -88,7 +88,7 @@ pub fn images(reduced: &Reduced, batches: &[RecordBatch], table: Option<&TableRo
             .map(|(key, at, fills)| match fills.iter().find(|(c, _)| c == name).map(|(_, f)| *f) {
                 None => **at,
                 Some(Fill::Change(from)) => from,
-                Some(Fill::Table) => table.and_then(|t| t.row_of.get(*key)).map_or((null_at, 0), |row| (table_at, *row)),
+                Some(Fill::Table) => table.and_then(|t| t.row_of.get(*key)).map_or((null_at, 0), |(b, row)| (table_at + b, *row)),
             })
             .collect();
         let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
@@ -100,53 +100,17 @@ pub fn images(reduced: &Reduced, batches: &[RecordBatch], table: Option<&TableRo
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{AsArray, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder, StructArray};
-    use arrow::datatypes::{DataType, Fields, Int64Type};
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
 
     use super::*;
     use crate::decode::envelope::OP;
     use crate::mirror::changes::reduce;
     use crate::mirror::keys::key_hashes;
+    use crate::mirror::tests::{id, run};
 
     /// A flattened run: (op, id, title, body, unavailable columns, offset); `with_body` false: the
     /// column is not in the batch at all (dropped).
-    /// (op, id, title, body, unavailable columns, offset)
-    type Change<'a> = (&'a str, i32, &'a str, Option<&'a str>, &'a [&'a str], i64);
-
-    fn run(rows: &[Change<'_>], with_body: bool) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let key_fields = Fields::from(vec![Field::new("id", DataType::Int32, false)]);
-        let key = StructArray::try_new(key_fields.clone(), vec![Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1)))], None)?;
-        let mut names = ListBuilder::new(StringBuilder::new());
-        for r in rows {
-            if r.4.is_empty() {
-                names.append_null();
-            } else {
-                names.append_value(r.4.iter().map(|m| Some(*m)));
-            }
-        }
-        let mut fields = vec![Field::new("id", DataType::Int32, true), Field::new("title", DataType::Utf8, true)];
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))), Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2)))];
-        if with_body {
-            fields.push(Field::new("body", DataType::Utf8, true));
-            columns.push(Arc::new(StringArray::from_iter(rows.iter().map(|r| r.3))));
-        }
-        fields.extend([
-            Field::new(OP, DataType::Utf8, true),
-            Field::new(UNAVAILABLE, DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))), true),
-            Field::new(KAFKA_KEY, DataType::Struct(key_fields), true),
-            Field::new(KAFKA_PARTITION, DataType::Int32, false),
-            Field::new(KAFKA_OFFSET, DataType::Int64, false),
-        ]);
-        columns.extend([
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
-            Arc::new(names.finish()),
-            Arc::new(key),
-            Arc::new(Int32Array::from(vec![0; rows.len()])),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.5))),
-        ]);
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-    }
-
     fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, Box<dyn std::error::Error>> {
         let c = batch.column_by_name(name).ok_or(format!("no {name}"))?;
         Ok(c.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect())
@@ -157,11 +121,11 @@ mod tests {
         let one = run(&[("c", 1, "a", Some("long 1"), &[], 10), ("c", 2, "b", Some("long 2"), &[], 11), ("c", 4, "d", Some("long 4"), &[], 12)], true)?;
         let two = run(&[("u", 1, "a2", None, &["body"], 13), ("u", 3, "c2", None, &["body"], 14), ("u", 5, "e2", None, &["body"], 15), ("d", 4, "d", None, &[], 16)], true)?;
         let batches = [one, two];
-        let reduced = reduce(&batches, "t")?;
+        let reduced = reduce(&batches, &id(), "t")?;
         // The table holds key 3's row (body "long 3"); key 5 has none there.
         let table_batch = run(&[("c", 3, "c", Some("long 3"), &[], 1)], true)?;
-        let k3 = key_hashes(&table_batch, "t")?.first().copied().flatten().ok_or("no hash")?;
-        let table = TableRows { batch: table_batch, row_of: HashMap::from([(k3, 0)]) };
+        let k3 = key_hashes(&table_batch, &id(), "t")?.first().copied().flatten().ok_or("no hash")?;
+        let table = TableRows { batches: vec![table_batch], row_of: HashMap::from([(k3, (0, 0))]) };
         let out = images(&reduced, &batches, Some(&table), "t")?.ok_or("no rows")?;
         let names: Vec<String> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["id", "title", "body", OP, KAFKA_PARTITION, KAFKA_OFFSET], "the mirror's columns");
@@ -181,7 +145,7 @@ mod tests {
         let before = run(&[("c", 1, "a", Some("x"), &[], 0), ("c", 2, "b", Some("y"), &[], 1)], true)?;
         let after = run(&[("u", 2, "b2", None, &[], 2)], false)?;
         let batches = [before, after];
-        let out = images(&reduce(&batches, "t")?, &batches, None, "t")?.ok_or("no rows")?;
+        let out = images(&reduce(&batches, &id(), "t")?, &batches, None, "t")?.ok_or("no rows")?;
         let names: Vec<String> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["id", "title", OP, KAFKA_PARTITION, KAFKA_OFFSET, "body"], "the dropped column after the newest batch's");
         assert_eq!(strings(&out, "body")?, [Some("x".to_string()), None], "key 1 keeps its body, key 2 changed after the drop");

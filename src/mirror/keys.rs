@@ -1,12 +1,15 @@
-//! Keys: a row of the mirror is known by its Debezium key (the `__kafka_key` struct the decoder
-//! gives, the table's primary key columns). The index keeps a 128-bit hash of the key's
-//! row-format bytes (arrow's `RowConverter`: equal keys, equal bytes, whatever the types),
-//! never the key itself: at 5 million keys a collision has a chance of about 10^-26, and an
-//! entry costs 24 bytes and the map's overhead instead of the key's size.
+//! Keys: a row of the mirror is known by its primary key: the fields of the Debezium key (the
+//! `__kafka_key` struct the decoder gives names them), whose values every row image carries
+//! (a delete's before image too). Hashes are taken from the image's columns, as the mirror
+//! stores them, so the index rebuilt from the table's files at start-up and the one kept from
+//! the records agree. The index keeps a 128-bit hash of the key's row-format bytes (arrow's
+//! `RowConverter`: equal keys, equal bytes, whatever the types), never the key itself: at 5
+//! million keys a collision has a chance of about 10^-26, and an entry costs 24 bytes and the
+//! map's overhead instead of the key's size.
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::row::{RowConverter, SortField};
 
 use super::MirrorError;
@@ -15,13 +18,28 @@ use crate::decode::envelope::KAFKA_KEY;
 /// A key's hash.
 pub type KeyHash = u128;
 
-/// Each row's key hash (`None`: a row without a key, which no mirror row can stand for).
-pub fn key_hashes(batch: &RecordBatch, topic: &str) -> Result<Vec<Option<KeyHash>>, MirrorError> {
+/// The primary key's columns: the fields of the records' key.
+pub fn key_names(batch: &RecordBatch, topic: &str) -> Result<Vec<String>, MirrorError> {
     let bad = |reason: String| MirrorError::Rows { topic: topic.to_string(), reason };
     let key = batch.column_by_name(KAFKA_KEY).ok_or_else(|| bad(format!("the records have no key ({KAFKA_KEY}): a table without a primary key has no mirror")))?;
-    let converter = RowConverter::new(vec![SortField::new(key.data_type().clone())]).map_err(|e| bad(format!("its key cannot be compared: {e}")))?;
-    let rows = converter.convert_columns(std::slice::from_ref(key)).map_err(|e| bad(format!("its key cannot be compared: {e}")))?;
-    Ok((0..batch.num_rows()).map(|i| key.is_valid(i).then(|| twox_hash::XxHash3_128::oneshot(rows.row(i).as_ref()))).collect())
+    match key.data_type() {
+        arrow::datatypes::DataType::Struct(fields) if !fields.is_empty() => Ok(fields.iter().map(|f| f.name().clone()).collect()),
+        other => Err(bad(format!("the records' key is {other}, not a record of primary key columns: a table without a primary key has no mirror"))),
+    }
+}
+
+/// Each row's key hash, from its columns `names` (`None`: a row whose key columns are all
+/// null, which no mirror row can stand for: a truncate, a tombstone).
+pub fn key_hashes(batch: &RecordBatch, names: &[String], topic: &str) -> Result<Vec<Option<KeyHash>>, MirrorError> {
+    let bad = |reason: String| MirrorError::Rows { topic: topic.to_string(), reason };
+    let columns: Vec<ArrayRef> = names
+        .iter()
+        .map(|n| batch.column_by_name(n).cloned().ok_or_else(|| bad(format!("the row image has no column {n} of the primary key"))))
+        .collect::<Result<_, _>>()?;
+    let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+    let converter = RowConverter::new(fields).map_err(|e| bad(format!("its key cannot be compared: {e}")))?;
+    let rows = converter.convert_columns(&columns).map_err(|e| bad(format!("its key cannot be compared: {e}")))?;
+    Ok((0..batch.num_rows()).map(|i| columns.iter().any(|c| c.is_valid(i)).then(|| twox_hash::XxHash3_128::oneshot(rows.row(i).as_ref()))).collect())
 }
 
 /// Where a key's current row is: a data file of the table (by its path relative to the root)
@@ -68,10 +86,10 @@ impl KeyIndex {
         self.keys.remove(&key).and_then(|old| self.located(old))
     }
 
-    /// Every key goes (a truncate); returns every row the index held, by file.
-    pub fn clear(&mut self) -> HashMap<String, Vec<u64>> {
+    /// Every row the index holds, by file.
+    pub fn all(&self) -> HashMap<String, Vec<u64>> {
         let mut out: HashMap<String, Vec<u64>> = HashMap::new();
-        for at in self.keys.drain().map(|(_, at)| at) {
+        for at in self.keys.values() {
             if let Some(f) = self.files.get(at.file as usize) {
                 out.entry(f.clone()).or_default().push(u64::from(at.row));
             }
@@ -109,19 +127,23 @@ mod tests {
 
     use super::*;
 
+    /// Rows with a key struct of (id, tenant) and the same values as image columns.
     fn keyed(ids: &[Option<(i32, &str)>]) -> Result<RecordBatch, arrow::error::ArrowError> {
         let fields = Fields::from(vec![Field::new("id", DataType::Int32, false), Field::new("tenant", DataType::Utf8, false)]);
-        let id = Int32Array::from_iter_values(ids.iter().map(|k| k.map_or(0, |k| k.0)));
-        let tenant = StringArray::from_iter_values(ids.iter().map(|k| k.map_or("", |k| k.1)));
+        let id = Int32Array::from_iter(ids.iter().map(|k| k.map(|k| k.0)));
+        let tenant = StringArray::from_iter(ids.iter().map(|k| k.map(|k| k.1)));
         let nulls = arrow::buffer::NullBuffer::from_iter(ids.iter().map(Option::is_some));
-        let key = StructArray::try_new(fields.clone(), vec![Arc::new(id), Arc::new(tenant)], Some(nulls))?;
-        RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new(KAFKA_KEY, DataType::Struct(fields), true)])), vec![Arc::new(key)])
+        let key = StructArray::try_new(fields.clone(), vec![Arc::new(id.clone()), Arc::new(tenant.clone())], Some(nulls))?;
+        let schema = Schema::new(vec![Field::new("id", DataType::Int32, true), Field::new("tenant", DataType::Utf8, true), Field::new(KAFKA_KEY, DataType::Struct(fields), true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(id), Arc::new(tenant), Arc::new(key)])
     }
 
     #[test]
     fn equal_keys_hash_alike_and_every_field_counts() -> Result<(), Box<dyn std::error::Error>> {
         let batch = keyed(&[Some((1, "a")), Some((1, "b")), Some((2, "a")), Some((1, "a")), None])?;
-        let h = key_hashes(&batch, "t")?;
+        let names = key_names(&batch, "t")?;
+        assert_eq!(names, ["id", "tenant"], "the key's fields");
+        let h = key_hashes(&batch, &names, "t")?;
         assert_eq!(h[0], h[3], "the same key in two rows");
         let distinct: std::collections::HashSet<_> = h[..3].iter().collect();
         assert_eq!(distinct.len(), 3, "keys differing in one field: {h:?}");
@@ -132,8 +154,10 @@ mod tests {
     #[test]
     fn rows_without_a_key_column_have_no_mirror_and_say_so() -> Result<(), Box<dyn std::error::Error>> {
         let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)])), vec![Arc::new(Int32Array::from(vec![1]))])?;
-        let err = key_hashes(&batch, "shop.public.events").err().ok_or("rows without a key were hashed")?;
+        let err = key_names(&batch, "shop.public.events").err().ok_or("rows without a key were named")?;
         assert!(err.to_string().contains("shop.public.events") && err.to_string().contains("without a primary key has no mirror"), "{err}");
+        let err = key_hashes(&batch, &["tenant".to_string()], "t").err().ok_or("a missing key column was hashed")?;
+        assert!(err.to_string().contains("no column tenant"), "{err}");
         Ok(())
     }
 
@@ -147,10 +171,9 @@ mod tests {
         assert_eq!(index.remove(8), Some(("p=0/a.parquet".to_string(), 4)), "a deleted row's place");
         assert_eq!((index.len(), index.get(8)), (1, None), "(keys left, the deleted key)");
         index.insert(9, "p=0/b.parquet", 1)?;
-        let mut all: Vec<(String, Vec<u64>)> = index.clear().into_iter().collect();
+        let mut all: Vec<(String, Vec<u64>)> = index.all().into_iter().collect();
         all.iter_mut().for_each(|(_, rows)| rows.sort());
-        assert_eq!(all, [("p=0/b.parquet".to_string(), vec![0, 1])], "every row a truncate marks");
-        assert!(index.is_empty(), "nothing after a truncate");
+        assert_eq!(all, [("p=0/b.parquet".to_string(), vec![0, 1])], "every row the index holds, by file");
         Ok(())
     }
 }

@@ -87,6 +87,32 @@ impl DeltaTable {
         Ok(marked - marked_before)
     }
 
+    /// The data files of the latest version whose Kafka partition is `partition`, each with the
+    /// rows its deletion vector marks (sorted), for an index of the rows that are live.
+    pub fn live_files(&mut self, partition: i32) -> Result<Vec<(String, Vec<u64>)>, TableError> {
+        let Some(snapshot) = self.refresh()? else { return Ok(Vec::new()) };
+        let engine = self.engine.as_ref();
+        let scan = snapshot.scan_builder().build().map_err(|e| self.err(e))?;
+        let wanted = partition.to_string();
+        let mut out = Vec::new();
+        for meta in scan.scan_metadata(engine).map_err(|e| self.err(e))? {
+            let meta = meta.map_err(|e| self.err(e))?;
+            let files: Vec<ScanFile> = meta.visit_scan_files(Vec::new(), |acc: &mut Vec<ScanFile>, f| acc.push(f)).map_err(|e| self.err(e))?;
+            for f in files.into_iter().filter(|f| f.partition_values.get(super::PARTITION_COLUMN) == Some(&wanted)) {
+                let deleted = f.dv_info.get_row_indexes(engine, &self.root).map_err(|e| self.err(e))?.unwrap_or_default();
+                out.push((super::paths::from_log(&f.path).into_owned(), deleted));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// A property of the latest version's metaData (`None`: no table, or not set).
+    pub fn property(&mut self, key: &str) -> Result<Option<String>, TableError> {
+        let Some(snapshot) = self.refresh()? else { return Ok(None) };
+        Ok(snapshot.table_configuration().metadata().configuration().get(key).cloned())
+    }
+
     /// The table's partition columns bound to `values` (as the log spells them; absent: null),
     /// typed as the schema says.
     fn partition_scalars(&self, snapshot: &SnapshotRef, values: &HashMap<String, String>) -> Result<HashMap<String, Scalar>, TableError> {
