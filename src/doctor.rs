@@ -120,7 +120,9 @@ pub async fn run(config: &Config, store: &mut Store, auth: &Auth) -> Vec<Check> 
             Err(e) => Err(fail(e.to_string(), "create the bucket, or fix s3.endpoint, s3.bucket and the credentials")),
         },
     );
-    let format = crate::table::format(config, store, Default::default());
+    // A config that passed validation has a path scheme; without one, no table line.
+    let paths = crate::partition::PathScheme::from_config(&config.output).ok();
+    let format = paths.and_then(|p| crate::table::format(config, store, &p).ok().flatten()).map(|(f, _)| f);
     for topic in &topics {
         let Some(view) = &kafka else { break };
         let Some(t) = view.topics.iter().find(|t| &t.name == topic) else { continue };

@@ -100,32 +100,16 @@ impl Pipeline {
         };
         let store = Arc::new(store);
         let paths = PathScheme::from_config(&config.output).map_err(crate::decode::DecodeError::Batch)?;
-        let settings = crate::table::Settings {
-            checkpoint_interval: config.table.checkpoint_interval,
-            orphan_retention_ms: (config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64),
-            type_widening: config.table.type_widening,
-            path_columns: paths.columns().map_err(crate::decode::DecodeError::Batch)?,
-            properties: config.table.properties.clone(),
-            deletion_vectors: false,
-        };
-        let format = crate::table::format(config, &store, settings.clone());
-        let offsets = format.clone().map(crate::table::offsets_reader);
+        let format = crate::table::format(config, &store, &paths).map_err(crate::decode::DecodeError::Batch)?;
+        let offsets = format.as_ref().map(|(f, _)| crate::table::offsets_reader(f.clone()));
         let consumer = source::subscribe(&config.kafka, metrics.clone(), auth, offsets)?;
         let group: Arc<dyn Group> = Arc::new(KafkaGroup(consumer.clone()));
         let mut uploads = Uploads::new(store.clone(), group.clone(), metrics.clone(), config.flush.max_uploads_in_flight);
         if format.is_some() {
             uploads = uploads.for_tables();
         }
-        let tables = format.map(|f| {
-            crate::table::Tables::new(f, Duration::from_millis(config.table.commit_interval_ms), &settings).with_compaction(
-                (config.table.compaction_min_files > 0).then(|| crate::table::Policy {
-                    min_files: config.table.compaction_min_files,
-                    target_file_bytes: config.table.target_file_bytes,
-                    idle_ms: (config.table.compaction_idle_ms > 0).then_some(config.table.compaction_idle_ms),
-                    props: encode::writer_properties(&config.output),
-                }),
-            )
-        });
+        let interval = Duration::from_millis(config.table.commit_interval_ms);
+        let tables = format.map(|(f, settings)| crate::table::Tables::new(f, interval, &settings).with_compaction(crate::table::compaction(config)));
         Ok(Self {
             tables,
             auto_offset_reset: config.kafka.auto_offset_reset.clone(),

@@ -154,3 +154,22 @@ async fn a_fenced_partition_names_none_of_its_files_and_a_revoked_one_is_not_rep
     assert_eq!(answer.committed, Vec::<(i32, i64)>::new(), "a partition revoked while its commit ran is not reported");
     Ok(())
 }
+
+/// `output.format` picks the format; files mode has none, whatever its path format (a
+/// directory that names no column is fine there), and Delta takes the partitioner's columns.
+#[test]
+fn files_mode_has_no_table_format_and_delta_takes_the_path_columns() -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = crate::metrics::Metrics::new()?;
+    let store = crate::store::Store::new(Arc::new(object_store::memory::InMemory::new()), "bronze", &Default::default(), metrics);
+    let mut config = crate::config::Config::default();
+    config.output.partitioner = crate::config::Partitioner::Time;
+    config.output.path_format = "{YYYY}/{MM}/{DD}".into();
+    let paths = crate::partition::PathScheme::from_config(&config.output)?;
+    assert!(format(&config, &store, &paths)?.is_none(), "files mode with a path of plain directories");
+    config.output.format = crate::config::Format::Delta;
+    config.output.path_format = "dt={YYYY}-{MM}-{DD}/hr={HH}".into();
+    let paths = crate::partition::PathScheme::from_config(&config.output)?;
+    let (f, settings) = format(&config, &store, &paths)?.ok_or("no format for output.format = \"delta\"")?;
+    assert_eq!((f.kind(), settings.path_columns), ("Delta", vec!["dt".to_string(), "hr".to_string()]), "(format, partition columns)");
+    Ok(())
+}

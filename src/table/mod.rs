@@ -52,12 +52,40 @@ pub trait Table: Send + Sync {
     fn summary(&mut self) -> Result<Option<Summary>, TableError>;
 }
 
-/// The format of `output.format` (`None` in files mode), its tables under `store`'s prefix.
-pub fn format(config: &crate::config::Config, store: &crate::store::Store, settings: Settings) -> Option<Arc<dyn Format>> {
-    match config.output.format {
-        crate::config::Format::Delta => Some(Arc::new(delta::Delta::new(store, settings))),
+/// A table format and the settings of its tables.
+pub type Chosen = (Arc<dyn Format>, Settings);
+
+/// The table format `output.format` names (`None` in files mode), its tables under `store`'s
+/// prefix, with the settings `[table]` and the partitioner give every table (an error names
+/// the key).
+pub fn format(config: &crate::config::Config, store: &crate::store::Store, paths: &crate::partition::PathScheme) -> Result<Option<Chosen>, String> {
+    let settings = || -> Result<Settings, String> {
+        Ok(Settings {
+            checkpoint_interval: config.table.checkpoint_interval,
+            orphan_retention_ms: (config.table.orphan_retention_ms > 0).then_some(config.table.orphan_retention_ms as i64),
+            type_widening: config.table.type_widening,
+            path_columns: paths.columns()?,
+            properties: config.table.properties.clone(),
+            deletion_vectors: false,
+        })
+    };
+    Ok(match config.output.format {
+        crate::config::Format::Delta => {
+            let settings = settings()?;
+            Some((Arc::new(delta::Delta::new(store, settings.clone())), settings))
+        }
         crate::config::Format::Files => None,
-    }
+    })
+}
+
+/// `[table]`'s compaction policy (`None`: `compaction_min_files = 0`, no compaction).
+pub fn compaction(config: &crate::config::Config) -> Option<Policy> {
+    (config.table.compaction_min_files > 0).then(|| Policy {
+        min_files: config.table.compaction_min_files,
+        target_file_bytes: config.table.target_file_bytes,
+        idle_ms: (config.table.compaction_idle_ms > 0).then_some(config.table.compaction_idle_ms),
+        props: crate::encode::writer_properties(&config.output),
+    })
 }
 
 /// What a maintenance round is to do.
