@@ -4,8 +4,8 @@
 //! stores them, so the index rebuilt from the table's files at start-up and the one kept from
 //! the records agree. The index keeps a 128-bit hash of the key's row-format bytes (arrow's
 //! `RowConverter`: equal keys, equal bytes, whatever the types), never the key itself: at 5
-//! million keys a collision has a chance of about 10^-26, and an entry costs 24 bytes and the
-//! map's overhead instead of the key's size.
+//! million keys a collision has a chance of about 10^-26, and an entry's slot is 33 bytes (the
+//! hash, the location, the map's control byte) whatever the key's size.
 
 use std::collections::HashMap;
 
@@ -51,7 +51,7 @@ struct Location {
 }
 
 /// The index of one Kafka partition's rows: key → file and row. Files are numbered once, so an
-/// entry is 24 bytes whatever the path's length.
+/// entry's slot is 33 bytes whatever the path's length.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     files: Vec<String>,
