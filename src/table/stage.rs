@@ -54,7 +54,7 @@ struct Slot {
     /// Commits since compaction last looked at the table.
     commits_since_compaction: usize,
     /// When the last commit that added files finished, until an idle look after it has
-    /// started (see [`super::compact::Policy::idle_ms`]).
+    /// started (see [`Policy::idle_ms`]).
     idle_since: Option<Instant>,
     /// When orphans were last looked for (at most every quarter of the retention).
     last_sweep: Option<Instant>,

@@ -1,22 +1,3 @@
-//! Table stage (`output.format = "delta"`): the Delta Lake commit protocol, one table per topic.
-//!
-//! Our encoder writes the Parquet data files and the upload stage puts them under unique names;
-//! this stage makes them part of the table. Each commit is one log version written with a
-//! put-if-absent by delta_kernel; it carries the add actions of the files closed since the
-//! last one and, in the same version, one `txn` action per Kafka partition whose app id names
-//! the topic and partition ([`app_id`]) and whose version is the next offset to read. The table
-//! is the source of truth for where each partition resumes (DESIGN.md, "Delta tables").
-//!
-//! [`DeltaTable::commit`] commits only the partitions whose table version still equals the start of
-//! what is staged; any other partition is reported fenced, with the table's version, and none
-//! of its files is referenced. A lost race for the log version (another writer committed
-//! first) and an unknown outcome (a timeout, a 5xx, a lost answer) are both resolved the same
-//! way: reload the log and look at the txn versions again, so a commit that did land is found
-//! and never made twice.
-//!
-//! The kernel's API is blocking: [`Tables`](tables::Tables) runs it on blocking threads, off the
-//! loop that consumes.
-
 //! Delta Lake behind the table seam: one Delta table per topic.
 //!
 //! Our encoder writes the Parquet data files and the upload stage puts them under unique names;
