@@ -177,7 +177,7 @@ impl TableError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataFile {
     /// The object key relative to the table's root (`title=a%2Fb c/__kafka_partition=0/...parquet`);
-    /// the log spells it as a URI ([`paths`]).
+    /// the log spells it as a URI ([`delta::paths`]).
     pub path: String,
     pub size: u64,
     pub rows: u64,
